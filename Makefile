@@ -1,0 +1,62 @@
+# kubetune developer entry points. Every target installs what it needs itself
+# (idempotent, cached under ~/.cache/kubetune), so a fresh clone can run any.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+PY = $$(hack/python-env.sh)/bin/python
+
+.PHONY: help demo test test-unit test-trainer test-cluster test-chart bench bench-trainer \
+        bench-gpu bench-operator crds lint cluster-tools cluster-up cluster-down images python-env
+
+help: ## list targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 18
+
+demo: ## the main job end to end on a local control plane (tiny model, CPU)
+	bash hack/demo.sh
+
+test: ## install what is missing, then run the whole suite
+	bash hack/test.sh
+
+test-unit: ## no cluster, no training
+	bash hack/test.sh tests/unit
+
+test-trainer: ## the trainer on tiny models (CPU)
+	bash hack/test.sh tests/trainer
+
+test-cluster: ## against the local control plane, MinIO and Prometheus
+	bash hack/test.sh tests/cluster
+
+test-chart: ## the Helm chart, dashboards and images
+	bash hack/test.sh tests/chart
+
+bench: bench-trainer bench-operator ## all CPU benchmarks
+
+bench-trainer: ## ours vs plain TRL: tokens/s, packing efficiency, checkpoint blocking
+	$(PY) bench/trainer_bench.py
+
+bench-gpu: ## on a GPU machine: 8B-shaped LoRA/QLoRA vs plain TRL
+	$(PY) bench/gpu_bench.py
+
+bench-operator: ## N FineTuneJobs at once against the local control plane
+	$(PY) bench/operator_bench.py
+
+crds: ## regenerate crds/ and the chart's copy from the pydantic model
+	$(PY) -m kubetune_operator.cli crd --write
+
+lint: ## static checks
+	$(PY) -m kubetune_operator.cli validate examples/*.yaml
+
+python-env: ## create the cached development virtualenv
+	@hack/python-env.sh
+
+cluster-tools: ## build (once) kube-apiserver & co, etcd, MinIO, Helm; Prometheus from Debian
+	bash hack/cluster-tools/build.sh
+
+cluster-up: cluster-tools ## start a local control plane, MinIO and the pod runner
+	$(PY) -m tests.harness.cluster up
+
+cluster-down: ## stop what cluster-up started
+	$(PY) -m tests.harness.cluster down
+
+images: ## build container images (needs a Docker engine)
+	docker build -f Dockerfile.operator -t kubetune/operator:dev .
+	docker build -f Dockerfile.trainer -t kubetune/trainer:dev .

@@ -1,0 +1,80 @@
+#!/usr/bin/env bash
+# Build (once) and cache the binaries the test harness and `make demo` need:
+# kube-apiserver, kube-controller-manager, kube-scheduler, kubectl and etcd
+# (from the Go module k8s.io/kubernetes and its etcd dependency), MinIO, Helm;
+# Prometheus/promtool come from Debian. Idempotent: prints the bin dir and exits
+# at once when everything is already there.
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+# shellcheck disable=SC1091
+source "$here/versions.env"
+cache=${KUBETUNE_CACHE:-$HOME/.cache/kubetune}
+bin="$cache/tools-$KUBE_VERSION-$(echo "$MINIO_VERSION$HELM_VERSION" | sha1sum | cut -c1-8)/bin"
+mkdir -p "$bin"
+log() { echo "[cluster-tools] $*" >&2; }
+export GOFLAGS=-mod=mod CGO_ENABLED=0 GOTOOLCHAIN=local
+export GOPATH=${GOPATH:-$HOME/go} GOCACHE=${GOCACHE:-$HOME/.cache/go-build}
+
+need_kube=0
+for b in kube-apiserver kube-controller-manager kube-scheduler kubectl etcd; do
+  [ -x "$bin/$b" ] || need_kube=1
+done
+if [ "$need_kube" = 1 ]; then
+  start=$(date +%s)
+  mod="$cache/kube-module-$KUBE_VERSION"
+  mkdir -p "$mod"
+  # k8s.io/kubernetes points its staging modules at ./staging: replace each with
+  # the published k8s.io/* version of the same release.
+  {
+    echo "module kubetune.io/cluster-tools"
+    echo
+    echo "go 1.25"
+    echo
+    echo "require k8s.io/kubernetes $KUBE_VERSION"
+    echo
+    echo "replace ("
+    go mod download -json "k8s.io/kubernetes@$KUBE_VERSION" >/dev/null
+    modfile="$GOPATH/pkg/mod/cache/download/k8s.io/kubernetes/@v/$KUBE_VERSION.mod"
+    sed -n 's#^\s*\(k8s.io/[a-z0-9-]*\) => ./staging/src/.*#\t\1 => \1 '"$KUBE_STAGING_VERSION"'#p' "$modfile"
+    echo ")"
+  } > "$mod/go.mod"
+  log "building kubernetes $KUBE_VERSION binaries and etcd (cold: several minutes)"
+  ldflags="-s -w"
+  for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+    minor=$(echo "$KUBE_VERSION" | cut -d. -f2)
+    ldflags="$ldflags -X $pkg.gitVersion=$KUBE_VERSION -X $pkg.gitMajor=1 -X $pkg.gitMinor=$minor -X $pkg.gitTreeState=clean"
+  done
+  (
+    cd "$mod"
+    go mod tidy >/dev/null 2>&1 || true
+    go get k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kubectl go.etcd.io/etcd/server/v3 >/dev/null
+    go build -trimpath -ldflags "$ldflags" -o "$bin/" \
+      k8s.io/kubernetes/cmd/kube-apiserver \
+      k8s.io/kubernetes/cmd/kube-controller-manager \
+      k8s.io/kubernetes/cmd/kube-scheduler \
+      k8s.io/kubernetes/cmd/kubectl
+    go build -trimpath -ldflags "-s -w" -o "$bin/etcd" go.etcd.io/etcd/server/v3
+  )
+  log "kubernetes + etcd built in $(( $(date +%s) - start ))s"
+fi
+
+if [ ! -x "$bin/helm" ]; then
+  start=$(date +%s)
+  GOBIN="$bin" go install -trimpath -ldflags "-s -w" "helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
+  log "helm built in $(( $(date +%s) - start ))s"
+fi
+if [ ! -x "$bin/minio" ]; then
+  start=$(date +%s)
+  GOBIN="$bin" go install -trimpath -ldflags "-s -w" "github.com/minio/minio@$MINIO_VERSION"
+  log "minio built in $(( $(date +%s) - start ))s"
+fi
+if ! command -v prometheus >/dev/null || ! command -v promtool >/dev/null; then
+  log "installing prometheus from Debian"
+  export DEBIAN_FRONTEND=noninteractive
+  (apt-get install -y -q --no-install-recommends prometheus >/dev/null 2>&1) \
+    || (apt-get update -q >/dev/null && apt-get install -y -q --no-install-recommends prometheus >/dev/null)
+  # Debian's package starts a system service on install where it can; we run our own.
+  (service prometheus stop || pkill -x prometheus || true) >/dev/null 2>&1
+fi
+for b in prometheus promtool; do ln -sf "$(command -v $b)" "$bin/$b"; done
+echo "$bin"

@@ -1,0 +1,1 @@
+"""kubetune operator: FineTuneJob API, builders, Kopf handlers and the kubetune CLI."""

@@ -1,0 +1,98 @@
+"""Read FineTuneJob manifests from YAML with every problem located by line."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+from pydantic import ValidationError
+
+from .errors import Problem, problems_from
+from .job import API_VERSION, KIND, FineTuneJob
+
+
+@dataclass
+class ParsedManifest:
+    source: str
+    job: FineTuneJob | None
+    problems: list[Problem] = field(default_factory=list)
+    document: int = 0  # index within a multi-document file
+
+
+def _line_index(node: yaml.Node, path: tuple = (), out: dict | None = None) -> dict[tuple, int]:
+    """Map each key path (with list indices) to the 1-based line it starts on."""
+    out = {} if out is None else out
+    out.setdefault(path, node.start_mark.line + 1)
+    if isinstance(node, yaml.MappingNode):
+        for key_node, value_node in node.value:
+            child = path + (key_node.value,)
+            out[child] = key_node.start_mark.line + 1
+            _line_index(value_node, child, out)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            _line_index(item, path + (i,), out)
+    return out
+
+
+def _locate(problem_path: str, lines: dict[tuple, int]) -> int | None:
+    """The line of the deepest existing ancestor of a dotted path like spec.lora.r or a[2].b."""
+    parts: list = []
+    for piece in problem_path.split("."):
+        name, _, rest = piece.partition("[")
+        if name:
+            parts.append(name)
+        while rest:
+            index, _, rest = rest.partition("]")
+            parts.append(int(index))
+            rest = rest.lstrip("[")
+    while parts:
+        if tuple(parts) in lines:
+            return lines[tuple(parts)]
+        parts.pop()
+    return lines.get(())
+
+
+def parse_job(data: object, lines: dict[tuple, int] | None = None, source: str = "<manifest>") -> ParsedManifest:
+    """Validate one already-loaded document as a FineTuneJob."""
+    lines = lines or {}
+    if not isinstance(data, dict):
+        return ParsedManifest(source, None, [Problem("", f"expected a FineTuneJob mapping, got {type(data).__name__}", lines.get(()))])
+    if data.get("kind") not in (None, KIND) or data.get("apiVersion") not in (None, API_VERSION):
+        got = f"{data.get('apiVersion')}/{data.get('kind')}"
+        return ParsedManifest(source, None, [Problem("kind", f"{got} is not a FineTuneJob; expected apiVersion {API_VERSION}, kind {KIND}", lines.get(("kind",)))])
+    try:
+        return ParsedManifest(source, FineTuneJob.model_validate(data))
+    except ValidationError as exc:
+        problems = [
+            Problem(p.path, p.message, _locate(p.path, lines))
+            for p in problems_from(exc, FineTuneJob)
+        ]
+        return ParsedManifest(source, None, problems)
+
+
+def load_manifests(path: str | Path) -> list[ParsedManifest]:
+    """Every FineTuneJob document in a YAML file, each parsed or with its problems."""
+    source = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        return [ParsedManifest(source, None, [Problem("", f"cannot read file: {exc}")])]
+    try:
+        nodes = list(yaml.compose_all(text, Loader=yaml.SafeLoader))
+        docs = list(yaml.safe_load_all(text))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = mark.line + 1 if mark else None
+        reason = getattr(exc, "problem", None) or str(exc)
+        return [ParsedManifest(source, None, [Problem("", f"not valid YAML: {reason}", line)])]
+    results = []
+    for index, (node, doc) in enumerate(zip(nodes, docs)):
+        if doc is None:
+            continue
+        parsed = parse_job(doc, _line_index(node) if node is not None else {}, source)
+        parsed.document = index
+        results.append(parsed)
+    if not results:
+        results.append(ParsedManifest(source, None, [Problem("", "the file holds no YAML document")]))
+    return results

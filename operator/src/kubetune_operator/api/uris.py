@@ -1,0 +1,59 @@
+"""URI types for models, datasets, checkpoints and outputs.
+
+One regex per scheme, shared by the pydantic validators and the CRD patterns, so
+the API server and `kubetune validate` accept exactly the same strings.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated
+
+from pydantic import AfterValidator, Field
+
+_BUCKET = r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]"
+_DNS_LABEL = r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?"
+_HF_PART = r"[A-Za-z0-9][A-Za-z0-9._-]{0,95}"
+
+SCHEME_PATTERNS: dict[str, str] = {
+    "hf": rf"hf://{_HF_PART}(/{_HF_PART})?",
+    "s3": rf"s3://{_BUCKET}(/[^\s]*)?",
+    "pvc": rf"pvc://{_DNS_LABEL}(/[^\s]*)?",
+    "file": r"file://[^\s]+",
+}
+
+SCHEME_HINTS: dict[str, str] = {
+    "hf": "hf://org/name",
+    "s3": "s3://bucket/prefix",
+    "pvc": "pvc://claim-name/path",
+    "file": "file:///absolute/path or file://relative/path",
+}
+
+
+def uri_pattern(schemes: tuple[str, ...]) -> str:
+    """An anchored regex accepting any of `schemes`."""
+    return "^(" + "|".join(SCHEME_PATTERNS[s] for s in schemes) + ")$"
+
+
+def _uri_validator(schemes: tuple[str, ...]):
+    compiled = re.compile(uri_pattern(schemes))
+
+    def check(value: str) -> str:
+        if compiled.match(value):
+            return value
+        scheme = value.split("://", 1)[0] if "://" in value else None
+        valid = ", ".join(SCHEME_HINTS[s] for s in schemes)
+        if scheme in schemes:
+            raise ValueError(f"malformed {scheme}:// URI {value!r}; expected {SCHEME_HINTS[scheme]}")
+        raise ValueError(f"unsupported URI {value!r}; valid forms: {valid}")
+
+    return check
+
+
+def UriType(*schemes: str, description: str):  # noqa: N802 - reads as a type
+    """A string URI restricted to `schemes`, with the same pattern in the CRD."""
+    return Annotated[
+        str,
+        Field(description=description, max_length=2048, json_schema_extra={"pattern": uri_pattern(schemes)}),
+        AfterValidator(_uri_validator(schemes)),
+    ]

@@ -1,0 +1,1 @@
+"""kubetune trainer: the containerised fine-tuning entrypoint."""
