@@ -15,6 +15,8 @@ class ApiModel(BaseModel):
     """
 
     model_config = ConfigDict(
+        # Strict like the API server: "3" is not an integer, "yes" not a boolean.
+        strict=True,
         extra="forbid",
         alias_generator=to_camel,
         populate_by_name=True,

@@ -5,11 +5,25 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import re
+
 import yaml
 from pydantic import ValidationError
 
 from .errors import Problem, problems_from
 from .job import API_VERSION, KIND, FineTuneJob
+
+
+class ManifestLoader(yaml.SafeLoader):
+    """SafeLoader that reads `2e-4` as a number, as Kubernetes' YAML 1.2 parser
+    does (PyYAML's YAML 1.1 rules would make it a string)."""
+
+
+ManifestLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+$"),
+    list("-+0123456789."),
+)
 
 
 @dataclass
@@ -62,7 +76,8 @@ def parse_job(data: object, lines: dict[tuple, int] | None = None, source: str =
         got = f"{data.get('apiVersion')}/{data.get('kind')}"
         return ParsedManifest(source, None, [Problem("kind", f"{got} is not a FineTuneJob; expected apiVersion {API_VERSION}, kind {KIND}", lines.get(("kind",)))])
     try:
-        return ParsedManifest(source, FineTuneJob.model_validate(data))
+        # Manifests speak camelCase only, as the API server does.
+        return ParsedManifest(source, FineTuneJob.model_validate(data, by_alias=True, by_name=False))
     except ValidationError as exc:
         problems = [
             Problem(p.path, p.message, _locate(p.path, lines))
@@ -79,8 +94,8 @@ def load_manifests(path: str | Path) -> list[ParsedManifest]:
     except (OSError, UnicodeDecodeError) as exc:
         return [ParsedManifest(source, None, [Problem("", f"cannot read file: {exc}")])]
     try:
-        nodes = list(yaml.compose_all(text, Loader=yaml.SafeLoader))
-        docs = list(yaml.safe_load_all(text))
+        nodes = list(yaml.compose_all(text, Loader=ManifestLoader))
+        docs = list(yaml.load_all(text, Loader=ManifestLoader))
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark else None

@@ -9,9 +9,10 @@ the same message, so `kubetune validate` and `kubectl apply` agree.
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Literal
 
-from pydantic import Field, model_validator
+from pydantic import AfterValidator, Field, field_validator, model_validator
 
 from .base import ApiModel
 from .uris import UriType
@@ -23,8 +24,16 @@ SECRET_KEY = r"^[-._a-zA-Z0-9]{1,253}$"
 QUANTITY = r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$"
 IMAGE_REF = r"^[a-z0-9][a-z0-9._/:@-]*[a-zA-Z0-9_.-]*$"
 
+def _check_quantity(value: int | str) -> int | str:
+    # Returned as given (8 stays an int) so manifests round-trip unchanged.
+    if not re.match(QUANTITY, str(value)) or str(value).startswith("-"):
+        raise ValueError(f"{value!r} is not a Kubernetes quantity; use e.g. 8, 7500m, 64Gi or 512Mi")
+    return value
+
+
 Quantity = Annotated[
     int | str,
+    AfterValidator(_check_quantity),
     Field(
         json_schema_extra={
             "anyOf": [{"type": "integer"}, {"type": "string"}],
@@ -133,11 +142,12 @@ class LoraSpec(ApiModel):
         },
     )
 
-    @model_validator(mode="after")
-    def _all_linear_alone(self):
-        if ALL_LINEAR in self.target_modules and len(self.target_modules) > 1:
+    @field_validator("target_modules")
+    @classmethod
+    def _all_linear_alone(cls, modules: list[str]) -> list[str]:
+        if ALL_LINEAR in modules and len(modules) > 1:
             raise ValueError("all-linear cannot be combined with other module names")
-        return self
+        return modules
 
 
 class QuantizationSpec(ApiModel):
