@@ -25,6 +25,8 @@ if [ "$need_kube" = 1 ]; then
   mkdir -p "$mod"
   # k8s.io/kubernetes points its staging modules at ./staging: replace each with
   # the published k8s.io/* version of the same release.
+  go mod download -json "k8s.io/kubernetes@$KUBE_VERSION" >/dev/null
+  modfile="$GOPATH/pkg/mod/cache/download/k8s.io/kubernetes/@v/$KUBE_VERSION.mod"
   {
     echo "module kubetune.io/cluster-tools"
     echo
@@ -33,8 +35,6 @@ if [ "$need_kube" = 1 ]; then
     echo "require k8s.io/kubernetes $KUBE_VERSION"
     echo
     echo "replace ("
-    go mod download -json "k8s.io/kubernetes@$KUBE_VERSION" >/dev/null
-    modfile="$GOPATH/pkg/mod/cache/download/k8s.io/kubernetes/@v/$KUBE_VERSION.mod"
     sed -n 's#^\s*\(k8s.io/[a-z0-9-]*\) => ./staging/src/.*#\t\1 => \1 '"$KUBE_STAGING_VERSION"'#p' "$modfile"
     echo ")"
   } > "$mod/go.mod"
@@ -44,10 +44,11 @@ if [ "$need_kube" = 1 ]; then
     minor=$(echo "$KUBE_VERSION" | cut -d. -f2)
     ldflags="$ldflags -X $pkg.gitVersion=$KUBE_VERSION -X $pkg.gitMajor=1 -X $pkg.gitMinor=$minor -X $pkg.gitTreeState=clean"
   done
+  # etcd: the server release that this Kubernetes release itself depends on.
+  etcd_version=$(sed -n 's#^\s*go.etcd.io/etcd/server/v3 \(v[0-9.]*\).*#\1#p' "$modfile" | head -1)
   (
     cd "$mod"
-    go mod tidy >/dev/null 2>&1 || true
-    go get k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kubectl go.etcd.io/etcd/server/v3 >/dev/null
+    go get "k8s.io/kubernetes@$KUBE_VERSION" "go.etcd.io/etcd/server/v3@$etcd_version" 2>/dev/null
     go build -trimpath -ldflags "$ldflags" -o "$bin/" \
       k8s.io/kubernetes/cmd/kube-apiserver \
       k8s.io/kubernetes/cmd/kube-controller-manager \
@@ -74,7 +75,8 @@ if ! command -v prometheus >/dev/null || ! command -v promtool >/dev/null; then
   (apt-get install -y -q --no-install-recommends prometheus >/dev/null 2>&1) \
     || (apt-get update -q >/dev/null && apt-get install -y -q --no-install-recommends prometheus >/dev/null)
   # Debian's package starts a system service on install where it can; we run our own.
-  (service prometheus stop || pkill -x prometheus || true) >/dev/null 2>&1
+  # (never pkill by name: other users of this machine may run their own Prometheus)
+  (service prometheus stop || true) >/dev/null 2>&1
 fi
 for b in prometheus promtool; do ln -sf "$(command -v $b)" "$bin/$b"; done
 echo "$bin"

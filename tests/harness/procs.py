@@ -1,0 +1,121 @@
+"""Process plumbing shared by the harness: spawn a server with its own log file
+and process group, wait for it to become ready, stop it reliably.
+
+Every child gets its own session (process group) so that stopping it also stops
+anything it forked. Children of a short-lived owner (pytest) also get
+``PR_SET_PDEATHSIG`` through ``setpriv --pdeathsig KILL`` so that they die with
+their owner even when the owner is killed with SIGKILL and no finaliser runs.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+from typing import Callable, Mapping, Sequence
+
+
+class ComponentFailed(RuntimeError):
+    """A harness component did not come up; the message carries its log tail."""
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port that is free on ``host`` right now (the OS picks it)."""
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def log_tail(path: Path, lines: int = 40) -> str:
+    try:
+        text = Path(path).read_text(errors="replace")
+    except FileNotFoundError:
+        return "(no log file)"
+    return "\n".join(text.splitlines()[-lines:])
+
+
+def spawn(
+    argv: Sequence[str],
+    log_path: Path,
+    env: Mapping[str, str] | None = None,
+    die_with_parent: bool = True,
+    cwd: str | None = None,
+) -> subprocess.Popen:
+    """Start ``argv`` in its own session, stdout+stderr appended to ``log_path``."""
+    if die_with_parent:
+        argv = ["setpriv", "--pdeathsig", "KILL", "--", *argv]
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "ab") as log:
+        return subprocess.Popen(
+            list(argv),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=dict(env) if env is not None else None,
+            cwd=cwd,
+            start_new_session=True,
+        )
+
+
+def wait_until(
+    ready: Callable[[], bool],
+    timeout: float,
+    what: str,
+    proc: subprocess.Popen | None = None,
+    log_path: Path | None = None,
+    interval: float = 0.1,
+) -> None:
+    """Poll ``ready()`` until it is true; raise ComponentFailed with the log tail
+    when ``proc`` exits early or ``timeout`` passes."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if ready():
+                return
+        except Exception:  # not up yet: connection refused, 503, ...
+            pass
+        if proc is not None and proc.poll() is not None:
+            raise ComponentFailed(
+                f"{what} exited with code {proc.returncode} before it was ready; "
+                f"log {log_path}:\n{log_tail(log_path) if log_path else ''}"
+            )
+        if time.monotonic() > deadline:
+            raise ComponentFailed(
+                f"{what} not ready after {timeout:.0f}s; log {log_path}:\n"
+                f"{log_tail(log_path) if log_path else ''}"
+            )
+        time.sleep(interval)
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie child of ours still answers kill(0); treat it as gone.
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def stop_group(pgid: int, grace: float = 5.0) -> None:
+    """SIGTERM the process group ``pgid``, SIGKILL it after ``grace`` seconds."""
+    try:
+        os.killpg(pgid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline:
+        if not pid_alive(pgid):
+            break
+        time.sleep(0.05)
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
