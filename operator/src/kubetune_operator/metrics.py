@@ -1,0 +1,53 @@
+"""The operator's own Prometheus metrics (`kubetune_operator_*`). The Grafana
+dashboard and alerts query exactly these names."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+from .api.status import PHASES
+
+REGISTRY = CollectorRegistry(auto_describe=True)
+
+JOBS = Gauge("kubetune_operator_jobs", "FineTuneJobs by phase, as this operator last saw them.", ["phase"], registry=REGISTRY)
+RECONCILE_DURATION = Histogram(
+    "kubetune_operator_reconcile_duration_seconds",
+    "Time to reconcile one FineTuneJob (create/resume/update or a status sync).",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+    registry=REGISTRY,
+)
+API_ERRORS = Counter("kubetune_operator_api_errors_total", "Kubernetes API calls that failed unexpectedly.", registry=REGISTRY)
+PHASE_TRANSITIONS = Counter(
+    "kubetune_operator_phase_transitions_total", "FineTuneJob phase changes.", ["from", "to"], registry=REGISTRY
+)
+JOB_ATTEMPTS = Gauge("kubetune_operator_job_attempts", "Training pods started per FineTuneJob.", ["namespace", "job"], registry=REGISTRY)
+
+for _phase in PHASES:
+    JOBS.labels(phase=_phase).set(0)
+
+
+class PhaseBook:
+    """Which phase each job is in, so the `jobs` gauge counts each job once."""
+
+    def __init__(self) -> None:
+        self._phases: dict[tuple[str, str], str] = {}
+
+    def set(self, namespace: str, name: str, phase: str | None) -> None:
+        key = (namespace, name)
+        if phase is None:
+            self._phases.pop(key, None)
+            try:
+                JOB_ATTEMPTS.remove(namespace, name)
+            except KeyError:
+                pass
+        else:
+            self._phases[key] = phase
+        counts = {p: 0 for p in PHASES}
+        for value in self._phases.values():
+            counts[value] = counts.get(value, 0) + 1
+        for value, count in counts.items():
+            JOBS.labels(phase=value).set(count)
+
+
+def serve(port: int) -> None:
+    start_http_server(port, registry=REGISTRY)

@@ -1,0 +1,339 @@
+"""From what the cluster shows (the training Job, its pods, the trainer's
+termination message, the serving Deployment) to `FineTuneJob.status`.
+
+Pure functions over plain dicts, so every transition is unit-tested without a
+cluster. Handlers feed them what they read and write back what they return.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+from .api.status import ConditionType as C
+from .api.status import Reason as R
+
+# Trainer termination-message reasons that name the cause of a failure better
+# than the Job's own reason (BackoffLimitExceeded says only "it kept failing").
+TRAINER_FAILURE_REASONS = {
+    "LossDiverged": R.LOSS_DIVERGED,
+    "InvalidDataset": R.INVALID_DATASET,
+    "InvalidModel": R.INVALID_MODEL,
+    "InvalidConfig": R.INVALID_CONFIG,
+    "CheckpointFailed": R.CHECKPOINT_FAILED,
+}
+JOB_FAILURE_REASONS = {
+    "BackoffLimitExceeded": R.BACKOFF_LIMIT_EXCEEDED,
+    "DeadlineExceeded": R.DEADLINE_EXCEEDED,
+}
+IMAGE_PULL_WAITING = {"ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull"}
+TRAINER_CONTAINER = "trainer"
+MAX_MESSAGE = 1024
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """The phase a job is in and why."""
+
+    phase: str
+    reason: str
+    message: str
+    report: dict | None = None  # the trainer's termination message, when one explains it
+
+
+@dataclass(frozen=True)
+class Observation:
+    """What the operator read about one FineTuneJob's children."""
+
+    job: dict | None
+    pods: list[dict] = field(default_factory=list)
+    deployment: dict | None = None
+    spec_suspend: bool = False
+    serving_enabled: bool = False
+    nodes: int = 1
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _clip(text: str) -> str:
+    return text if len(text) <= MAX_MESSAGE else text[: MAX_MESSAGE - 3] + "..."
+
+
+def _job_condition(job: dict, type_: str) -> dict | None:
+    for cond in (job.get("status") or {}).get("conditions") or []:
+        if cond.get("type") == type_ and cond.get("status") == "True":
+            return cond
+    return None
+
+
+def _trainer_status(pod: dict) -> dict | None:
+    for status in (pod.get("status") or {}).get("containerStatuses") or []:
+        if status.get("name") == TRAINER_CONTAINER:
+            return status
+    statuses = (pod.get("status") or {}).get("containerStatuses") or []
+    return statuses[0] if statuses else None
+
+
+def _terminated(pod: dict) -> dict | None:
+    status = _trainer_status(pod) or {}
+    return (status.get("state") or {}).get("terminated") or (status.get("lastState") or {}).get("terminated")
+
+
+def _pod_time(pod: dict) -> str:
+    term = _terminated(pod) or {}
+    return term.get("finishedAt") or (pod.get("status") or {}).get("startTime") or pod.get("metadata", {}).get("creationTimestamp") or ""
+
+
+def termination_report(pod: dict) -> dict | None:
+    """The trainer's final JSON from its termination message, if it wrote one."""
+    term = _terminated(pod)
+    if not term or not term.get("message"):
+        return None
+    try:
+        report = json.loads(term["message"])
+    except ValueError:
+        return None
+    return report if isinstance(report, dict) else None
+
+
+def latest_report(pods: list[dict], *, succeeded: bool | None = None) -> dict | None:
+    """The newest termination report (optionally only from succeeded / failed pods)."""
+    candidates = []
+    for pod in pods:
+        phase = (pod.get("status") or {}).get("phase")
+        if succeeded is True and phase != "Succeeded":
+            continue
+        if succeeded is False and phase != "Failed":
+            continue
+        report = termination_report(pod)
+        if report is not None:
+            candidates.append((_pod_time(pod), report))
+    return max(candidates, key=lambda c: c[0])[1] if candidates else None
+
+
+def pod_started(pod: dict) -> bool:
+    """Whether the trainer process ever started in this pod (image pulled, container ran)."""
+    status = _trainer_status(pod) or {}
+    state = status.get("state") or {}
+    return "running" in state or "terminated" in state or bool(status.get("lastState", {}).get("terminated"))
+
+
+def count_attempts(pods: list[dict]) -> int:
+    """Training attempts: pods started per completion index, the most of any index."""
+    per_index: dict[str, int] = {}
+    for pod in pods:
+        if pod_started(pod):
+            index = (pod.get("metadata", {}).get("annotations") or {}).get("batch.kubernetes.io/job-completion-index", "0")
+            per_index[index] = per_index.get(index, 0) + 1
+    return max(per_index.values(), default=0)
+
+
+def _image_pull_problem(pods: list[dict]) -> str | None:
+    for pod in pods:
+        if (pod.get("status") or {}).get("phase") not in (None, "Pending"):
+            continue
+        for status in (pod.get("status") or {}).get("containerStatuses") or []:
+            waiting = (status.get("state") or {}).get("waiting") or {}
+            if waiting.get("reason") in IMAGE_PULL_WAITING:
+                return f"cannot pull {status.get('image', 'the image')}: {waiting.get('reason')} {waiting.get('message', '')}".strip()
+    return None
+
+
+def _running(pods: list[dict]) -> bool:
+    return any("running" in ((_trainer_status(p) or {}).get("state") or {}) for p in pods if (p.get("status") or {}).get("phase") == "Running")
+
+
+def _oom_killed(pods: list[dict]) -> bool:
+    return any((_terminated(p) or {}).get("reason") == "OOMKilled" for p in pods)
+
+
+# --------------------------------------------------------------------------- training outcome
+
+
+def training_outcome(obs: Observation, previous_phase: str | None) -> Outcome:
+    job = obs.job
+    if job is None:
+        return Outcome("Pending", R.PODS_PENDING, "creating the training Job")
+    if _job_condition(job, "Complete"):
+        report = latest_report(obs.pods, succeeded=True)
+        return Outcome("Succeeded", R.COMPLETED, "training finished", report)
+    failed = _job_condition(job, "Failed")
+    if failed:
+        return _failure(failed, obs.pods)
+    if (job.get("spec") or {}).get("suspend"):
+        if obs.spec_suspend:
+            return Outcome("Suspended", R.SUSPENDED, "suspended: pods stopped, checkpoints kept; set spec.suspend=false to resume")
+        # Not ours: Kueue keeps the Job suspended until it admits it.
+        return Outcome("Pending", R.PODS_PENDING, "waiting for the queue to admit the Job")
+    if _running(obs.pods):
+        attempts = count_attempts(obs.pods)
+        if attempts > 1:
+            return Outcome("Running", R.RESTARTED, f"attempt {attempts}: resumed from the newest committed checkpoint")
+        return Outcome("Running", R.TRAINING_STARTED, "trainer is running")
+    pull = _image_pull_problem(obs.pods)
+    if pull:
+        return Outcome("Pending", R.IMAGE_PULL_FAILED, _clip(pull))
+    if previous_phase == "Running" and count_attempts(obs.pods) >= 1:
+        # A pod failed and the Job is starting the next one: still training.
+        return Outcome("Running", R.RESTARTED, "a trainer pod failed; the Job is starting a new one that resumes from the newest checkpoint")
+    return Outcome("Pending", R.PODS_PENDING, "waiting for the trainer pod to start")
+
+
+def _failure(condition: dict, pods: list[dict]) -> Outcome:
+    report = latest_report(pods, succeeded=False)
+    job_reason = condition.get("reason") or ""
+    job_message = condition.get("message") or job_reason
+    if report and report.get("reason") in TRAINER_FAILURE_REASONS:
+        reason = TRAINER_FAILURE_REASONS[report["reason"]]
+        return Outcome("Failed", reason, _clip(f"{report.get('message') or reason}"), report)
+    if _oom_killed(pods):
+        return Outcome("Failed", R.OOM_KILLED, "the trainer ran out of memory (OOMKilled); raise spec.resources.memory or lower batchSize/maxSeqLength", report)
+    reason = JOB_FAILURE_REASONS.get(job_reason, R.BACKOFF_LIMIT_EXCEEDED if job_reason != "DeadlineExceeded" else R.DEADLINE_EXCEEDED)
+    if job_reason == "DeadlineExceeded":
+        message = f"training ran longer than spec.activeDeadlineSeconds: {job_message}"
+    else:
+        message = job_message
+        if report and report.get("message"):
+            message = f"{job_message}; last trainer error: {report['message']}"
+    return Outcome("Failed", reason, _clip(message), report)
+
+
+# --------------------------------------------------------------------------- serving
+
+
+def serving_outcome(deployment: dict | None, was_ready: bool) -> tuple[bool, str, str]:
+    """(ready, reason, message) of the serving Deployment."""
+    if deployment is None:
+        return False, R.SERVING_PENDING, "creating the vLLM Deployment"
+    status = deployment.get("status") or {}
+    want = (deployment.get("spec") or {}).get("replicas", 1)
+    available = status.get("availableReplicas") or 0
+    conds = {c.get("type"): c for c in status.get("conditions") or []}
+    if conds.get("Available", {}).get("status") == "True" and available >= min(want, 1):
+        return True, R.SERVING_READY, f"{available}/{want} vLLM replicas available"
+    progressing = conds.get("Progressing", {})
+    if progressing.get("status") == "False" or conds.get("ReplicaFailure", {}).get("status") == "True":
+        detail = progressing.get("message") or conds.get("ReplicaFailure", {}).get("message") or "the Deployment is not progressing"
+        return False, R.SERVING_FAILED, _clip(detail)
+    if was_ready:
+        return False, R.SERVING_FAILED, f"vLLM became unavailable: {available}/{want} replicas available"
+    return False, R.SERVING_PENDING, f"waiting for vLLM: {available}/{want} replicas available"
+
+
+# --------------------------------------------------------------------------- conditions
+
+
+def set_condition(conditions: list[dict], type_: str, status: str, reason: str, message: str, now: str, generation: int | None) -> list[dict]:
+    """Upsert one condition; lastTransitionTime moves only when status changes."""
+    out = []
+    found = False
+    for cond in conditions:
+        if cond.get("type") != type_:
+            out.append(cond)
+            continue
+        found = True
+        changed = cond.get("status") != status
+        out.append({
+            "type": type_, "status": status, "reason": reason, "message": _clip(message),
+            "lastTransitionTime": now if changed else cond.get("lastTransitionTime", now),
+            "observedGeneration": generation,
+        })
+    if not found:
+        out.append({"type": type_, "status": status, "reason": reason, "message": _clip(message), "lastTransitionTime": now, "observedGeneration": generation})
+    return out
+
+
+def _finite(value) -> float | None:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if number == number and abs(number) != float("inf") else None
+
+
+def apply_report(status: dict, report: dict) -> None:
+    """Copy the trainer's final numbers and output URIs into status (in place)."""
+    metrics = {key: _finite((report.get("metrics") or {}).get(key)) for key in ("trainLoss", "evalLoss", "tokensPerSecond")}
+    metrics = {k: v for k, v in metrics.items() if v is not None}
+    if metrics:
+        status["metrics"] = {**(status.get("metrics") or {}), **metrics}
+    checkpoint = report.get("checkpoint") or {}
+    if checkpoint.get("uri"):
+        status["checkpoint"] = {"uri": str(checkpoint["uri"]), "step": checkpoint.get("step") if isinstance(checkpoint.get("step"), int) else None}
+    output = {k: str(v) for k, v in (report.get("output") or {}).items() if k in ("adapterUri", "mergedUri", "reportUri") and v}
+    if output:
+        status["output"] = output
+    step, total = report.get("step"), report.get("totalSteps")
+    if isinstance(step, int) and isinstance(total, int) and total > 0:
+        progress = dict(status.get("progress") or {})
+        progress.update(step=step, totalSteps=total, percent=round(min(100.0, 100.0 * step / total), 1), eta=None)
+        progress["summary"] = f"{step}/{total} ({progress['percent']:.0f}%)"
+        status["progress"] = progress
+
+
+# --------------------------------------------------------------------------- the whole status
+
+
+def next_status(current: dict, obs: Observation, *, now: str, generation: int | None) -> dict:
+    """The status to write, given the current one and what the cluster shows."""
+    status = {k: v for k, v in current.items()}
+    previous_phase = current.get("phase")
+    outcome = training_outcome(obs, previous_phase)
+    conditions = list(current.get("conditions") or [])
+
+    status["attempts"] = max(current.get("attempts") or 0, count_attempts(obs.pods))
+    job_status = (obs.job or {}).get("status") or {}
+    if job_status.get("startTime"):
+        status["startTime"] = job_status["startTime"]
+    if outcome.report:
+        apply_report(status, outcome.report)
+
+    training_on = outcome.phase == "Running"
+    conditions = set_condition(conditions, C.TRAINING, "True" if training_on else "False", outcome.reason, outcome.message, now, generation)
+    if outcome.phase in ("Succeeded", "Failed"):
+        status["completionTime"] = job_status.get("completionTime") or current.get("completionTime") or now
+    if outcome.phase == "Succeeded":
+        conditions = set_condition(conditions, C.SUCCEEDED, "True", R.COMPLETED, outcome.message, now, generation)
+    if outcome.phase == "Failed":
+        conditions = set_condition(conditions, C.FAILED, "True", outcome.reason, outcome.message, now, generation)
+    if outcome.phase == "Suspended":
+        conditions = set_condition(conditions, C.SUSPENDED, "True", R.SUSPENDED, outcome.message, now, generation)
+    elif any(c.get("type") == C.SUSPENDED for c in conditions):
+        conditions = set_condition(conditions, C.SUSPENDED, "False", R.RESUMED, "resumed: training continues from the newest committed checkpoint", now, generation)
+
+    phase = outcome.phase
+    if outcome.phase == "Succeeded" and obs.serving_enabled:
+        was_ready = bool((current.get("serving") or {}).get("ready"))
+        ready, reason, message = serving_outcome(obs.deployment, was_ready)
+        conditions = set_condition(conditions, C.SERVING, "True" if ready else "False", reason, message, now, generation)
+        serving = dict(current.get("serving") or {})
+        serving["ready"] = ready
+        status["serving"] = serving
+        if ready or (previous_phase == "Serving" and reason == R.SERVING_FAILED):
+            # Once serving, a failing Deployment shows in the Serving condition
+            # and serving.ready; the phase keeps saying what the job reached.
+            phase = "Serving"
+
+    status["phase"] = phase
+    status["conditions"] = conditions
+    status["observedGeneration"] = generation
+    return status
+
+
+def transition_event(old: str | None, new: str, status: dict) -> tuple[str, str, str] | None:
+    """(type, reason, message) of the Event for a phase change, or None when unchanged."""
+    if old == new:
+        return None
+    reason_by_type = {c.get("type"): c for c in status.get("conditions") or []}
+    detail = ""
+    key = {"Failed": C.FAILED, "Serving": C.SERVING, "Suspended": C.SUSPENDED}.get(new, C.TRAINING)
+    cond = reason_by_type.get(key) or reason_by_type.get(C.VALID)
+    if cond:
+        detail = f"{cond.get('reason')}: {cond.get('message')}"
+    message = _clip(f"{old or 'New'} -> {new}" + (f" ({detail})" if detail else ""))
+    if new == "Serving" and status.get("serving", {}).get("endpoint"):
+        message += f"; endpoint {status['serving']['endpoint']}"
+    if new == "Succeeded" and (status.get("output") or {}).get("adapterUri"):
+        message += f"; adapter at {status['output']['adapterUri']}"
+    return ("Warning" if new == "Failed" else "Normal", f"Phase{new}", _clip(message))
