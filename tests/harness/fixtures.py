@@ -1,0 +1,251 @@
+"""pytest fixtures for tests against the local control plane (loaded from
+tests/conftest.py through ``pytest_plugins``).
+
+Session scope:
+  control_plane  -> cluster.Cluster   the running control plane (reused from
+                    ``make cluster-up`` when one is alive in $KUBETUNE_RUN_DIR,
+                    else started for this session in a temp dir and stopped at
+                    the end; KUBETUNE_REUSE_CLUSTER=0 forces a private one)
+  kube           -> KubeClients      typed kubernetes clients + raw client + kubectl
+  pod_runner     -> PodRunnerHandle  simulated-ready images, container logs
+  tools_bin      -> pathlib.Path     kube-apiserver, kubectl, helm, promtool, ...
+Function scope:
+  namespace      -> str              a fresh namespace (default SA ready), deleted after
+  s3_bucket      -> s3.S3Bucket      a fresh MinIO bucket, emptied and deleted after
+  cluster_env    -> dict             os.environ patched with KUBECONFIG/AWS_* for the test
+  prometheus     -> factory(targets: list[str], scrape_interval="1s") -> prometheus.Prometheus,
+                    every one stopped after the test
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import subprocess
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import pytest
+
+from . import cluster as cluster_mod
+from .kubeapi import ApiError, KubeApi
+from .podrunner import CONFIG_NAME, CONFIG_NAMESPACE, container_log
+from .prometheus import Prometheus
+from .s3 import S3Bucket, create_bucket, delete_bucket, s3_client
+from .waiting import wait_for
+
+
+@dataclass
+class KubeClients:
+    """Clients for one control plane. Typed APIs from the ``kubernetes``
+    package share one ApiClient; ``raw`` speaks JSON dicts (tests.harness.kubeapi)."""
+
+    kubeconfig: str
+    api_client: Any
+    core: Any            # CoreV1Api
+    apps: Any            # AppsV1Api
+    batch: Any           # BatchV1Api
+    rbac: Any            # RbacAuthorizationV1Api
+    coordination: Any    # CoordinationV1Api
+    apiextensions: Any   # ApiextensionsV1Api
+    custom: Any          # CustomObjectsApi
+    raw: KubeApi
+    kubectl_path: str
+
+    def kubectl(self, *args: str, input: str | None = None, check: bool = True,
+                timeout: float = 60) -> subprocess.CompletedProcess:
+        """Run kubectl against this control plane; stdout/stderr as text.
+        With ``check`` a non-zero exit raises AssertionError with stderr."""
+        proc = subprocess.run([self.kubectl_path, "--kubeconfig", self.kubeconfig, *args],
+                              input=input, capture_output=True, text=True, timeout=timeout)
+        if check and proc.returncode != 0:
+            raise AssertionError(f"kubectl {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr}")
+        return proc
+
+
+def make_kube_clients(c: cluster_mod.Cluster) -> KubeClients:
+    from kubernetes import client, config
+
+    api = config.new_client_from_config(config_file=c.kubeconfig)
+    return KubeClients(
+        kubeconfig=c.kubeconfig, api_client=api, core=client.CoreV1Api(api),
+        apps=client.AppsV1Api(api), batch=client.BatchV1Api(api),
+        rbac=client.RbacAuthorizationV1Api(api), coordination=client.CoordinationV1Api(api),
+        apiextensions=client.ApiextensionsV1Api(api), custom=client.CustomObjectsApi(api),
+        raw=KubeApi(c.kubeconfig), kubectl_path=str(Path(c.tools_bin) / "kubectl"),
+    )
+
+
+class PodRunnerHandle:
+    """What a test can ask of the pod runner (which runs as a process of the
+    control plane, so this talks to it through the API and its files)."""
+
+    def __init__(self, c: cluster_mod.Cluster, raw: KubeApi):
+        self.cluster = c
+        self.run_dir = Path(c.run_dir)
+        self.nodes = list(c.nodes)
+        self._raw = raw
+
+    def logs(self, namespace: str, pod: str, container: str | None = None) -> str:
+        """A container's stdout+stderr (all restarts). There is no kubelet log
+        API here: ``kubectl logs`` does not work, use this."""
+        return container_log(self.run_dir, namespace, pod, container)
+
+    def simulated_ready_images(self) -> set[str]:
+        try:
+            cm = self._raw.get(f"/api/v1/namespaces/{CONFIG_NAMESPACE}/configmaps/{CONFIG_NAME}")
+        except ApiError as e:
+            if e.status == 404:
+                return set()
+            raise
+        return {x.strip() for x in (cm.get("data") or {}).get("simulatedReadyImages", "").splitlines() if x.strip()}
+
+    def simulate_ready(self, *images: str) -> contextlib.AbstractContextManager:
+        """Declare images (exact ``name:tag`` or name without tag) simulated-ready:
+        pods using them become Running and Ready without running anything, until
+        deleted. Takes effect for pods the runner starts afterwards. Use it as a
+        context manager to undo it at the end of the block, or call
+        :meth:`forget_simulated`; the ``pod_runner`` fixture undoes what a test
+        declared when the test ends."""
+        self._update(lambda s: s | set(images))
+        self._declared.update(images)
+
+        @contextlib.contextmanager
+        def undo() -> Iterator[None]:
+            try:
+                yield
+            finally:
+                self.forget_simulated(*images)
+        return undo()
+
+    def forget_simulated(self, *images: str) -> None:
+        self._update(lambda s: s - set(images))
+        self._declared.difference_update(images)
+
+    _declared: set[str]
+
+    def _update(self, change: Callable[[set[str]], set[str]]) -> None:
+        path = f"/api/v1/namespaces/{CONFIG_NAMESPACE}/configmaps/{CONFIG_NAME}"
+        for _ in range(10):
+            try:
+                cm = self._raw.get(path)
+            except ApiError as e:
+                if e.status != 404:
+                    raise
+                cm = {"apiVersion": "v1", "kind": "ConfigMap",
+                      "metadata": {"name": CONFIG_NAME, "namespace": CONFIG_NAMESPACE}, "data": {}}
+            current = {x.strip() for x in (cm.get("data") or {}).get("simulatedReadyImages", "").splitlines() if x.strip()}
+            cm.setdefault("data", {})["simulatedReadyImages"] = "\n".join(sorted(change(current)))
+            try:
+                if "resourceVersion" in cm["metadata"]:
+                    self._raw.request("PUT", path, cm)  # optimistic: 409 on a concurrent change
+                else:
+                    self._raw.request("POST", f"/api/v1/namespaces/{CONFIG_NAMESPACE}/configmaps", cm)
+                return
+            except ApiError as e:
+                if e.status != 409:
+                    raise
+        raise RuntimeError("could not update the pod runner's ConfigMap (conflicts)")
+
+
+@pytest.fixture(scope="session")
+def tools_bin() -> Path:
+    """The cluster-tools bin dir (kubectl, helm, promtool, ...)."""
+    return cluster_mod.tools_bin()
+
+
+@pytest.fixture(scope="session")
+def control_plane() -> Iterator[cluster_mod.Cluster]:
+    """The local control plane, MinIO and pod runner for this session."""
+    if os.environ.get("KUBETUNE_REUSE_CLUSTER", "1") != "0":
+        existing = cluster_mod.Cluster.load(cluster_mod.DEFAULT_RUN_DIR)
+        if existing and existing.alive():
+            yield existing
+            return
+    c = cluster_mod.start(die_with_parent=True)
+    try:
+        yield c
+    finally:
+        cluster_mod.stop(c)
+
+
+@pytest.fixture(scope="session")
+def kube(control_plane: cluster_mod.Cluster) -> KubeClients:
+    return make_kube_clients(control_plane)
+
+
+@pytest.fixture(scope="session")
+def _pod_runner_session(control_plane, kube) -> PodRunnerHandle:
+    return PodRunnerHandle(control_plane, kube.raw)
+
+
+@pytest.fixture
+def pod_runner(_pod_runner_session: PodRunnerHandle) -> Iterator[PodRunnerHandle]:
+    """The pod runner handle; images a test declares simulated-ready are
+    forgotten when it ends."""
+    handle = _pod_runner_session
+    handle._declared = set()
+    yield handle
+    if handle._declared:
+        handle.forget_simulated(*handle._declared)
+
+
+@pytest.fixture
+def namespace(kube: KubeClients, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A fresh namespace named after the test; deleted (not awaited) after it.
+    Waits until its ``default`` ServiceAccount exists, as pods need it."""
+    stem = re.sub(r"[^a-z0-9-]+", "-", request.node.name.lower()).strip("-")[:40].strip("-")
+    name = f"{stem}-{uuid.uuid4().hex[:5]}"
+    kube.raw.request("POST", "/api/v1/namespaces", {
+        "apiVersion": "v1", "kind": "Namespace",
+        "metadata": {"name": name, "labels": {"kubetune.io/test": "true"}}})
+    wait_for(lambda: kube.raw.get(f"/api/v1/namespaces/{name}/serviceaccounts")["items"],
+             timeout=30, what=f"default ServiceAccount in {name}")
+    yield name
+    try:
+        kube.raw.request("DELETE", f"/api/v1/namespaces/{name}")
+    except ApiError as e:
+        if e.status != 404:
+            raise
+
+
+@pytest.fixture
+def s3_bucket(control_plane: cluster_mod.Cluster, request: pytest.FixtureRequest) -> Iterator[S3Bucket]:
+    """A fresh, empty bucket on MinIO; emptied and deleted after the test."""
+    client = s3_client(control_plane.s3_endpoint, control_plane.s3_access_key, control_plane.s3_secret_key)
+    stem = re.sub(r"[^a-z0-9-]+", "-", request.node.name.lower()).strip("-")[:40].strip("-")
+    name = f"kt-{stem}-{uuid.uuid4().hex[:6]}"
+    create_bucket(client, name)
+    yield S3Bucket(name=name, client=client, endpoint=control_plane.s3_endpoint,
+                   access_key=control_plane.s3_access_key, secret_key=control_plane.s3_secret_key)
+    delete_bucket(client, name)
+
+
+@pytest.fixture
+def cluster_env(control_plane: cluster_mod.Cluster, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """os.environ gets KUBECONFIG and AWS_* for this control plane for the
+    duration of the test (e.g. for an in-process Kopf operator)."""
+    env = control_plane.env()
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    return env
+
+
+@pytest.fixture
+def prometheus(tmp_path: Path) -> Iterator[Callable[..., Prometheus]]:
+    """Factory: ``prometheus(["127.0.0.1:PORT"], scrape_interval="1s")`` starts a
+    Prometheus scraping those targets (job ``kubetune-test``) and returns it
+    started; all are stopped after the test."""
+    started: list[Prometheus] = []
+
+    def start(targets: list[str], scrape_interval: str = "1s") -> Prometheus:
+        prom = Prometheus(targets, run_dir=tmp_path / f"prometheus-{len(started)}",
+                          scrape_interval=scrape_interval)
+        started.append(prom)
+        return prom.start()
+
+    yield start
+    for prom in started:
+        prom.stop(remove_data=False)
