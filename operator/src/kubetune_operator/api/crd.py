@@ -26,6 +26,10 @@ def _resolve(schema: dict, defs: dict) -> dict:
     if "$ref" in schema:
         target = defs[schema["$ref"].rsplit("/", 1)[-1]]
         merged = {**target, **{k: v for k, v in schema.items() if k != "$ref"}}
+        # A field's own rules (e.g. immutability) add to its type's rules.
+        rules = target.get("x-kubernetes-validations", []) + schema.get("x-kubernetes-validations", [])
+        if rules:
+            merged["x-kubernetes-validations"] = rules
         return _resolve(merged, defs)
     return schema
 

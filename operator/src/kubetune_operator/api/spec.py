@@ -136,6 +136,7 @@ class LoraSpec(ApiModel):
         max_length=64,
         description="Module names to adapt, or `all-linear` for every linear layer except the output head.",
         json_schema_extra={
+            "default": [ALL_LINEAR],  # default_factory values are not in pydantic's schema
             "x-kubernetes-validations": [
                 cel("!self.exists(m, m == 'all-linear') || size(self) == 1", "all-linear cannot be combined with other module names")
             ]
