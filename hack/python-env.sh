@@ -13,7 +13,7 @@ if [ ! -f "$stamp" ]; then
   start=$(date +%s)
   [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
   pip=("$venv/bin/python" -m pip install -q --disable-pip-version-check -c "$root/hack/constraints.txt")
-  export PIP_CACHE_DIR="$cache/pip"
+  export PIP_CACHE_DIR=${PIP_CACHE_DIR:-$cache/pip}
   "${pip[@]}" --upgrade pip setuptools wheel
   # torch first: everything else resolves against it quickly.
   "${pip[@]}" torch
