@@ -1,2 +1,104 @@
-def main() -> None:
-    raise SystemExit("not yet")
+"""`kubetune-train --config FILE` (also `python -m kubetune_trainer`, also under torchrun).
+
+`parse()` turns argv into a validated `TrainerConfig`; `main(cfg)` runs it and
+turns every outcome into an exit code and a termination message:
+0 success, 2 bad input (permanent), 3 loss diverged, 143 after a SIGTERM
+checkpoint, other non-zero retryable.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+
+from .config import TrainerConfig, load_config, redact
+from .errors import EXIT_ERROR, EXIT_OK, TrainerError
+
+
+def parse(argv: list[str] | None = None) -> TrainerConfig:
+    ap = argparse.ArgumentParser(prog="kubetune-train", description="kubetune's fine-tuning trainer")
+    ap.add_argument("--config", required=True, help="trainer config JSON (the operator mounts /etc/kubetune/config.json)")
+    args = ap.parse_args(argv)
+    return load_config(args.config)
+
+
+def _setup_logging(rank: int) -> None:
+    logging.basicConfig(level=logging.INFO if rank == 0 else logging.WARNING,
+                        format=f"%(asctime)s %(levelname)s [rank{rank}] %(name)s: %(message)s", stream=sys.stderr, force=True)
+    for noisy in ("transformers", "datasets", "accelerate", "DeepSpeed", "deepspeed", "torch.distributed", "urllib3", "botocore", "filelock"):
+        logging.getLogger(noisy).setLevel(logging.WARNING if rank == 0 else logging.ERROR)
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "warning")
+    os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
+
+
+def _job_identity(cfg: TrainerConfig) -> tuple[str, str]:
+    return os.environ.get("KUBETUNE_NAMESPACE") or cfg.job.namespace, os.environ.get("KUBETUNE_JOB") or cfg.job.name
+
+
+def main(cfg: TrainerConfig | None = None) -> int:
+    from .distributed import topology
+    from .report import termination_message, write_termination_message
+    from .run import RunState
+
+    topo = topology()
+    _setup_logging(topo.rank)
+    log = logging.getLogger("kubetune")
+    state = RunState()
+    if cfg is None:
+        try:
+            cfg = parse()
+        except TrainerError as exc:
+            print(f"kubetune-train: {exc.reason}: {exc.message}", file=sys.stderr)
+            if topo.is_main:
+                write_termination_message(termination_message(exc.reason, exc.message))
+            return exc.exit_code
+    namespace, job = _job_identity(cfg)
+    if topo.is_main:
+        log.info("config: %s", json.dumps(redact(cfg.to_json()), separators=(",", ":")))
+
+    metrics = None
+    if cfg.metrics.enabled and topo.is_local_main:
+        from .metrics import TrainerMetrics
+
+        metrics = TrainerMetrics(namespace, job, topo.rank)
+        try:
+            metrics.serve(cfg.metrics.port)
+        except OSError as exc:
+            log.warning("metrics server not started on port %d: %s", cfg.metrics.port, exc)
+
+    reason, message, code = "Completed", "", EXIT_OK
+    try:
+        from .run import run
+
+        run(cfg, state, metrics)
+        message = f"trained {state.step}/{state.total_steps} steps"
+    except TrainerError as exc:
+        reason, message, code = exc.reason, exc.message, exc.exit_code
+        log.error("%s: %s", exc.reason, exc.message)
+    except KeyboardInterrupt:
+        reason, message, code = "Interrupted", "interrupted", 130
+    except Exception as exc:  # noqa: BLE001 - anything else is retryable; keep the traceback in the log
+        log.exception("training failed")
+        reason, message, code = "Error", f"{type(exc).__name__}: {str(exc).splitlines()[0][:500] if str(exc) else ''}", EXIT_ERROR
+    finally:
+        if metrics:
+            metrics.up.set(0)
+    if topo.is_main:
+        text = termination_message(reason, message, step=state.step, total_steps=state.total_steps, metrics=state.metrics,
+                                   checkpoint=state.checkpoint, output=state.output)
+        write_termination_message(text)
+        print(f"kubetune-train: {reason}: {message}" if message else f"kubetune-train: {reason}", file=sys.stderr)
+    if metrics:
+        metrics.stop()
+    return code
+
+
+def entrypoint() -> None:
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    entrypoint()
