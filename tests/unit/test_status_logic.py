@@ -210,3 +210,21 @@ def test_transition_events():
     assert (kind, reason) == ("Warning", "PhaseFailed")
     assert message == "Running -> Failed (InvalidModel: cannot load s3://b/m)"
     assert transition_event("Running", "Running", status) is None
+
+
+def test_status_patch_is_minimal_and_round_trips():
+    from kubetune_operator.status_logic import apply_patch, status_patch
+
+    old = {"phase": "Running", "progress": {"step": 1, "eta": "5s"}, "attempts": 1, "conditions": [{"type": "A"}]}
+    new = {"phase": "Running", "progress": {"step": 2, "eta": None}, "attempts": 1, "conditions": [{"type": "A"}], "metrics": {"trainLoss": 1.0}}
+    patch = status_patch(old, new)
+    assert patch == {"progress": {"step": 2, "eta": None}, "metrics": {"trainLoss": 1.0}}
+    assert apply_patch(old, patch) == {"phase": "Running", "progress": {"step": 2}, "attempts": 1, "conditions": [{"type": "A"}], "metrics": {"trainLoss": 1.0}}
+    assert status_patch(new, new) == {}
+
+
+def test_finished_job_removed_by_ttl_keeps_the_verdict():
+    ok = next_status({"phase": "Succeeded", "attempts": 1}, Observation(job=None), now=NOW, generation=1)
+    assert ok["phase"] == "Succeeded"
+    failed = {"phase": "Failed", "conditions": [{"type": "Failed", "status": "True", "reason": "InvalidModel"}]}
+    assert next_status(failed, Observation(job=None), now=NOW, generation=1) == failed

@@ -80,6 +80,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return run_local(args.file, args.workdir, {})
 
 
+def _cmd_operator(args: argparse.Namespace) -> int:
+    from .main import run_operator
+
+    return run_operator(args.kopf_args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="kubetune", description=ROOT_HELP, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -112,6 +118,10 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--write", action="store_true", help="write crds/finetunejob.yaml (and the chart's copy) under --root")
     c.add_argument("--root", default=".", help="repository root (default: .)")
     c.set_defaults(func=_cmd_crd)
+
+    o = sub.add_parser("operator", help="run the operator (kopf run with kubetune's handlers and KUBETUNE_* settings)", description="Run the Kopf operator; extra arguments go to `kopf run`.")
+    o.add_argument("kopf_args", nargs=argparse.REMAINDER, metavar="KOPF_ARGS")
+    o.set_defaults(func=_cmd_operator)
 
     d = sub.add_parser("docs", help="print the spec reference (Markdown) generated from the API model")
     d.set_defaults(func=_cmd_docs)

@@ -7,6 +7,7 @@ builders stay pure functions of (job, settings).
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass, field
 from typing import Mapping
@@ -22,6 +23,9 @@ class Settings:
     # FineTuneJob must not let a user run pods they could not create themselves.
     allowed_image_prefixes: tuple[str, ...] = ("ghcr.io/kubetune/",)
     image_pull_policy: str = "IfNotPresent"
+    # Replaces `kubetune-train --config ...` for single-process jobs, for trainer
+    # images with another entrypoint (and the operator benchmark's no-op trainer).
+    trainer_command: tuple[str, ...] | None = None
     # Where checkpoints and outputs go when the spec gives no URI:
     # <bucket uri>/<namespace>/<name>/{checkpoints,output}.
     default_bucket_uri: str = "s3://kubetune"
@@ -68,11 +72,19 @@ def _pairs(value: str) -> dict[str, str]:
     return out
 
 
+def _json_list(value: str) -> tuple[str, ...]:
+    parsed = json.loads(value)
+    if not isinstance(parsed, list) or not all(isinstance(x, str) for x in parsed):
+        raise ValueError("expected a JSON list of strings")
+    return tuple(parsed)
+
+
 # env suffix -> (field, parser)
 _ENV: dict[str, tuple[str, object]] = {
     "TRAINER_IMAGE": ("trainer_image", str),
     "ALLOWED_IMAGE_PREFIXES": ("allowed_image_prefixes", _split),
     "IMAGE_PULL_POLICY": ("image_pull_policy", str),
+    "TRAINER_COMMAND": ("trainer_command", lambda v: _json_list(v) if v else None),
     "DEFAULT_BUCKET_URI": ("default_bucket_uri", lambda v: v.rstrip("/")),
     "DEFAULT_S3_SECRET": ("default_s3_secret", str),
     "DEFAULT_S3_ENDPOINT": ("default_s3_endpoint", lambda v: v or None),

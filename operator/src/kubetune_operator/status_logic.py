@@ -154,6 +154,9 @@ def _oom_killed(pods: list[dict]) -> bool:
 def training_outcome(obs: Observation, previous_phase: str | None) -> Outcome:
     job = obs.job
     if job is None:
+        if previous_phase in ("Succeeded", "Serving"):
+            # The finished Job was removed (ttlSecondsAfterFinished): the result stands.
+            return Outcome("Succeeded", R.COMPLETED, "training finished")
         return Outcome("Pending", R.PODS_PENDING, "creating the training Job")
     if _job_condition(job, "Complete"):
         report = latest_report(obs.pods, succeeded=True)
@@ -279,6 +282,9 @@ def next_status(current: dict, obs: Observation, *, now: str, generation: int | 
     """The status to write, given the current one and what the cluster shows."""
     status = {k: v for k, v in current.items()}
     previous_phase = current.get("phase")
+    if obs.job is None and previous_phase == "Failed":
+        # A failed job's verdict stands once its Job is gone.
+        return status
     outcome = training_outcome(obs, previous_phase)
     conditions = list(current.get("conditions") or [])
 
@@ -337,3 +343,37 @@ def transition_event(old: str | None, new: str, status: dict) -> tuple[str, str,
     if new == "Succeeded" and (status.get("output") or {}).get("adapterUri"):
         message += f"; adapter at {status['output']['adapterUri']}"
     return ("Warning" if new == "Failed" else "Normal", f"Phase{new}", _clip(message))
+
+
+def status_patch(old: dict, new: dict) -> dict:
+    """The JSON merge patch turning `old` into `new` (None in `new` means absent;
+    lists are replaced whole). Empty when nothing changed."""
+    patch: dict = {}
+    for key in old.keys() - new.keys():
+        if old[key] is not None:
+            patch[key] = None
+    for key, value in new.items():
+        before = old.get(key)
+        if value is None:
+            if before is not None:
+                patch[key] = None
+        elif isinstance(value, dict) and isinstance(before, dict):
+            inner = status_patch(before, value)
+            if inner:
+                patch[key] = inner
+        elif value != before:
+            patch[key] = value
+    return patch
+
+
+def apply_patch(old: dict, patch: dict) -> dict:
+    """`old` with a merge patch applied (what the API server will store)."""
+    out = dict(old)
+    for key, value in patch.items():
+        if value is None:
+            out.pop(key, None)
+        elif isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = apply_patch(out[key], value)
+        else:
+            out[key] = value
+    return out

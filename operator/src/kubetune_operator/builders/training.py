@@ -51,19 +51,13 @@ def trainer_config(job: FineTuneJob, cfg: Settings) -> dict:
 
     checkpoint, output = locations.checkpoint_uri(job, cfg), locations.output_uri(job, cfg)
     endpoint, region = locations.s3_endpoint(job, cfg), locations.s3_region(job, cfg)
-    config = render_trainer_config(
+    return render_trainer_config(
         job.spec,
         namespace=job.metadata.namespace or "default",
         name=job.metadata.name,
-        defaults={"checkpointUri": checkpoint, "outputUri": output, "s3Endpoint": endpoint, "s3Region": region},
+        # status.checkpoint and serving read these very locations.
+        defaults={"checkpointUri": checkpoint, "outputUri": output, "s3Endpoint": endpoint, "s3Region": region, "metricsPort": METRICS_PORT},
     )
-    # The operator's defaults win over whatever the renderer derived on its own:
-    # status.checkpoint and serving read these very locations.
-    config.setdefault("checkpoint", {})["uri"] = checkpoint
-    config.setdefault("output", {})["uri"] = output
-    s3 = config.setdefault("s3", {})
-    s3["endpoint"], s3["region"] = endpoint, region
-    return config
 
 
 def build_configmap(job: FineTuneJob, cfg: Settings) -> dict:
@@ -77,12 +71,12 @@ def build_configmap(job: FineTuneJob, cfg: Settings) -> dict:
     }
 
 
-def _command(job: FineTuneJob) -> list[str]:
+def _command(job: FineTuneJob, cfg: Settings) -> list[str]:
     """kubetune-train for one process; torchrun when there are several."""
     nodes = job.spec.distributed.nodes
     procs = max(job.spec.resources.gpus_per_node, 1)
     if nodes == 1 and procs == 1:
-        return ["kubetune-train", "--config", CONFIG_FILE]
+        return list(cfg.trainer_command) if cfg.trainer_command else ["kubetune-train", "--config", CONFIG_FILE]
     if nodes == 1:
         return ["torchrun", "--standalone", f"--nproc-per-node={procs}", "-m", "kubetune_trainer", "--config", CONFIG_FILE]
     name = job.metadata.name
@@ -156,7 +150,7 @@ def build_pod_template(job: FineTuneJob, cfg: Settings) -> dict:
         "name": TRAINER_CONTAINER,
         "image": trainer_image(job, cfg),
         "imagePullPolicy": cfg.image_pull_policy,
-        "command": _command(job),
+        "command": _command(job, cfg),
         "env": _env(job, cfg),
         "ports": ports,
         "volumeMounts": mounts,

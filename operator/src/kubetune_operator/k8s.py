@@ -1,0 +1,214 @@
+"""The operator's one Kubernetes client module: every API call the operator
+makes itself (Kopf's own watching and metadata patches aside) goes through here.
+
+Objects are plain dicts, paths are built from apiVersion/kind, and a token
+bucket keeps the operator within its QPS/burst budget so that 500 jobs created
+at once do not flood the API server.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import socket
+import threading
+import time
+from datetime import datetime, timezone
+from urllib.parse import quote
+
+from kubernetes import client as k8s_client
+from kubernetes import config as k8s_config
+
+from . import metrics
+
+log = logging.getLogger("kubetune.k8s")
+
+FIELD_MANAGER = "kubetune-operator"
+COMPONENT = "kubetune-operator"
+
+# kind -> (API prefix, plural)
+RESOURCES = {
+    "ConfigMap": ("/api/v1", "configmaps"),
+    "Service": ("/api/v1", "services"),
+    "Secret": ("/api/v1", "secrets"),
+    "Pod": ("/api/v1", "pods"),
+    "Event": ("/api/v1", "events"),
+    "Job": ("/apis/batch/v1", "jobs"),
+    "Deployment": ("/apis/apps/v1", "deployments"),
+    "FineTuneJob": ("/apis/kubetune.io/v1alpha1", "finetunejobs"),
+}
+# Errors that are part of normal flow, not API failures worth counting.
+EXPECTED_STATUSES = {404, 409}
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, reason: str, message: str):
+        super().__init__(f"{status} {reason}: {message}")
+        self.status = status
+        self.reason = reason
+        self.message = message
+
+    @property
+    def retryable(self) -> bool:
+        return self.status in (408, 429) or self.status >= 500 or self.status == 0
+
+
+class RateLimiter:
+    """Token bucket: `qps` tokens per second, at most `burst` saved up."""
+
+    def __init__(self, qps: float, burst: int):
+        self.qps = max(qps, 0.001)
+        self.burst = max(burst, 1)
+        self._tokens = float(self.burst)
+        self._stamp = time.monotonic()
+        self._lock = threading.Lock()
+
+    def acquire(self) -> None:
+        with self._lock:
+            now = time.monotonic()
+            self._tokens = min(self.burst, self._tokens + (now - self._stamp) * self.qps)
+            self._stamp = now
+            self._tokens -= 1
+            wait = -self._tokens / self.qps if self._tokens < 0 else 0.0
+        if wait:
+            time.sleep(wait)
+
+
+def now_rfc3339() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class Kube:
+    """A thread-safe JSON client for the few calls the operator makes."""
+
+    def __init__(self, api_client: k8s_client.ApiClient, qps: float = 50, burst: int = 100):
+        self.api = api_client
+        self.limiter = RateLimiter(qps, burst)
+        self.requests = 0  # made by this client (for the benchmark)
+
+    @classmethod
+    def from_environment(cls, qps: float, burst: int) -> "Kube":
+        """In-cluster credentials when running in a pod, else $KUBECONFIG."""
+        configuration = k8s_client.Configuration()
+        try:
+            k8s_config.load_incluster_config(client_configuration=configuration)
+        except k8s_config.ConfigException:
+            k8s_config.load_kube_config(client_configuration=configuration)
+        # Enough connections for the handler threads to run in parallel.
+        configuration.connection_pool_maxsize = 32
+        return cls(k8s_client.ApiClient(configuration), qps, burst)
+
+    # ------------------------------------------------------------------ transport
+
+    def request(self, method: str, path: str, body=None, *, query: dict | None = None, content_type: str | None = None,
+                accept: str = "application/json", timeout: float = 30) -> dict:
+        self.limiter.acquire()
+        self.requests += 1
+        headers = {"Accept": accept}
+        if content_type:
+            headers["Content-Type"] = content_type
+        method, url, headers, body_out, _ = self.api.param_serialize(
+            method=method, resource_path=path, query_params=list((query or {}).items()),
+            header_params=headers, body=body, auth_settings=["BearerToken"],
+        )
+        try:
+            response = self.api.call_api(method, url, header_params=headers, body=body_out, _request_timeout=timeout)
+            data = response.read()
+        except Exception as exc:  # connection refused, timeouts: all retryable
+            metrics.API_ERRORS.inc()
+            raise ApiError(0, type(exc).__name__, str(exc)) from None
+        if response.status >= 400:
+            try:
+                payload = json.loads(data)
+                reason, message = payload.get("reason", ""), payload.get("message", "")
+            except ValueError:
+                reason, message = response.reason or "", data[:500].decode("utf-8", "replace")
+            if response.status not in EXPECTED_STATUSES:
+                metrics.API_ERRORS.inc()
+            raise ApiError(response.status, reason, message)
+        return json.loads(data) if data else {}
+
+    # ------------------------------------------------------------------ paths
+
+    @staticmethod
+    def path(kind: str, namespace: str, name: str | None = None, subresource: str | None = None) -> str:
+        prefix, plural = RESOURCES[kind]
+        out = f"{prefix}/namespaces/{quote(namespace)}/{plural}"
+        if name:
+            out += f"/{quote(name)}"
+        if subresource:
+            out += f"/{subresource}"
+        return out
+
+    # ------------------------------------------------------------------ verbs
+
+    def get(self, kind: str, namespace: str, name: str) -> dict | None:
+        try:
+            return self.request("GET", self.path(kind, namespace, name))
+        except ApiError as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    def exists(self, kind: str, namespace: str, name: str) -> bool:
+        """Existence only: asks for metadata, so a Secret's data never reaches us."""
+        try:
+            self.request("GET", self.path(kind, namespace, name), accept="application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1")
+            return True
+        except ApiError as exc:
+            if exc.status == 404:
+                return False
+            raise
+
+    def list(self, kind: str, namespace: str, label_selector: str) -> list[dict]:
+        return self.request("GET", self.path(kind, namespace), query={"labelSelector": label_selector}).get("items", [])
+
+    def create_if_absent(self, obj: dict) -> tuple[dict, bool]:
+        """(the object as stored, created?). An existing object is returned as is:
+        deterministic names make a retried or restarted reconcile a no-op."""
+        meta = obj["metadata"]
+        try:
+            return self.request("POST", self.path(obj["kind"], meta["namespace"]), obj), True
+        except ApiError as exc:
+            if exc.status != 409:
+                raise
+        existing = self.get(obj["kind"], meta["namespace"], meta["name"])
+        if existing is None:  # deleted in between: let the caller retry
+            raise ApiError(409, "Conflict", f"{obj['kind']} {meta['name']} is being deleted")
+        return existing, False
+
+    def merge_patch(self, kind: str, namespace: str, name: str, patch: dict, subresource: str | None = None) -> dict:
+        return self.request("PATCH", self.path(kind, namespace, name, subresource), patch, content_type="application/merge-patch+json")
+
+    def apply(self, obj: dict) -> dict:
+        """Server-side apply (for objects whose spec the operator keeps converged)."""
+        meta = obj["metadata"]
+        return self.request(
+            "PATCH", self.path(obj["kind"], meta["namespace"], meta["name"]), obj,
+            query={"fieldManager": FIELD_MANAGER, "force": "true"}, content_type="application/apply-patch+yaml",
+        )
+
+    def patch_status(self, namespace: str, name: str, status: dict) -> dict:
+        return self.merge_patch("FineTuneJob", namespace, name, {"status": status}, subresource="status")
+
+    def event(self, owner: dict, type_: str, reason: str, message: str) -> None:
+        """A core/v1 Event on the FineTuneJob. Failing to post one never fails a reconcile."""
+        meta = owner["metadata"]
+        stamp = now_rfc3339()
+        event = {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},
+            "involvedObject": {
+                "apiVersion": owner.get("apiVersion", "kubetune.io/v1alpha1"), "kind": owner.get("kind", "FineTuneJob"),
+                "name": meta["name"], "namespace": meta["namespace"], "uid": meta.get("uid"),
+            },
+            "type": type_, "reason": reason, "message": message[:1024],
+            "firstTimestamp": stamp, "lastTimestamp": stamp, "count": 1,
+            "source": {"component": COMPONENT},
+            "reportingComponent": f"kubetune.io/{COMPONENT}", "reportingInstance": socket.gethostname()[:128],
+        }
+        try:
+            self.request("POST", self.path("Event", meta["namespace"]), event)
+        except ApiError as exc:
+            log.warning("could not post event %s on %s/%s: %s", reason, meta["namespace"], meta["name"], exc)

@@ -1,0 +1,79 @@
+"""The operator's state machine against the real control plane with a trainer
+command that finishes at once (no training): fast checks of create, refuse,
+wait-for-secret, success from the termination message, and events."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.harness.operator_fixture import kubetune_crds, operator_factory, s3_env  # noqa: F401 - fixtures
+from tests.harness.waiting import wait_for
+
+from .operator_helpers import condition, create, events, jobs, manifest, pods, status, wait_phase
+
+pytestmark = pytest.mark.cluster
+
+REPORT = {
+    "reason": "Completed", "message": "done", "step": 60, "totalSteps": 60,
+    "metrics": {"trainLoss": 1.5, "evalLoss": 1.75, "tokensPerSecond": 100.0},
+    "checkpoint": {"uri": "s3://b/ck/step-60/", "step": 60},
+    "output": {"adapterUri": "s3://b/out/adapter", "reportUri": "s3://b/out/report.json"},
+}
+# Writes the trainer's termination message and exits 0, as the trainer does when done.
+INSTANT_TRAINER = json.dumps(["python", "-c", f"open('/dev/termination-log', 'w').write({json.dumps(json.dumps(REPORT))})"])
+
+
+def test_success_from_termination_message_with_events(kube, namespace, operator_factory, s3_env):
+    op = operator_factory(KUBETUNE_TRAINER_COMMAND=INSTANT_TRAINER, **s3_env)
+    create(kube, namespace, manifest("ok"))
+    st = wait_phase(kube, namespace, "ok", "Succeeded", "Failed", operator=op)
+    assert st["phase"] == "Succeeded", st
+    assert st["output"] == {"adapterUri": "s3://b/out/adapter", "reportUri": "s3://b/out/report.json"}
+    assert st["metrics"] == {"trainLoss": 1.5, "evalLoss": 1.75, "tokensPerSecond": 100.0}
+    assert st["attempts"] == 1
+    assert st["observedGeneration"] == 1
+    assert condition(st, "Valid")["reason"] == "Accepted"
+    assert condition(st, "Succeeded")["status"] == "True"
+    (job,) = jobs(kube, namespace)
+    assert job["metadata"]["name"] == "ok-train"
+    assert job["metadata"]["ownerReferences"][0]["name"] == "ok"
+    reasons = wait_for(lambda: {e["reason"] for e in events(kube, namespace, "ok")} >= {"PhasePending", "PhaseSucceeded"}
+                       and {e["reason"] for e in events(kube, namespace, "ok")}, timeout=10, what="phase events")
+    assert "PhaseSucceeded" in reasons
+    # Kopf's bookkeeping stays in our annotations, never in the structural status.
+    assert "kopf" not in st
+
+
+def test_disallowed_image_fails_without_creating_anything(kube, namespace, operator_factory, s3_env):
+    op = operator_factory(**s3_env)
+    create(kube, namespace, manifest("evil", {"image": "docker.io/someone/miner:latest"}))
+    st = wait_phase(kube, namespace, "evil", "Failed", operator=op)
+    valid = condition(st, "Valid")
+    assert (valid["status"], valid["reason"]) == ("False", "ImageNotAllowed")
+    assert "docker.io/someone/miner:latest" in valid["message"] and "ghcr.io/kubetune/" in valid["message"]
+    assert condition(st, "Failed")["reason"] == "ImageNotAllowed"
+    assert jobs(kube, namespace) == [] and pods(kube, namespace) == []
+    warning = wait_for(lambda: [e for e in events(kube, namespace, "evil") if e["type"] == "Warning"], timeout=10, what="warning event")
+    assert warning[0]["reason"] == "PhaseFailed"
+
+
+def test_missing_secret_waits_then_proceeds(kube, namespace, operator_factory, s3_env):
+    op = operator_factory(KUBETUNE_TRAINER_COMMAND=INSTANT_TRAINER, **s3_env)
+    create(kube, namespace, manifest("nosecret", {"credentials": {"s3": {"secretName": "team-s3"}}}))
+    st = wait_phase(kube, namespace, "nosecret", "Pending", operator=op)
+    wait_for(lambda: condition(status(kube, namespace, "nosecret"), "Valid").get("reason") == "SecretMissing", timeout=30, what="SecretMissing")
+    valid = condition(status(kube, namespace, "nosecret"), "Valid")
+    assert "team-s3" in valid["message"] and valid["status"] == "False"
+    assert jobs(kube, namespace) == []
+    kube.raw.request("POST", f"/api/v1/namespaces/{namespace}/secrets", {
+        "apiVersion": "v1", "kind": "Secret", "metadata": {"name": "team-s3"},
+        "stringData": {"AWS_ACCESS_KEY_ID": "kt-id-5f1e2d", "AWS_SECRET_ACCESS_KEY": "kt-secret-9a8b7c"}})
+    st = wait_phase(kube, namespace, "nosecret", "Succeeded", "Failed", timeout=60, operator=op)
+    assert st["phase"] == "Succeeded"
+    assert condition(st, "Valid")["reason"] == "Accepted"
+    # The secret's values never reach status or events.
+    text = json.dumps(st) + json.dumps(events(kube, namespace, "nosecret"))
+    assert "kt-secret-9a8b7c" not in text and "kt-id-5f1e2d" not in text
+    configmap = kube.raw.get(f"/api/v1/namespaces/{namespace}/configmaps/nosecret-config")
+    assert "kt-secret-9a8b7c" not in json.dumps(configmap)

@@ -1,0 +1,147 @@
+"""Run the kubetune operator as a real subprocess against the local control plane,
+so tests can kill, restart and duplicate it exactly as a cluster would.
+
+Fixtures (import them into a test module):
+  kubetune_crds    session: the FineTuneJob and Kopf peering CRDs applied, Established
+  operator_factory function: start(namespace, **settings) -> OperatorProcess; all stopped after
+  s3_env           function: the test bucket as the operator's default bucket, plus an S3 Secret
+"""
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Callable, Iterator
+
+import pytest
+
+from .waiting import wait_for
+
+REPO = Path(__file__).resolve().parents[2]
+CRD_FILES = [REPO / "crds" / "finetunejob.yaml", REPO / "charts" / "kubetune" / "crds" / "kopf-peering.yaml"]
+PEERING_NAME = "kubetune"
+S3_SECRET = "kubetune-s3"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class OperatorProcess:
+    """`python -m kopf run -m kubetune_operator.handlers --namespace=NS --peering=kubetune`."""
+
+    def __init__(self, namespace: str, env: dict[str, str], log_path: Path):
+        self.namespace = namespace
+        self.env = env
+        self.log_path = log_path
+        self.metrics_port = int(env["KUBETUNE_METRICS_PORT"])
+        self.liveness_port = free_port()
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> "OperatorProcess":
+        argv = [
+            sys.executable, "-m", "kopf", "run", "-m", "kubetune_operator.handlers",
+            f"--namespace={self.namespace}", f"--peering={PEERING_NAME}",
+            f"--liveness=http://127.0.0.1:{self.liveness_port}/healthz", "--verbose",
+        ]
+        log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(argv, env=self.env, stdout=log, stderr=subprocess.STDOUT, cwd=REPO, start_new_session=True)
+        log.close()
+        wait_for(self._healthy, timeout=60, what="operator liveness endpoint", describe=self.log_tail)
+        return self
+
+    def _healthy(self) -> bool:
+        if self.proc.poll() is not None:
+            raise AssertionError(f"operator exited with {self.proc.returncode}:\n{self.log_tail()}")
+        try:
+            with socket.create_connection(("127.0.0.1", self.liveness_port), timeout=0.5):
+                return True
+        except OSError:
+            return False
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def log_tail(self, lines: int = 60) -> str:
+        return "\n".join(self.log().splitlines()[-lines:])
+
+    def metrics(self) -> str:
+        import urllib.request
+
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as r:
+            return r.read().decode()
+
+    def kill(self) -> None:
+        """SIGKILL: no clean shutdown, as when a node dies."""
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(10)
+
+
+@pytest.fixture(scope="session")
+def kubetune_crds(kube) -> None:
+    for path in CRD_FILES:
+        kube.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(path))
+    for name in ("finetunejobs.kubetune.io", "kopfpeerings.kopf.dev", "clusterkopfpeerings.kopf.dev"):
+        kube.kubectl("wait", "--for=condition=Established", f"crd/{name}", "--timeout=60s")
+
+
+@pytest.fixture
+def s3_env(kube, namespace, s3_bucket, control_plane) -> dict[str, str]:
+    """Operator settings pointing at the test's bucket, and the default S3 Secret in the namespace."""
+    kube.raw.request("POST", f"/api/v1/namespaces/{namespace}/secrets", {
+        "apiVersion": "v1", "kind": "Secret", "metadata": {"name": S3_SECRET},
+        "stringData": {"AWS_ACCESS_KEY_ID": s3_bucket.access_key, "AWS_SECRET_ACCESS_KEY": s3_bucket.secret_key},
+    })
+    return {
+        "KUBETUNE_DEFAULT_BUCKET_URI": f"s3://{s3_bucket.name}",
+        "KUBETUNE_DEFAULT_S3_SECRET": S3_SECRET,
+        "KUBETUNE_DEFAULT_S3_ENDPOINT": s3_bucket.endpoint,
+        "KUBETUNE_DEFAULT_S3_REGION": "us-east-1",
+    }
+
+
+@pytest.fixture
+def operator_factory(kube, kubetune_crds, control_plane, namespace, tmp_path) -> Iterator[Callable[..., OperatorProcess]]:
+    """start(**settings) runs an operator watching the test namespace; every one
+    started is stopped after the test, and its log is printed if the test failed."""
+    started: list[OperatorProcess] = []
+    kube.raw.request("POST", f"/apis/kopf.dev/v1/namespaces/{namespace}/kopfpeerings", {
+        "apiVersion": "kopf.dev/v1", "kind": "KopfPeering", "metadata": {"name": PEERING_NAME},
+    })
+
+    def start(**settings: str) -> OperatorProcess:
+        env = dict(os.environ)
+        env.update(control_plane.env())
+        env.update({
+            "KUBETUNE_TRAINER_IMAGE": "ghcr.io/kubetune/trainer:dev",
+            "KUBETUNE_ALLOWED_IMAGE_PREFIXES": "ghcr.io/kubetune/",
+            "KUBETUNE_METRICS_PORT": str(free_port()),
+            "KUBETUNE_METRICS_SCRAPE_INTERVAL": "1",
+            "PYTHONUNBUFFERED": "1",
+        })
+        env.update({k: str(v) for k, v in settings.items()})
+        op = OperatorProcess(namespace, env, tmp_path / f"operator-{len(started)}.log")
+        started.append(op)
+        return op.start()
+
+    yield start
+    for op in started:
+        op.stop()
+    for i, op in enumerate(started):
+        print(f"----- operator {i} log (tail) -----\n{op.log_tail(80)}")
