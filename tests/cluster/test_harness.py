@@ -275,18 +275,16 @@ def test_unrunnable_image_is_reported_and_simulated_ready_image_becomes_ready(ku
     assert "cannot run on this machine" in state.message and image in state.message
     assert pod.status.phase == "Pending"
     assert pod.spec.node_name in pod_runner.nodes, "GPU pods schedule on the runner's nodes"
+    waiting_uid = pod.metadata.uid
 
+    # Declared afterwards, it is picked up like an image pull that succeeds on retry.
     pod_runner.simulate_ready("vllm/vllm-openai")
-    kube.apps.delete_namespaced_deployment("serve", namespace)
-    wait_for(lambda: not kube.core.list_namespaced_pod(namespace, label_selector="app=serve").items, 60,
-             what="old pod gone")
-    deployment["metadata"]["name"] = "serve2"
-    kube.apps.create_namespaced_deployment(namespace, deployment)
-    wait_for(lambda: kube.apps.read_namespaced_deployment_status("serve2", namespace).status.available_replicas == 1,
+    wait_for(lambda: kube.apps.read_namespaced_deployment_status("serve", namespace).status.available_replicas == 1,
              60, what="simulated-ready Deployment available", describe=lambda: pod_summary(kube, namespace))
     (pod,) = kube.core.list_namespaced_pod(namespace, label_selector="app=serve").items
     ready = {c.type: c.status for c in pod.status.conditions}
     assert pod.status.phase == "Running" and ready["Ready"] == "True"
+    assert pod.metadata.uid == waiting_uid, "the same pod, not a replacement"
     assert pod_runner.logs(namespace, pod.metadata.name) == "", "nothing ran"
 
 
@@ -324,3 +322,91 @@ def test_prometheus_scrapes_a_prometheus_client_exporter(prometheus):
                  what="the new value scraped")
     finally:
         server.shutdown()
+
+
+def test_restart_policy_on_failure_counts_restarts(kube, namespace):
+    # The emptyDir outlives container restarts within the pod, as in Kubernetes.
+    script = """
+        import os, sys
+        path = "/state/attempts"
+        n = int(open(path).read()) if os.path.exists(path) else 0
+        open(path, "w").write(str(n + 1))
+        print("attempt", n, flush=True)
+        sys.exit(1 if n < 2 else 0)
+    """
+    kube.core.create_namespaced_pod(namespace, {
+        "metadata": {"name": "flaky"},
+        "spec": {"restartPolicy": "OnFailure", "volumes": [{"name": "state", "emptyDir": {}}],
+                 "containers": [{"name": "main", "image": "python:3.11", "command": ["python", "-c", textwrap.dedent(script)],
+                                 "volumeMounts": [{"name": "state", "mountPath": "/state"}]}]}})
+    pod = wait_for(lambda: (p := kube.core.read_namespaced_pod_status("flaky", namespace)).status.phase
+                   in ("Succeeded", "Failed") and p, 60, what="pod finished",
+                   describe=lambda: pod_summary(kube, namespace))
+    assert pod.status.phase == "Succeeded"
+    (status,) = pod.status.container_statuses
+    assert status.restart_count == 2
+    assert status.last_state.terminated.exit_code == 1
+    assert status.state.terminated.exit_code == 0
+
+
+def test_init_container_then_readiness_probe(kube, namespace):
+    init = "open('/www/ready.txt', 'w').write('warmed up')"
+    serve = """
+        import functools, http.server, os
+        handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory="/www")
+        http.server.ThreadingHTTPServer((os.environ["POD_IP"], 8080), handler).serve_forever()
+    """
+    kube.core.create_namespaced_pod(namespace, {
+        "metadata": {"name": "web"},
+        "spec": {"volumes": [{"name": "www", "emptyDir": {}}],
+                 "initContainers": [{"name": "warm", "image": "python:3.11", "command": ["python", "-c", init],
+                                     "volumeMounts": [{"name": "www", "mountPath": "/www"}]}],
+                 "containers": [{"name": "main", "image": "python:3.11",
+                                 "command": ["python", "-c", textwrap.dedent(serve)],
+                                 "ports": [{"name": "http", "containerPort": 8080}],
+                                 "env": [{"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}}],
+                                 "volumeMounts": [{"name": "www", "mountPath": "/www"}],
+                                 "readinessProbe": {"httpGet": {"path": "/ready.txt", "port": "http"},
+                                                    "periodSeconds": 1}}]}})
+
+    def ready():
+        pod = kube.core.read_namespaced_pod_status("web", namespace)
+        conds = {c.type: c.status for c in pod.status.conditions or []}
+        return conds.get("Ready") == "True" and pod
+    pod = wait_for(ready, 60, what="pod Ready", describe=lambda: pod_summary(kube, namespace))
+    assert pod.status.init_container_statuses[0].state.terminated.reason == "Completed"
+    assert pod.status.container_statuses[0].ready is True
+    import urllib.request
+    with urllib.request.urlopen(f"http://{pod.status.pod_ip}:8080/ready.txt", timeout=5) as r:
+        assert r.read() == b"warmed up"
+
+
+def test_pod_reaches_the_api_with_its_service_account_token(kube, namespace):
+    """In-cluster config works in pods: token + CA projected at the usual path,
+    KUBERNETES_SERVICE_HOST/PORT point at the API server."""
+    script = """
+        from kubernetes import client, config
+        config.load_incluster_config()
+        review = client.AuthenticationV1Api().create_self_subject_review({})
+        open("/dev/termination-log", "w").write(review.status.user_info.username)
+    """
+    kube.core.create_namespaced_pod(namespace, {
+        "metadata": {"name": "whoami"},
+        "spec": {"restartPolicy": "Never", "containers": [{
+            "name": "main", "image": "kubetune/operator:dev", "command": ["python", "-c", textwrap.dedent(script)]}]}})
+    pod = wait_for(lambda: (p := kube.core.read_namespaced_pod_status("whoami", namespace)).status.phase
+                   in ("Succeeded", "Failed") and p, 60, what="pod finished",
+                   describe=lambda: pod_summary(kube, namespace))
+    assert terminated(pod).message == f"system:serviceaccount:{namespace}:default", \
+        pod_summary(kube, namespace)
+
+
+def test_a_component_that_fails_to_start_is_named_with_its_log_tail():
+    from tests.harness import cluster
+    from tests.harness.procs import ComponentFailed
+
+    with pytest.raises(ComponentFailed) as failure:
+        cluster.start(start_pod_runner=False, extra_args={"kube-apiserver": ["--no-such-flag"]})
+    message = str(failure.value)
+    assert message.startswith("kube-apiserver exited with code")
+    assert "unknown flag: --no-such-flag" in message

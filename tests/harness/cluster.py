@@ -41,6 +41,18 @@ SERVICE_CIDR = "10.96.0.0/16"
 READY_TIMEOUT = float(os.environ.get("KUBETUNE_READY_TIMEOUT", "90"))
 
 
+TEMP_PREFIX = "kubetune-cluster-"
+
+
+def remove_stale_run_dirs() -> None:
+    """Delete temp run dirs of sessions that died without cleaning up (SIGKILL):
+    their processes died with them (PDEATHSIG); only the files stay behind."""
+    for path in Path(tempfile.gettempdir()).glob(TEMP_PREFIX + "*"):
+        state = Cluster.load(path)
+        if state is not None and state.pids and not any(procs.pid_alive(p) for p in state.pids.values()):
+            shutil.rmtree(path, ignore_errors=True)
+
+
 def tools_bin() -> Path:
     """The directory with kube-apiserver & co (builds them on first use)."""
     env = os.environ.get("KUBETUNE_TOOLS_BIN")
@@ -151,17 +163,22 @@ def start(
     nodes: tuple[str, ...] = DEFAULT_NODES,
     die_with_parent: bool = True,
     start_pod_runner: bool = True,
+    extra_args: dict[str, list[str]] | None = None,
 ) -> Cluster:
     """Start everything and wait until it is usable: API ready, nodes Ready,
     the ``default`` ServiceAccount present (controllers working), MinIO live.
 
     ``die_with_parent``: the components get SIGKILL when this process dies (the
     pytest case); ``cluster up`` passes False so they outlive the CLI.
+    ``extra_args``: more command-line flags per component name (e.g.
+    ``{"kube-apiserver": ["--feature-gates=..."]}``).
     On failure everything already started is stopped and ComponentFailed names
     the component and shows its log tail.
     """
     bin_dir = tools_bin()
-    run = Path(run_dir) if run_dir else Path(tempfile.mkdtemp(prefix="kubetune-cluster-"))
+    if run_dir is None:
+        remove_stale_run_dirs()
+    run = Path(run_dir) if run_dir else Path(tempfile.mkdtemp(prefix=TEMP_PREFIX))
     run.mkdir(parents=True, exist_ok=True)
     logs = run / "logs"
     logs.mkdir(exist_ok=True)
@@ -183,6 +200,7 @@ def start(
     children: dict[str, subprocess.Popen] = {}
 
     def launch(name: str, argv: list[str], env: dict | None = None) -> subprocess.Popen:
+        argv = argv + list((extra_args or {}).get(name, []))
         proc = procs.spawn(argv, logs / f"{name}.log", env=env, die_with_parent=die_with_parent)
         children[name] = proc
         cluster.pids[name] = proc.pid

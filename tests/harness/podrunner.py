@@ -52,6 +52,7 @@ import base64
 import json
 import logging
 import os
+import random
 import re
 import shlex
 import signal
@@ -293,6 +294,7 @@ class PodWorker(threading.Thread):
                 run.state = {"waiting": {"reason": "PodInitializing"}}
         self.last_patch: str | None = None
         self.finished = False
+        self.next_image_retry = time.monotonic() + 2
 
     # -- events from the watch -------------------------------------------------
     def update(self, pod: dict) -> None:
@@ -342,6 +344,7 @@ class PodWorker(threading.Thread):
         # init containers, one after another
         for run in self.init_runs:
             while not self.delete_requested:
+                self._retry_unrunnable_images()
                 if self._step(run, volumes, restart_policy, init=True):
                     break
                 self._patch_status()
@@ -352,6 +355,7 @@ class PodWorker(threading.Thread):
         if not self.delete_requested and self.phase != "Failed":
             self.initialized = True
             while not self.delete_requested:
+                self._retry_unrunnable_images()
                 done = [self._step(run, volumes, restart_policy, init=False) for run in self.runs]
                 self._probe_all()
                 self._update_phase(restart_policy)
@@ -365,6 +369,17 @@ class PodWorker(threading.Thread):
         self._patch_status()
         if self.delete_requested:
             self._final_delete()
+
+    def _retry_unrunnable_images(self) -> None:
+        """Like a kubelet retrying an image pull: every 2 s, look again whether
+        an image was declared simulated-ready (or local) in the meantime."""
+        pending = [r for r in self.init_runs + self.runs if r.decision == "unrunnable"]
+        if not pending or time.monotonic() < self.next_image_retry:
+            return
+        self.next_image_retry = time.monotonic() + 2
+        policy = self.runner.image_policy()
+        for run in pending:
+            run.decision = policy.decide(run.spec.get("image", ""))
 
     def _set_waiting_all(self, reason: str, message: str) -> None:
         for run in self.init_runs + self.runs:
@@ -903,7 +918,9 @@ class PodRunner:
         self.workers: dict[str, PodWorker] = {}  # uid -> worker
         self.done_uids: set[str] = set()
         self.ips_in_use: set[int] = set()
-        self.next_ip = FIRST_POD_IP
+        # A random start keeps two harness clusters on one machine (two pytest
+        # sessions) from handing out the same pod address at the same time.
+        self.next_ip = random.randint(FIRST_POD_IP, LAST_POD_IP - 4096)
         self.lock = threading.Lock()
         self.stopping = threading.Event()
 
