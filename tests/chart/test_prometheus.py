@@ -1,0 +1,160 @@
+"""A real Prometheus (the harness's binary) scraping the trainer's and the
+operator's own metric classes, with the chart's alert rules loaded:
+
+* every query of the training dashboard returns data for the job;
+* KubetuneJobNoProgress stays silent while steps advance and fires once the
+  trainer stalls.
+
+What stands in: the exporters are kubetune_trainer.metrics.TrainerMetrics and
+kubetune_operator.metrics.REGISTRY served by prometheus_client in this process,
+fed by the test (not a training run), and the stall rule's window and `for:`
+are shortened by a test override (5m -> 4s, 10m -> 3s) so it fires in seconds;
+tests/chart/promtool/alerts_test.yaml checks the real 15-minute timing.
+GPU panels need NVML, which this machine lacks: they are the only exception.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+
+import pytest
+import yaml
+from prometheus_client import start_http_server
+
+from tests.harness import procs
+from tests.harness.prometheus import _get
+
+from .chartlib import CHART, one, render, tool
+from .test_metric_names import dashboard_exprs
+
+pytestmark = [pytest.mark.chart, pytest.mark.slow]
+
+NS, JOB = "ml", "stalled"
+
+
+def _rules_with_test_override() -> dict:
+    # The chart's own rendering, with its documented `for:` override value...
+    rule = one(render({"monitoring.prometheusRule.enabled": "true",
+                       "monitoring.prometheusRule.forOverrides.KubetuneJobNoProgress": "3s"}, monitoring_api=True),
+               "PrometheusRule")
+    groups = rule["spec"]["groups"]
+    # ...and the one test-only change: the 5-minute changes() window.
+    for g in groups:
+        for r in g["rules"]:
+            if r["alert"] == "KubetuneJobNoProgress":
+                assert "changes(kubetune_trainer_step[5m])" in r["expr"]
+                r["expr"] = r["expr"].replace("changes(kubetune_trainer_step[5m])", "changes(kubetune_trainer_step[4s])")
+    return {"groups": groups}
+
+
+@pytest.fixture
+def prom(tmp_path):
+    """Prometheus scraping `targets` with honor_labels (as the chart's PodMonitor
+    does) and the chart's rules; 1 s scrape and evaluation."""
+    started = []
+
+    def start(targets):
+        (tmp_path / "rules.yaml").write_text(yaml.safe_dump(_rules_with_test_override()))
+        (tmp_path / "prometheus.yml").write_text(json.dumps({
+            "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+            "rule_files": [str(tmp_path / "rules.yaml")],
+            "scrape_configs": [{"job_name": "kubetune-trainer", "honor_labels": True, "scrape_timeout": "1s",
+                                "static_configs": [{"targets": targets}]}],
+        }))
+        port = procs.free_port()
+        proc = procs.spawn([tool("prometheus"), f"--config.file={tmp_path / 'prometheus.yml'}",
+                            f"--storage.tsdb.path={tmp_path / 'data'}", f"--web.listen-address=127.0.0.1:{port}",
+                            "--log.level=warn"], tmp_path / "prometheus.log", die_with_parent=True)
+        started.append(proc)
+        url = f"http://127.0.0.1:{port}"
+        procs.wait_until(lambda: _get(url + "/-/ready").startswith("Prometheus"), 60, "prometheus", proc,
+                         tmp_path / "prometheus.log")
+        return url
+
+    yield start
+    for proc in started:
+        procs.stop_group(proc.pid)
+        proc.wait()
+
+
+def query(url: str, promql: str) -> list[dict]:
+    import urllib.parse
+
+    body = json.loads(_get(f"{url}/api/v1/query?" + urllib.parse.urlencode({"query": promql})))
+    assert body["status"] == "success", body
+    return body["data"]["result"]
+
+
+def wait(predicate, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.5)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def test_dashboard_queries_return_data_and_no_progress_alert_fires(prom):
+    from kubetune_operator import metrics as om
+    from kubetune_trainer.metrics import GPU_METRIC_NAMES, TrainerMetrics
+
+    m = TrainerMetrics(namespace=NS, job=JOB, rank=0)
+    trainer_port = m.serve(port=0, addr="127.0.0.1")
+    op_server, _ = start_http_server(0, addr="127.0.0.1", registry=om.REGISTRY)
+    om.JOB_ATTEMPTS.labels(namespace=NS, job=JOB).set(1)
+    om.PHASE_TRANSITIONS.labels(**{"from": "Pending", "to": "Running"}).inc()
+    om.RECONCILE_DURATION.observe(0.02)
+    om.API_ERRORS.inc(0)
+    m.up.set(1)
+    m.total_steps.set(100)
+    m.loss.set(2.0), m.eval_loss.set(2.1), m.learning_rate.set(3e-4), m.grad_norm.set(1.2)
+    m.tokens_per_second.set(900), m.samples_per_second.set(7), m.epoch.set(0.1), m.padding_fraction.set(0.05)
+    m.eta_seconds.set(600), m.last_committed_step.set(0)
+    stop = threading.Event()
+
+    def train():  # one step every 0.5 s, a checkpoint every 4 steps, then a hang
+        step = 0
+        while not stop.is_set() and step < 16:
+            step += 1
+            m.step.set(step), m.progress_ratio.set(step / 100), m.tokens_total.inc(512)
+            m.loss.set(2.0 - step * 0.05)
+            if step % 4 == 0:
+                m.checkpoint_upload_seconds.observe(0.3)
+                m.last_committed_step.set(step)
+            stop.wait(0.5)
+
+    trainer = threading.Thread(target=train, daemon=True)
+    try:
+        url = prom([f"127.0.0.1:{trainer_port}", f"127.0.0.1:{op_server.server_address[1]}"])
+        trainer.start()
+        alert = f'ALERTS{{alertname="KubetuneJobNoProgress", namespace="{NS}", job="{JOB}"}}'
+        # While steps advance: the series carry the job's own labels, and once the
+        # (shortened) window has seen steps change the alert is not even pending.
+        # (At start-up it may be pending for a moment: a brand-new series has
+        # no changes yet; `for:` is what keeps that from firing.)
+        wait(lambda: query(url, f'kubetune_trainer_step{{namespace="{NS}", job="{JOB}"}} > 4'), 30, "steps")
+        wait(lambda: query(url, alert) == [] or None, 10, "no alert while steps advance")
+        assert query(url, f'kubetune_trainer_step{{namespace="{NS}", job="{JOB}"}} < 16'), "still training"
+
+        # Every dashboard query returns data for this job (variables substituted).
+        rate_interval = "10s"
+        for where, expr in dashboard_exprs(CHART / "dashboards/training.json"):
+            promql = expr.replace("$namespace", NS).replace("$job", JOB).replace("$__rate_interval", rate_interval)
+            if any(name in promql for name in GPU_METRIC_NAMES):
+                continue  # NVML-only series: no GPU here
+            wait(lambda: query(url, promql), 20, f"data for {where}: {promql}")  # raises if empty
+
+        # The trainer hangs after step 16: the alert goes pending, then fires.
+        trainer.join(timeout=30)
+        firing = wait(lambda: [a for a in query(url, alert) if a["metric"]["alertstate"] == "firing"], 60, "the alert to fire")
+        assert firing[0]["metric"]["severity"] == "warning"
+        # The finished-job guard: at 100% the same stall is not an alert.
+        m.progress_ratio.set(1.0)
+        wait(lambda: query(url, alert) == [] or None, 30, "the alert to clear at 100%")
+    finally:
+        stop.set()
+        m.stop()
+        op_server.shutdown()
