@@ -410,3 +410,20 @@ def test_a_component_that_fails_to_start_is_named_with_its_log_tail():
     message = str(failure.value)
     assert message.startswith("kube-apiserver exited with code")
     assert "unknown flag: --no-such-flag" in message
+
+
+def test_background_process_talks_to_the_control_plane_and_is_stopped(background_process, namespace):
+    import sys
+
+    script = textwrap.dedent(f"""
+        import signal, sys, time
+        from kubernetes import client, config
+        config.load_kube_config()
+        print("namespaces:", [n.metadata.name for n in client.CoreV1Api().list_namespace().items], flush=True)
+        signal.signal(signal.SIGTERM, lambda *_: (print("stopping", flush=True), sys.exit(0)))
+        time.sleep(600)
+    """)
+    proc = background_process([sys.executable, "-c", script], name="client")
+    wait_for(lambda: "namespaces:" in proc.log(), 30, what="client output", describe=proc.log)
+    assert namespace in proc.log()
+    assert proc.stop() == 0 and "stopping" in proc.log()

@@ -13,6 +13,9 @@ Function scope:
   namespace      -> str              a fresh namespace (default SA ready), deleted after
   s3_bucket      -> s3.S3Bucket      a fresh MinIO bucket, emptied and deleted after
   cluster_env    -> dict             os.environ patched with KUBECONFIG/AWS_* for the test
+  background_process -> factory(argv, name=, env=None, cwd=None) -> BackgroundProcess
+                    (e.g. the operator, run out-of-cluster against this control
+                    plane); stopped (SIGTERM, SIGKILL after 10 s) after the test
   prometheus     -> factory(targets: list[str], scrape_interval="1s") -> prometheus.Prometheus,
                     every one stopped after the test
 """
@@ -30,6 +33,7 @@ from typing import Any, Callable, Iterator
 import pytest
 
 from . import cluster as cluster_mod
+from . import procs
 from .kubeapi import ApiError, KubeApi
 from .podrunner import CONFIG_NAME, CONFIG_NAMESPACE, container_log
 from .prometheus import Prometheus
@@ -231,6 +235,52 @@ def cluster_env(control_plane: cluster_mod.Cluster, monkeypatch: pytest.MonkeyPa
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     return env
+
+
+class BackgroundProcess:
+    """A process started for one test, in its own process group, its output in
+    ``log_path``. ``stop()`` sends SIGTERM, then SIGKILL after ``grace``."""
+
+    def __init__(self, argv: list[str], log_path: Path, env: dict[str, str], cwd: str | None):
+        self.argv = argv
+        self.log_path = log_path
+        self.proc = procs.spawn(argv, log_path, env=env, cwd=cwd, die_with_parent=True)
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def stop(self, grace: float = 10) -> int:
+        """Stop it; its exit code (negative: killed by that signal)."""
+        if self.proc.poll() is None:
+            procs.stop_group(self.proc.pid, grace=grace)
+        return self.proc.wait()
+
+
+@pytest.fixture
+def background_process(control_plane: cluster_mod.Cluster, tmp_path: Path):
+    """Factory: ``background_process([sys.executable, "-m", "kopf", "run", ...],
+    name="operator")`` starts a process with ``os.environ`` plus this control
+    plane's ``KUBECONFIG``/``AWS_*`` (override with ``env``), returns a
+    :class:`BackgroundProcess`; every one is stopped after the test."""
+    started: list[BackgroundProcess] = []
+
+    def start(argv: list[str], name: str = "process", env: dict[str, str] | None = None,
+              cwd: str | None = None) -> BackgroundProcess:
+        full_env = {**os.environ, **control_plane.env(), **(env or {})}
+        proc = BackgroundProcess(list(argv), tmp_path / f"{name}-{len(started)}.log", full_env, cwd)
+        started.append(proc)
+        return proc
+
+    yield start
+    for proc in started:
+        proc.stop()
 
 
 @pytest.fixture
