@@ -42,8 +42,9 @@ bench-operator: ## N FineTuneJobs at once against the local control plane
 crds: ## regenerate crds/ and the chart's copy from the pydantic model
 	$(PY) -m kubetune_operator.cli crd --write
 
-lint: ## static checks
+lint: ## static checks: example manifests, Dockerfiles (hadolint)
 	$(PY) -m kubetune_operator.cli validate examples/*.yaml
+	bash hack/lint-dockerfiles.sh
 
 python-env: ## create the cached development virtualenv
 	@hack/python-env.sh
