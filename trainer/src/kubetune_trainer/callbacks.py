@@ -193,25 +193,36 @@ class StopCallback(TrainerCallback):
 
 
 class LossWatchdog(TrainerCallback):
-    """Stops on a NaN/inf loss or one that exceeds factor x the best seen (after warm-up)."""
+    """Stops on a NaN/inf loss, or one that climbs well above where this run started.
 
-    def __init__(self, factor: float = 4.0, warmup_logs: int = 3):
+    The reference is the lowest of the first `warmup_logs` logged losses. A loss
+    counts as diverged when it exceeds `factor` x the reference AND the
+    reference + `margin` nats: ratios alone fire falsely once the loss is near
+    zero (0.03 → 0.15 is noise, not divergence).
+    """
+
+    def __init__(self, factor: float = 3.0, warmup_logs: int = 3, margin: float = 1.0):
         self.factor = factor
-        self.warmup = warmup_logs
-        self.best = math.inf
-        self.seen = 0
+        self.warmup = max(1, warmup_logs)
+        self.margin = margin
+        self.early: list[float] = []
         self.reason: str | None = None
+
+    @property
+    def reference(self) -> float | None:
+        return min(self.early) if len(self.early) >= self.warmup else None
 
     def on_log(self, args, state, control, logs=None, **kw):
         loss = (logs or {}).get("loss")
         if loss is None or self.reason:
             return
-        self.seen += 1
         if not math.isfinite(loss):
             self.reason = f"training loss became {loss} at step {state.global_step}"
-        elif self.seen > self.warmup and loss > self.factor * self.best:
-            self.reason = f"training loss {loss:.4g} at step {state.global_step} exceeds {self.factor:g}x the best {self.best:.4g}"
-        self.best = min(self.best, loss) if math.isfinite(loss) else self.best
+        elif self.reference is None:
+            self.early.append(loss)
+        elif loss > self.factor * self.reference and loss > self.reference + self.margin:
+            self.reason = (f"training loss {loss:.4g} at step {state.global_step} exceeds {self.factor:g}x "
+                           f"the starting loss {self.reference:.4g}")
         if self.reason:
             log.error("loss watchdog: %s", self.reason)
             control.should_training_stop = True

@@ -240,14 +240,17 @@ class Uploader:
             log.warning("checkpoint retention failed: %s", exc)
 
     def _retain(self) -> None:
-        steps = list_steps(self.store)
-        committed = [c.step for c in list_committed(self.store)]
+        # Best effort with a short deadline: an outage must not hold up the
+        # next upload (retention runs again after every commit).
+        store = self.store.with_deadline(10.0)
+        steps = list_steps(store)
+        committed = [c.step for c in list_committed(store)]
         newest = max(committed) if committed else None
         for old in committed[: -self.keep_last]:
             # Marker first: a half-deleted step is then merely "uncommitted".
-            self.store.delete(f"{step_dir(old)}/{MARKER}")
-            self.store.delete_prefix(step_dir(old))
+            store.delete(f"{step_dir(old)}/{MARKER}")
+            store.delete_prefix(step_dir(old))
             log.info("checkpoint step %d deleted (keepLast %d)", old, self.keep_last)
         for step, name in steps.items():
             if newest is not None and step < newest and step not in committed:
-                self.store.delete_prefix(name)  # an abandoned partial upload
+                store.delete_prefix(name)  # an abandoned partial upload

@@ -175,10 +175,12 @@ class EvaluationConfig(_Model):
 class WatchdogConfig(_Model):
     """Stops the run with reason LossDiverged."""
 
-    # NaN/inf loss always stops. Divergence: the logged loss exceeds `factor`
-    # times the best loss seen, after `warmupLogs` logged values.
-    factor: float = Field(4.0, gt=1)
-    warmup_logs: int = Field(3, ge=0)
+    # NaN/inf loss always stops. Divergence: a logged loss above both `factor`
+    # times and `margin` nats more than the starting loss (the lowest of the
+    # first `warmupLogs` logged values).
+    factor: float = Field(3.0, gt=1)
+    margin: float = Field(1.0, ge=0)
+    warmup_logs: int = Field(3, ge=1)
 
 
 class TrainerConfig(_Model):

@@ -176,7 +176,7 @@ def run(cfg: TrainerConfig, state: RunState, metrics=None) -> RunState:
                                           metrics=metrics, retry_seconds=cfg.checkpoint.upload_retry_seconds)
     counter = cb.TokenCounter()
     mcb = cb.MetricsCallback(metrics, counter, world_size=topo.world_size)
-    watchdog = cb.LossWatchdog(cfg.watchdog.factor, cfg.watchdog.warmup_logs)
+    watchdog = cb.LossWatchdog(cfg.watchdog.factor, cfg.watchdog.warmup_logs, cfg.watchdog.margin)
     stop = cb.StopCallback(flag, topo.distributed)
     ckpt_cb = cb.CheckpointCallback(uploader, topo.is_main)
     callbacks = [mcb, cb.ProgressCallback(mcb), watchdog, stop, ckpt_cb]

@@ -119,6 +119,12 @@ class Store:
         s._local = self._local.joinpath(*parts) if self._local is not None else None
         return s
 
+    def with_deadline(self, deadline_s: float) -> "Store":
+        """The same store, giving up on an unreachable endpoint after deadline_s."""
+        s = self.child()
+        s.deadline_s = deadline_s
+        return s
+
     def _retry(self, fn, what, deadline_s=None, on_retry=None):
         return retry(fn, what=f"{what} {self.uri}", deadline_s=self.deadline_s if deadline_s is None else deadline_s, on_retry=on_retry)
 

@@ -128,8 +128,11 @@ def to_sft_config(
         max_grad_norm=t.max_grad_norm,
         seed=t.seed,
         data_seed=t.seed,
+        # transformers 5 renamed gradient_checkpointing; TRL's SFTConfig still
+        # defaults the old alias to True, so both are set explicitly.
         gradient_checkpointing=t.gradient_checkpointing,
-        gradient_checkpointing_kwargs={"use_reentrant": False} if t.gradient_checkpointing else None,
+        activation_checkpointing=t.gradient_checkpointing,
+        activation_checkpointing_kwargs={"use_reentrant": False} if t.gradient_checkpointing else None,
         bf16=precision == "bf16",
         fp16=precision == "fp16",
         use_cpu=not cuda,
@@ -174,5 +177,5 @@ def to_sft_config(
     if strategy == "fsdp":
         kwargs["fsdp"] = "full_shard auto_wrap"
         kwargs["fsdp_config"] = {"version": 2, "reshard_after_forward": True, "auto_wrap_policy": "TRANSFORMER_BASED_WRAP", "state_dict_type": "SHARDED_STATE_DICT", "activation_checkpointing": t.gradient_checkpointing}
-        kwargs["gradient_checkpointing"] = False  # FSDP does it (activation_checkpointing)
+        kwargs["gradient_checkpointing"] = kwargs["activation_checkpointing"] = False  # FSDP's own activation checkpointing does it
     return SFTConfig(**kwargs)

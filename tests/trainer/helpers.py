@@ -1,0 +1,165 @@
+"""Helpers for the trainer tests: MinIO control, configs, running the trainer
+as a real process (`python -m kubetune_trainer --config ...`) as the pod does."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+ACCESS_KEY, SECRET_KEY = "kubetune-test", "kubetune-test-secret"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# --------------------------------------------------------------------------- MinIO
+
+
+def minio_binary() -> Path:
+    env = os.environ.get("KUBETUNE_TOOLS_BIN")
+    if env and (Path(env) / "minio").exists():
+        return Path(env) / "minio"
+    out = subprocess.run(["bash", str(REPO / "hack/cluster-tools/build.sh")], capture_output=True, text=True, timeout=1800)
+    bin_dir = Path(out.stdout.strip().splitlines()[-1]) if out.stdout.strip() else None
+    if not bin_dir or not (bin_dir / "minio").exists():
+        pytest.fail(f"minio not built by hack/cluster-tools/build.sh: {out.stderr[-500:]}")
+    return bin_dir / "minio"
+
+
+@dataclass
+class Minio:
+    binary: Path
+    data: Path
+    port: int
+    proc: subprocess.Popen | None = None
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def env(self) -> dict[str, str]:
+        return {"AWS_ENDPOINT_URL": self.endpoint, "AWS_ACCESS_KEY_ID": ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": SECRET_KEY, "AWS_REGION": "us-east-1"}
+
+    def start(self) -> None:
+        env = {**os.environ, "MINIO_ROOT_USER": ACCESS_KEY, "MINIO_ROOT_PASSWORD": SECRET_KEY, "MINIO_BROWSER": "off"}
+        self.proc = subprocess.Popen([str(self.binary), "server", "--quiet", "--address", f"127.0.0.1:{self.port}", str(self.data)],
+                                     env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                urllib.request.urlopen(f"{self.endpoint}/minio/health/live", timeout=1)
+                return
+            except OSError:
+                time.sleep(0.2)
+        raise RuntimeError("minio did not become ready")
+
+    def stop(self) -> None:
+        if self.proc:
+            self.proc.terminate()
+            self.proc.wait(timeout=10)
+            self.proc = None
+
+    def client(self):
+        import boto3
+        from botocore.config import Config
+
+        return boto3.client("s3", endpoint_url=self.endpoint, aws_access_key_id=ACCESS_KEY, aws_secret_access_key=SECRET_KEY,
+                            region_name="us-east-1", config=Config(s3={"addressing_style": "path"}))
+
+
+# --------------------------------------------------------------------------- running the trainer
+
+
+def base_config(model_dir: Path, train: Path, **over) -> dict:
+    """A small, fast LoRA config on the tiny model; `over` merges per section."""
+    cfg = {
+        "job": {"namespace": "test", "name": "tiny"},
+        "model": {"uri": f"file://{model_dir}"},
+        "data": {"trainUri": f"file://{train}", "evalSplit": 0.1, "maxSeqLength": 64},
+        "method": "lora",
+        "lora": {"r": 16, "alpha": 32, "dropout": 0.0},
+        "training": {"maxSteps": 40, "learningRate": 0.003, "batchSize": 8, "logEverySteps": 5, "warmupRatio": 0.0, "seed": 7},
+        "checkpoint": {"everySteps": 20, "keepLast": 2},
+        "metrics": {"port": 0},
+    }
+    for section, value in over.items():
+        if isinstance(value, dict) and isinstance(cfg.get(section), dict):
+            cfg[section] = {**cfg[section], **value}
+        else:
+            cfg[section] = value
+    return cfg
+
+
+@dataclass
+class TrainerProcess:
+    proc: subprocess.Popen
+    log: Path
+    termination: Path
+
+    def wait(self, timeout: float = 300) -> int:
+        try:
+            return self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            raise
+
+    def kill(self, sig=signal.SIGKILL) -> None:
+        os.killpg(self.proc.pid, sig)
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def result(self) -> dict:
+        return json.loads(self.termination.read_text())
+
+
+def start_trainer(cfg: dict, workdir: Path, *, torchrun: int = 0, env: dict | None = None) -> TrainerProcess:
+    workdir.mkdir(parents=True, exist_ok=True)
+    config = workdir / "config.json"
+    config.write_text(json.dumps(cfg))
+    termination = workdir / "termination.json"
+    termination.unlink(missing_ok=True)
+    log = workdir / "trainer.log"
+    full_env = {**os.environ, "KUBETUNE_WORKDIR": str(workdir / "work"), "KUBETUNE_TERMINATION_LOG": str(termination),
+                "PYTHONUNBUFFERED": "1", **(env or {})}
+    cmd = [sys.executable, "-m", "kubetune_trainer", "--config", str(config)]
+    if torchrun:
+        full_env["MASTER_PORT"] = str(free_port())
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes=1", f"--nproc-per-node={torchrun}",
+               f"--master-port={full_env['MASTER_PORT']}", "-m", "kubetune_trainer", "--config", str(config)]
+    fh = log.open("w")
+    proc = subprocess.Popen(cmd, env=full_env, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)
+    return TrainerProcess(proc, log, termination)
+
+
+def wait_for(predicate, timeout: float, what: str, proc: TrainerProcess | None = None, interval: float = 0.2):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        if proc is not None and proc.proc.poll() is not None:
+            raise AssertionError(f"trainer exited ({proc.proc.returncode}) before {what}:\n{proc.output()[-3000:]}")
+        time.sleep(interval)
+    raise AssertionError(f"timed out waiting for {what}" + (f":\n{proc.output()[-3000:]}" if proc else ""))
+
+
+def committed_steps(bucket_client, bucket: str, prefix: str) -> list[int]:
+    keys = []
+    for page in bucket_client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+        keys += [o["Key"] for o in page.get("Contents", [])]
+    return sorted(int(k.split("step-")[1].split("/")[0]) for k in keys if k.endswith("/COMMITTED.json"))
