@@ -427,3 +427,17 @@ def test_background_process_talks_to_the_control_plane_and_is_stopped(background
     wait_for(lambda: "namespaces:" in proc.log(), 30, what="client output", describe=proc.log)
     assert namespace in proc.log()
     assert proc.stop() == 0 and "stopping" in proc.log()
+
+
+def test_nodes_are_ready_untainted_and_their_leases_fresh(kube, pod_runner):
+    from datetime import datetime, timezone
+
+    for name in pod_runner.nodes:
+        node = kube.core.read_node(name)
+        ready = next(c for c in node.status.conditions if c.type == "Ready")
+        assert ready.status == "True"
+        assert not node.spec.taints, "the node lifecycle controller sees healthy nodes"
+        assert node.status.allocatable["nvidia.com/gpu"] == "8"
+        lease = kube.coordination.read_namespaced_lease(name, "kube-node-lease")
+        age = (datetime.now(timezone.utc) - lease.spec.renew_time).total_seconds()
+        assert age < 15, f"lease of {name} renewed {age:.0f}s ago"
