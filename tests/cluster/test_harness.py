@@ -116,6 +116,8 @@ def test_volumes_env_and_termination_message(kube, namespace, pod_runner):
             "token_file": open("/var/run/creds/token").read(),
             "env": {k: os.environ[k] for k in ("TOKEN", "MODE", "POD_NAME", "POD_NS", "TEAM", "USER_FROM", "GREETING", "POD_IP")},
             "scratch_writable": os.access("/scratch", os.W_OK),
+            "tmp_entries": os.listdir("/tmp"),
+            "cwd_writable": os.access(os.getcwd(), os.W_OK),
         }
         open("/dev/termination-log", "w").write(json.dumps(out))
     """
@@ -126,13 +128,16 @@ def test_volumes_env_and_termination_message(kube, namespace, pod_runner):
                         {"name": "settings", "configMap": {"name": "settings", "defaultMode": 0o440,
                                                            "items": [{"key": "config.json", "path": "settings.json"}]}},
                         {"name": "creds", "secret": {"secretName": "creds"}},
-                        {"name": "scratch", "emptyDir": {}}],
+                        {"name": "scratch", "emptyDir": {}},
+                        # Over /tmp, where the harness's own run dir usually is.
+                        {"name": "tmp", "emptyDir": {}}],
                     "containers": [
                         {"name": "main", "image": "kubetune/trainer:dev",
                          "command": ["python", "-c", textwrap.dedent(script)],
                          "volumeMounts": [{"name": "settings", "mountPath": "/etc/kubetune", "readOnly": True},
                                           {"name": "creds", "mountPath": "/var/run/creds", "readOnly": True},
-                                          {"name": "scratch", "mountPath": "/scratch"}],
+                                          {"name": "scratch", "mountPath": "/scratch"},
+                                          {"name": "tmp", "mountPath": "/tmp"}],
                          "envFrom": [{"secretRef": {"name": "creds"}, "prefix": "USER_"}],
                          "env": [
                              {"name": "TOKEN", "valueFrom": {"secretKeyRef": {"name": "creds", "key": "token"}}},
@@ -161,6 +166,8 @@ def test_volumes_env_and_termination_message(kube, namespace, pod_runner):
                           "TEAM": "ml", "USER_FROM": "alice", "GREETING": "hi reader $(POD_NAME)",
                           "POD_IP": done.status.pod_ip}
     assert out["scratch_writable"] is True
+    assert out["tmp_entries"] == [], "an emptyDir over /tmp hides the host's /tmp"
+    assert out["cwd_writable"] is True
     assert states["crasher"].exit_code == 2 and states["crasher"].reason == "Error"
     assert states["crasher"].message.strip() == "fatal: no GPU"
     # The volumes exist only inside the pod's mount namespace.

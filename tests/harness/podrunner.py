@@ -220,6 +220,48 @@ def _decode_secret(data: dict) -> dict[str, bytes]:
 
 
 # ----------------------------------------------------------------------------
+# per-pod mount namespace
+
+# Sources live under the run dir (often in /tmp), and a pod may mount an
+# emptyDir over /tmp or any other ancestor of them. So every source is first
+# bind-mounted into a private tmpfs at a staging dir that no mountPath of the
+# pod shadows, and the pod's mounts are made from there.
+STAGE_CANDIDATES = ("/run/kubetune-pod-runner", "/var/lib/kubetune-pod-runner", "/opt/kubetune-pod-runner")
+
+
+def _shadows(mount_path: str, path: str) -> bool:
+    mount_path = mount_path.rstrip("/") or "/"
+    return mount_path == "/" or path == mount_path or path.startswith(mount_path + "/")
+
+
+def _mount_script(mounts: list[tuple[Path, str, bool]], workdir: Path) -> list[str]:
+    """Shell lines, run as root inside ``unshare -m``, that put each
+    ``(source, mountPath, readOnly)`` in place and leave the default working
+    directory's path in the shell variable ``KT_WORKDIR``."""
+    stage = next((c for c in STAGE_CANDIDATES if not any(_shadows(m[1], c) for m in mounts)), None)
+    if stage is None:
+        raise ConfigError("volume mounts shadow every staging directory of the pod runner")
+    os.makedirs(stage, exist_ok=True)
+    q = shlex.quote
+    lines = [f"mount -t tmpfs -o size=1m,mode=0755 kt-stage {q(stage)}",
+             f"mkdir {q(stage)}/work", f"mount --bind {q(str(workdir))} {q(stage)}/work"]
+    for i, (src, _, _) in enumerate(mounts):
+        staged = f"{stage}/{i}"
+        lines.append(f"mkdir {q(staged)}" if src.is_dir() else f": > {q(staged)}")
+        lines.append(f"mount --bind {q(str(src))} {q(staged)}")
+    for i, (src, dst, ro) in enumerate(mounts):
+        if src.is_dir():
+            lines.append(f"mkdir -p {q(dst)}")
+        else:
+            lines.append(f"[ -e {q(dst)} ] || {{ mkdir -p \"$(dirname {q(dst)})\"; : > {q(dst)}; }}")
+        lines.append(f"mount --bind {q(f'{stage}/{i}')} {q(dst)}")
+        if ro:
+            lines.append(f"mount -o remount,bind,ro {q(dst)}")
+    lines.append(f"KT_WORKDIR={q(stage)}/work")
+    return lines
+
+
+# ----------------------------------------------------------------------------
 # per-container process
 
 
@@ -480,18 +522,11 @@ class PodWorker(threading.Thread):
         mounts.append((term_file, spec.get("terminationMessagePath") or "/dev/termination-log", False))
         mounts.append((self.runner.hosts.path(self), "/etc/hosts", False))
         mounts.sort(key=lambda m: m[1].rstrip("/").count("/"))
-        lines = ['set -e', 'hostname "$KT_HOSTNAME"']
-        for src, dst, ro in mounts:
-            q_dst, q_src = shlex.quote(dst), shlex.quote(str(src))
-            if src.is_dir():
-                lines.append(f"mkdir -p {q_dst}")
-            else:
-                lines.append(f"[ -e {q_dst} ] || {{ mkdir -p $(dirname {q_dst}); touch {q_dst}; }}")
-            lines.append(f"mount --bind {q_src} {q_dst}")
-            if ro:
-                lines.append(f"mount -o remount,bind,ro {q_dst}")
-        workdir = spec.get("workingDir") or str(self.dir / "work")
-        lines.append(f"mkdir -p {shlex.quote(workdir)} && cd {shlex.quote(workdir)}")
+        lines = ['set -e', 'hostname "$KT_HOSTNAME"', *_mount_script(mounts, self.dir / "work")]
+        if spec.get("workingDir"):
+            lines.append(f"mkdir -p {shlex.quote(spec['workingDir'])} && cd {shlex.quote(spec['workingDir'])}")
+        else:  # no image WORKDIR to fall back on: a per-pod scratch directory
+            lines.append('cd "$KT_WORKDIR"')
         lines.append('unset KT_HOSTNAME; exec "$@"')
         host_env = {"KT_HOSTNAME": self._hostname()[:63]}
         log_path = self.dir / "logs" / f"{run.name}.log"
