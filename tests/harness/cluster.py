@@ -16,6 +16,7 @@ if set, else the script is run, which is instant once built).
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import shutil
@@ -78,6 +79,7 @@ class Cluster:
     nodes: list[str]
     tools_bin: str
     pids: dict[str, int] = field(default_factory=dict)  # component -> pid (= pgid)
+    harness_version: str = ""  # see harness_version(); a stale running cluster is not reused
 
     @property
     def state_file(self) -> Path:
@@ -122,6 +124,18 @@ class Cluster:
             return _get(self, "/readyz") == "ok"
         except Exception:
             return False
+
+
+def harness_version() -> str:
+    """A digest of the harness code and tool versions: a cluster started by an
+    older pod runner is not reused by the fixtures (it would behave differently)."""
+    digest = hashlib.sha1()
+    here = Path(__file__).parent
+    running_code = ("cluster.py", "podrunner.py", "kubeapi.py", "procs.py", "certs.py")
+    for path in [here / name for name in running_code] + [REPO / "hack/cluster-tools/versions.env"]:
+        digest.update(path.name.encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:12]
 
 
 def _ssl_context(pki_dir: Path) -> ssl.SSLContext:
@@ -196,6 +210,7 @@ def start(
         s3_secret_key=S3_SECRET_KEY,
         nodes=list(nodes),
         tools_bin=str(bin_dir),
+        harness_version=harness_version(),
     )
     children: dict[str, subprocess.Popen] = {}
 
@@ -361,6 +376,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "up":
         if existing and existing.alive():
             print(f"# already running (state {existing.state_file})", file=sys.stderr)
+            if existing.harness_version != harness_version():
+                print("# WARNING: it runs older harness code; tests will not reuse it. "
+                      "Restart it: make cluster-down cluster-up", file=sys.stderr)
         else:
             if existing:
                 stop(existing)

@@ -3,8 +3,8 @@ tests/conftest.py through ``pytest_plugins``).
 
 Session scope:
   control_plane  -> cluster.Cluster   the running control plane (reused from
-                    ``make cluster-up`` when one is alive in $KUBETUNE_RUN_DIR,
-                    else started for this session in a temp dir and stopped at
+                    ``make cluster-up`` when one is alive in $KUBETUNE_RUN_DIR
+                    and runs this same harness code, else started for this session in a temp dir and stopped at
                     the end; KUBETUNE_REUSE_CLUSTER=0 forces a private one)
   kube           -> KubeClients      typed kubernetes clients + raw client + kubectl
   pod_runner     -> PodRunnerHandle  simulated-ready images, container logs
@@ -26,6 +26,7 @@ import os
 import re
 import subprocess
 import uuid
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -166,8 +167,11 @@ def control_plane() -> Iterator[cluster_mod.Cluster]:
     if os.environ.get("KUBETUNE_REUSE_CLUSTER", "1") != "0":
         existing = cluster_mod.Cluster.load(cluster_mod.DEFAULT_RUN_DIR)
         if existing and existing.alive():
-            yield existing
-            return
+            if existing.harness_version == cluster_mod.harness_version():
+                yield existing
+                return
+            warnings.warn(f"not reusing the cluster in {existing.run_dir}: it runs other harness "
+                          f"code (restart it with make cluster-down cluster-up); starting a private one")
     c = cluster_mod.start(die_with_parent=True)
     try:
         yield c
