@@ -12,6 +12,10 @@ cache=${KUBETUNE_CACHE:-$HOME/.cache/kubetune}
 bin="$cache/tools-$KUBE_VERSION-$(echo "$MINIO_VERSION$HELM_VERSION" | sha1sum | cut -c1-8)/bin"
 mkdir -p "$bin"
 log() { echo "[cluster-tools] $*" >&2; }
+# One build at a time per cache: a second caller (another test run) waits and
+# then finds everything built, instead of writing the same binaries at once.
+exec 9>"$cache/.cluster-tools.lock"
+flock 9
 export GOFLAGS=-mod=mod CGO_ENABLED=0 GOTOOLCHAIN=local
 export GOPATH=${GOPATH:-$HOME/go} GOCACHE=${GOCACHE:-$HOME/.cache/go-build}
 
@@ -48,7 +52,8 @@ if [ "$need_kube" = 1 ]; then
   etcd_version=$(sed -n 's#^\s*go.etcd.io/etcd/server/v3 \(v[0-9.]*\).*#\1#p' "$modfile" | head -1)
   (
     cd "$mod"
-    go get "k8s.io/kubernetes@$KUBE_VERSION" "go.etcd.io/etcd/server/v3@$etcd_version" 2>/dev/null
+    go get "k8s.io/kubernetes@$KUBE_VERSION" "go.etcd.io/etcd/server/v3@$etcd_version" >"$mod/go-get.log" 2>&1 \
+      || { cat "$mod/go-get.log" >&2; exit 1; }
     go build -trimpath -ldflags "$ldflags" -o "$bin/" \
       k8s.io/kubernetes/cmd/kube-apiserver \
       k8s.io/kubernetes/cmd/kube-controller-manager \
