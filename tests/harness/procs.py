@@ -48,7 +48,7 @@ def spawn(
         argv = ["setpriv", "--pdeathsig", "KILL", "--", *argv]
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "ab") as log:
-        return subprocess.Popen(
+        proc = subprocess.Popen(
             list(argv),
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -57,6 +57,13 @@ def spawn(
             cwd=cwd,
             start_new_session=True,
         )
+    _children[proc.pid] = proc
+    return proc
+
+
+# Our own children, so that stop_group can reap them (no zombies while the
+# owning process lives on, e.g. pytest between sessions of a long run).
+_children: dict[int, subprocess.Popen] = {}
 
 
 def wait_until(
@@ -119,3 +126,6 @@ def stop_group(pgid: int, grace: float = 5.0) -> None:
         os.killpg(pgid, signal.SIGKILL)
     except ProcessLookupError:
         pass
+    child = _children.pop(pgid, None)
+    if child is not None:
+        child.wait()
