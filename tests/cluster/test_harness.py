@@ -64,6 +64,9 @@ def test_job_completes_through_the_job_controller(kube, namespace, pod_runner):
     assert terminated(pod).exit_code == 0 and terminated(pod).reason == "Completed"
     assert kube.batch.read_namespaced_job_status("hello", namespace).status.succeeded == 1
     assert pod_runner.logs(namespace, pod.metadata.name) == f"hello from {pod.metadata.name}\n"
+    # The same through the API server (kubectl logs), which asks the runner's kubelet endpoint.
+    assert kube.core.read_namespaced_pod_log(pod.metadata.name, namespace) == f"hello from {pod.metadata.name}\n"
+    assert kube.kubectl("logs", "-n", namespace, "job/hello").stdout == f"hello from {pod.metadata.name}\n"
 
 
 def test_garbage_collector_removes_children_of_a_deleted_owner(kube, namespace):

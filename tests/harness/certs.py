@@ -62,6 +62,8 @@ CLIENTS = {
     "admin": "/O=system:masters/CN=kubetune-admin",
     "controller-manager": "/CN=system:kube-controller-manager",
     "scheduler": "/CN=system:kube-scheduler",
+    # The API server's identity towards the pod runner's kubelet API (logs).
+    "apiserver-kubelet-client": "/O=system:masters/CN=kube-apiserver-kubelet-client",
 }
 
 
@@ -82,6 +84,12 @@ def make_pki(dir: Path) -> Pki:
         "extendedKeyUsage=serverAuth\nsubjectAltName=IP:127.0.0.1,DNS:localhost,"
         "DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,"
         "DNS:kubernetes.default.svc.cluster.local,IP:10.96.0.1\n",
+    )
+    # The pod runner's kubelet endpoint (container logs), on loopback.
+    _sign(
+        pki, "kubelet", "/CN=kubetune-pod-runner",
+        "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\n"
+        "extendedKeyUsage=serverAuth\nsubjectAltName=IP:127.0.0.1,DNS:localhost\n",
     )
     for name, subject in CLIENTS.items():
         _sign(

@@ -197,7 +197,8 @@ def start(
     logs = run / "logs"
     logs.mkdir(exist_ok=True)
     pki = make_pki(run / "pki")
-    ports = {name: procs.free_port() for name in ("etcd", "etcd_peer", "api", "s3", "s3_console")}
+    names = ("etcd", "etcd_peer", "api", "s3", "s3_console", "kubelet")
+    ports = dict(zip(names, procs.free_ports(len(names))))
     api_url = f"https://127.0.0.1:{ports['api']}"
     for user in ("admin", "controller-manager", "scheduler"):
         _write_kubeconfig(run / f"{user}.kubeconfig", api_url, pki, user)
@@ -260,6 +261,11 @@ def start(
             "--service-account-key-file", str(pki.sa_pub),
             "--service-account-signing-key-file", str(pki.sa_key),
             "--service-cluster-ip-range", SERVICE_CIDR,
+            # kubectl logs: the API server asks the pod runner's kubelet endpoint.
+            "--kubelet-preferred-address-types", "InternalIP",
+            "--kubelet-certificate-authority", str(pki.ca_cert),
+            "--kubelet-client-certificate", str(pki.cert("apiserver-kubelet-client")),
+            "--kubelet-client-key", str(pki.key("apiserver-kubelet-client")),
             "--allow-privileged=true",
             "--profiling=false",
             "--v=1",
@@ -300,6 +306,8 @@ def start(
                 sys.executable, "-m", "tests.harness.podrunner",
                 "--kubeconfig", cluster.kubeconfig, "--run-dir", str(run),
                 "--api-port", str(ports["api"]),
+                "--kubelet-port", str(ports["kubelet"]),
+                "--tls-cert", str(pki.cert("kubelet")), "--tls-key", str(pki.key("kubelet")),
                 *[arg for n in nodes for arg in ("--node", n)],
             ], env={**os.environ, "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1"})
         core = _kube_clients(cluster.kubeconfig)

@@ -94,8 +94,9 @@ class PodRunnerHandle:
         self._raw = raw
 
     def logs(self, namespace: str, pod: str, container: str | None = None) -> str:
-        """A container's stdout+stderr (all restarts). There is no kubelet log
-        API here: ``kubectl logs`` does not work, use this."""
+        """A container's stdout+stderr (all restarts), read from the runner's
+        files: works after the pod object is gone too (``kubectl logs`` /
+        ``read_namespaced_pod_log`` also work while it exists)."""
         return container_log(self.run_dir, namespace, pod, container)
 
     def simulated_ready_images(self) -> set[str]:

@@ -27,8 +27,10 @@ no network isolation (all pods share the host network; a process should bind
 to its ``POD_IP`` or use distinct ports), no securityContext beyond what a
 root process already has (runAsUser/fsGroup/readOnlyRootFilesystem are NOT
 applied: the cached venv lives in root's home), no liveness/startup probes,
-no lifecycle hooks, no resource limits, no kubelet log/exec API (read logs
-with :func:`container_log`), ConfigMap/Secret volume contents are not updated
+no lifecycle hooks, no resource limits; of the kubelet API only container
+logs exist (``kubectl logs [-f] [--tail]`` works through the API server; no
+exec/attach/port-forward; :func:`container_log` reads the files directly),
+ConfigMap/Secret volume contents are not updated
 after the container starts, Service ClusterIPs are not routable.
 
 Image policy (``ImagePolicy``): an image whose name contains one of the
@@ -95,8 +97,8 @@ def now_micro() -> str:
 
 def container_log(run_dir: str | Path, namespace: str, pod: str, container: str | None = None) -> str:
     """The stdout+stderr of a pod's container as the pod runner captured it
-    (all restarts, in order). There is no kubelet log API in this harness
-    (``kubectl logs`` does not work); this reads the runner's log files under
+    (all restarts, in order; ``kubectl logs`` shows the same, but needs the
+    runner's log endpoint and a pod object). This reads the runner's files under
     ``<run_dir>/pods/<namespace>/<pod>/<uid>/logs/``. ``container`` defaults to
     the pod's only (or first) container. Returns "" when nothing was logged."""
     base = Path(run_dir) / "pods" / namespace / pod
@@ -933,6 +935,91 @@ class HostsFiles:
 
 
 # ----------------------------------------------------------------------------
+# the kubelet's log endpoint, so that `kubectl logs` works
+
+
+class KubeletLogServer:
+    """Serves ``GET /containerLogs/<ns>/<pod>/<container>`` (with ``tailLines``,
+    ``limitBytes``, ``follow``) over TLS, which is what the API server calls
+    for ``kubectl logs`` / ``read_namespaced_pod_log``. Nothing else of the
+    kubelet API (exec, attach, port-forward) exists."""
+
+    def __init__(self, runner: "PodRunner", port: int, cert: str, key: str):
+        import http.server
+        import ssl
+        from urllib.parse import parse_qs, urlparse
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, fmt, *args):  # keep the runner's log readable
+                pass
+
+            def do_GET(self):
+                url = urlparse(self.path)
+                parts = url.path.strip("/").split("/")
+                if url.path == "/healthz":
+                    return self._send(200, b"ok")
+                if len(parts) != 4 or parts[0] != "containerLogs":
+                    return self._send(404, b"not supported by the kubetune test pod runner\n")
+                _, ns, pod, container = parts
+                query = {k: v[-1] for k, v in parse_qs(url.query).items()}
+                path = runner.log_path(ns, pod, container)
+                if path is None:
+                    return self._send(404, f"no logs for {ns}/{pod}/{container}\n".encode())
+                data = path.read_bytes()
+                if "tailLines" in query:
+                    lines = data.splitlines(keepends=True)
+                    data = b"".join(lines[-int(query["tailLines"]):]) if int(query["tailLines"]) else b""
+                if "limitBytes" in query:
+                    data = data[: int(query["limitBytes"])]
+                if query.get("follow") != "true":
+                    return self._send(200, data)
+                self.send_response(200)
+                self.send_header("Content-Type", "text/plain")
+                self.send_header("Transfer-Encoding", "chunked")
+                self.end_headers()
+                offset = path.stat().st_size
+                try:
+                    self._chunk(data)
+                    while runner.container_running(ns, pod, container):
+                        time.sleep(0.2)
+                        with open(path, "rb") as f:
+                            f.seek(offset)
+                            more = f.read()
+                        offset += len(more)
+                        self._chunk(more)
+                    with open(path, "rb") as f:
+                        f.seek(offset)
+                        self._chunk(f.read())
+                    self.wfile.write(b"0\r\n\r\n")
+                except (BrokenPipeError, ConnectionResetError):
+                    pass
+
+            def _chunk(self, data: bytes) -> None:
+                if data:
+                    self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
+                    self.wfile.flush()
+
+            def _send(self, code: int, body: bytes) -> None:
+                self.send_response(code)
+                self.send_header("Content-Type", "text/plain")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", port), Handler)
+        self.server.daemon_threads = True
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(cert, key)
+        self.server.socket = ctx.wrap_socket(self.server.socket, server_side=True)
+        self.port = port
+
+    def start(self) -> None:
+        threading.Thread(target=self.server.serve_forever, name="kubelet-logs", daemon=True).start()
+
+
+# ----------------------------------------------------------------------------
 # the runner
 
 
@@ -943,7 +1030,8 @@ class PodRunner:
     terminated (SIGTERM, then SIGKILL after 5 s)."""
 
     def __init__(self, kubeconfig: str, run_dir: Path, api_port: int, nodes: list[str],
-                 node_capacity: dict | None = None):
+                 node_capacity: dict | None = None, kubelet_port: int = 0,
+                 tls_cert: str | None = None, tls_key: str | None = None):
         self.api = KubeApi(kubeconfig)
         self.run_dir = Path(run_dir)
         self.api_port = api_port
@@ -958,6 +1046,21 @@ class PodRunner:
         self.next_ip = random.randint(FIRST_POD_IP, LAST_POD_IP - 4096)
         self.lock = threading.Lock()
         self.stopping = threading.Event()
+        self.log_server = (KubeletLogServer(self, kubelet_port, tls_cert, tls_key)
+                           if kubelet_port and tls_cert and tls_key else None)
+
+    # -- logs --------------------------------------------------------------------
+    def log_path(self, ns: str, pod: str, container: str) -> Path | None:
+        """The log file of the newest pod of that name (as container_log reads it)."""
+        base = self.run_dir / "pods" / ns / pod
+        candidates = sorted(base.glob(f"*/logs/{container}.log"), key=lambda p: p.stat().st_mtime)
+        return candidates[-1] if candidates else None
+
+    def container_running(self, ns: str, pod: str, container: str) -> bool:
+        for worker in list(self.workers.values()):
+            if worker.ns == ns and worker.name == pod and not worker.finished:
+                return any(r.name == container and r.proc is not None for r in worker.init_runs + worker.runs)
+        return False
 
     # -- nodes -----------------------------------------------------------------
     def register_nodes(self) -> None:
@@ -987,7 +1090,7 @@ class PodRunner:
                       "conditions": conds,
                       "addresses": [{"type": "InternalIP", "address": "127.0.0.1"},
                                     {"type": "Hostname", "address": node}],
-                      "daemonEndpoints": {"kubeletEndpoint": {"Port": 0}},
+                      "daemonEndpoints": {"kubeletEndpoint": {"Port": self.log_server.port if self.log_server else 0}},
                       "nodeInfo": {"machineID": node, "systemUUID": node, "bootID": node,
                                    "kernelVersion": os.uname().release, "osImage": "kubetune pod runner",
                                    "containerRuntimeVersion": "kubetune-pod-runner://local",
@@ -1135,6 +1238,8 @@ class PodRunner:
                 self.stopping.wait(1)
 
     def run(self) -> None:
+        if self.log_server:
+            self.log_server.start()
         self.register_nodes()
         threading.Thread(target=self._heartbeat_loop, name="heartbeat", daemon=True).start()
         log.info("pod runner ready for nodes %s", ", ".join(self.nodes))
@@ -1153,9 +1258,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--run-dir", type=Path, required=True)
     p.add_argument("--api-port", type=int, required=True)
     p.add_argument("--node", action="append", required=True)
+    p.add_argument("--kubelet-port", type=int, default=0, help="serve container logs here (kubectl logs)")
+    p.add_argument("--tls-cert")
+    p.add_argument("--tls-key")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(threadName)s %(message)s")
-    runner = PodRunner(args.kubeconfig, args.run_dir, args.api_port, args.node)
+    runner = PodRunner(args.kubeconfig, args.run_dir, args.api_port, args.node,
+                       kubelet_port=args.kubelet_port, tls_cert=args.tls_cert, tls_key=args.tls_key)
 
     def on_signal(signum, frame):
         runner.stop()
