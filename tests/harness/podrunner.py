@@ -1262,6 +1262,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tls-cert")
     p.add_argument("--tls-key")
     args = p.parse_args(argv)
+    if os.geteuid() != 0:
+        p.error("the pod runner needs root: it gives each pod a mount namespace (unshare -m) with bind mounts")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(threadName)s %(message)s")
     runner = PodRunner(args.kubeconfig, args.run_dir, args.api_port, args.node,
                        kubelet_port=args.kubelet_port, tls_cert=args.tls_cert, tls_key=args.tls_key)
