@@ -358,12 +358,24 @@ class PodWorker(threading.Thread):
     def run(self) -> None:
         try:
             self._run()
-        except Exception:
+        except Exception as e:
+            # Say so on the pod rather than leaving a stale status behind.
             log.exception("pod %s/%s: worker crashed", self.ns, self.name)
             self._kill_all(0)
+            try:
+                self.runner.api.merge_patch(
+                    f"/api/v1/namespaces/{self.ns}/pods/{self.name}/status",
+                    {"status": {"phase": "Failed", "reason": "PodRunnerError",
+                                "message": f"test pod runner error: {type(e).__name__}: {e}"[:1000]}})
+            except Exception:
+                pass
         finally:
             self.finished = True
             self.runner.worker_done(self)
+            # A deletion that arrived while we were finishing: complete it here,
+            # as no further watch event may come for it.
+            if self.delete_requested and not self.force_killed:
+                self._final_delete()
 
     def _run(self) -> None:
         for sub in ("logs", "term", "volumes", "work"):
@@ -411,8 +423,6 @@ class PodWorker(threading.Thread):
         if self.delete_requested:
             self._terminate()
         self._patch_status()
-        if self.delete_requested:
-            self._final_delete()
 
     def _retry_unrunnable_images(self) -> None:
         """Like a kubelet retrying an image pull: every 2 s, look again whether
