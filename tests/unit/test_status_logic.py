@@ -183,6 +183,10 @@ def test_serving_state_machine():
     serving = {c["type"]: c for c in status["conditions"]}["Serving"]
     assert (serving["status"], serving["reason"]) == ("False", Reason.SERVING_FAILED)
     assert status["serving"]["ready"] is False
+    # ...and keeps showing on the next event, without falling back to "pending".
+    status = next_status(status, Observation(job=done, pods=ok_pod, serving_enabled=True, deployment=deployment(0, Available="False")), now=LATER, generation=1)
+    assert status["phase"] == "Serving"
+    assert {c["type"]: c["reason"] for c in status["conditions"]}["Serving"] == Reason.SERVING_FAILED
     assert serving_outcome(deployment(0, Progressing="False"), False)[1] == Reason.SERVING_FAILED
 
 

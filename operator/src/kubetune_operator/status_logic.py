@@ -310,7 +310,8 @@ def next_status(current: dict, obs: Observation, *, now: str, generation: int | 
 
     phase = outcome.phase
     if outcome.phase == "Succeeded" and obs.serving_enabled:
-        was_ready = bool((current.get("serving") or {}).get("ready"))
+        # Once Serving, losing availability is a failure, not "pending" again.
+        was_ready = previous_phase == "Serving" or bool((current.get("serving") or {}).get("ready"))
         ready, reason, message = serving_outcome(obs.deployment, was_ready)
         conditions = set_condition(conditions, C.SERVING, "True" if ready else "False", reason, message, now, generation)
         serving = dict(current.get("serving") or {})
