@@ -104,6 +104,22 @@ def base_config(model_dir: Path, train: Path, **over) -> dict:
     return cfg
 
 
+def _descendants(pid: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    out, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            out.append(child)
+            todo.append(child)
+    return out
+
+
 @dataclass
 class TrainerProcess:
     proc: subprocess.Popen
@@ -114,11 +130,21 @@ class TrainerProcess:
         try:
             return self.proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.kill(signal.SIGKILL)
             raise
 
     def kill(self, sig=signal.SIGKILL) -> None:
-        os.killpg(self.proc.pid, sig)
+        """SIGKILL: every process of the run at once, as a container kill does
+        (torchrun's workers run in sessions of their own). Other signals go to
+        the launcher only, as the kubelet sends them to PID 1."""
+        if sig != signal.SIGKILL:
+            os.kill(self.proc.pid, sig)
+            return
+        for pid in [self.proc.pid, *_descendants(self.proc.pid)]:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
 
     def output(self) -> str:
         return self.log.read_text(errors="replace")

@@ -146,3 +146,51 @@ def test_response_only_loss_masks_prompts(tiny_model, dataset, tmp_path):
         trained = tok.decode(batch["input_ids"][0][labels != -100])
         assert 0 < int((labels != -100).sum()) < len(labels), fmt
         assert "Translate" not in trained and "code" not in trained.lower(), (fmt, trained)
+
+
+@pytest.mark.parametrize("case", ["missing-column", "empty", "no-weights", "unsupported-file", "unsupported-format", "bad-json-line"])
+def test_bad_input_is_one_line_exit_2_and_reason(case, tiny_model, dataset, tmp_path, monkeypatch, capsys):
+    train = dataset("completion", 16)
+    over: dict = {}
+    expect_reason, expect_text = "InvalidDataset", None
+    if case == "missing-column":
+        over = {"data": {"format": "completion", "columns": {"prompt": "question"}}}
+        expect_text = "format completion needs column 'question' (mapped by dataset.columns.prompt); found columns: prompt, completion"
+    elif case == "empty":
+        (tmp_path / "empty.jsonl").write_text("")
+        over = {"data": {"trainUri": f"file://{tmp_path}/empty.jsonl"}}
+        expect_text = "the dataset is empty"
+    elif case == "no-weights":
+        bare = tmp_path / "bare-model"
+        bare.mkdir()
+        (bare / "config.json").write_text((tiny_model / "config.json").read_text())
+        over = {"model": {"uri": f"file://{bare}"}}
+        expect_reason, expect_text = "InvalidModel", "no weights in"
+    elif case == "unsupported-file":
+        (tmp_path / "train.txt").write_text("hello\n")
+        over = {"data": {"trainUri": f"file://{tmp_path}/train.txt"}}
+        expect_text = "unsupported file type '.txt'; use .jsonl, .json, .csv, .parquet or a saved datasets directory"
+    elif case == "unsupported-format":
+        over = {"data": {"format": "alpaca"}}
+        expect_reason, expect_text = "InvalidConfig", "data.format: Input should be 'auto', 'instruction', 'chat', 'completion' or 'text'"
+    elif case == "bad-json-line":
+        train.write_text(train.read_text() + "{not json\n")
+        expect_text = f"{train}:17: not valid JSON"
+
+    from kubetune_trainer.__main__ import main
+    from kubetune_trainer.config import parse_config
+    from kubetune_trainer.errors import InvalidConfig
+
+    cfg = base_config(tiny_model, train, **over)
+    monkeypatch.setenv("KUBETUNE_WORKDIR", str(tmp_path / "work"))
+    monkeypatch.setenv("KUBETUNE_TERMINATION_LOG", str(tmp_path / "termination.json"))
+    try:
+        code = main(parse_config(cfg))
+    except InvalidConfig as exc:  # parse() rejects it before main; the CLI path is tested in test_resilience
+        assert expect_reason == "InvalidConfig" and expect_text in str(exc) and "\n" not in str(exc)
+        return
+    assert code == 2
+    result = json.loads((tmp_path / "termination.json").read_text())
+    assert result["reason"] == expect_reason and expect_text in result["message"], result
+    last = [line for line in capsys.readouterr().err.splitlines() if line.startswith("kubetune-train:")]
+    assert last == [f"kubetune-train: {expect_reason}: {result['message']}"]

@@ -95,7 +95,8 @@ class MetricsCallback(TrainerCallback):
         sps = (self.counter.sequences - seq0) / dt * self.world if dt > 0 else 0.0
         per_step = dt / (state.global_step - s0) if state.global_step > s0 else 0.0
         eta = per_step * max(0, state.max_steps - state.global_step)
-        self.last.update(tokensPerSecond=tps, samplesPerSecond=sps, etaSeconds=eta, paddingFraction=self.counter.padding_fraction)
+        self.last.update(tokensPerSecond=tps, samplesPerSecond=sps, etaSeconds=eta, paddingFraction=self.counter.padding_fraction,
+                         tokensTotal=self.counter.tokens * self.world)
         if self.m:
             self.m.step.set(state.global_step)
             self.m.epoch.set(state.epoch or 0.0)

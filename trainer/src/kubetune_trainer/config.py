@@ -132,6 +132,10 @@ class CheckpointConfig(_Model):
     # Of the pod's termination grace period, how long SIGTERM may spend saving
     # and uploading before the trainer exits regardless.
     sigterm_budget_seconds: float = Field(25.0, gt=0)
+    # Upload in a background thread (default) or block the loop until each
+    # checkpoint is committed (for stores that cannot take concurrent writes;
+    # the benchmark compares both).
+    background_upload: bool = True
 
 
 class OutputConfig(_Model):

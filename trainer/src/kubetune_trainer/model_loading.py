@@ -109,7 +109,7 @@ def load_model(model_dir: Path, cfg: TrainerConfig, *, precision: str, device_ma
         kwargs["device_map"] = device_map or "cpu"
     try:
         model = AutoModelForCausalLM.from_pretrained(str(model_dir), **kwargs)
-    except Exception as exc:  # noqa: BLE001
+    except (OSError, ValueError) as exc:  # what transformers raises for unreadable/unknown models; others stay retryable
         raise InvalidModel(f"{cfg.model.uri}: cannot load model: {str(exc).splitlines()[0][:200]}") from None
     if bnb is not None:
         from peft import prepare_model_for_kbit_training

@@ -128,7 +128,14 @@ def run(cfg: TrainerConfig, state: RunState, metrics=None) -> RunState:
         # Early, so downloads can be coordinated; the Trainer adopts this group.
         if cuda:
             torch.cuda.set_device(topo.local_rank)
-        torch.distributed.init_process_group("nccl" if cuda else "gloo")
+        if cfg.distributed.strategy == "deepspeed":
+            # DeepSpeed keeps its own view of the group (ZeRO-3's zero.Init
+            # during from_pretrained reads it); it initialises torch's too.
+            import deepspeed
+
+            deepspeed.init_distributed(dist_backend="nccl" if cuda else "gloo")
+        else:
+            torch.distributed.init_process_group("nccl" if cuda else "gloo")
     flag = cb.StopFlag()
     _install_sigterm(flag)
     state.total_steps = cfg.training.max_steps
@@ -173,7 +180,8 @@ def run(cfg: TrainerConfig, state: RunState, metrics=None) -> RunState:
     uploader = None
     if ckpt_store is not None and topo.is_main:
         uploader = checkpointing.Uploader(ckpt_store, keep_last=cfg.checkpoint.keep_last, staging=wd / "run" / "staging",
-                                          metrics=metrics, retry_seconds=cfg.checkpoint.upload_retry_seconds)
+                                          metrics=metrics, retry_seconds=cfg.checkpoint.upload_retry_seconds,
+                                          background=cfg.checkpoint.background_upload)
     counter = cb.TokenCounter()
     mcb = cb.MetricsCallback(metrics, counter, world_size=topo.world_size)
     watchdog = cb.LossWatchdog(cfg.watchdog.factor, cfg.watchdog.warmup_logs, cfg.watchdog.margin)

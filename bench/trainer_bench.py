@@ -1,0 +1,177 @@
+"""`make bench-trainer`: kubetune's trainer against a plain TRL script, side by side in one run.
+
+Same tiny model (random-init Llama, made here), same data, same hyper-parameters:
+
+1. throughput: our full trainer path (metrics, callbacks, watchdog, token
+   counting) vs a hand-written `SFTTrainer` script; non-padding tokens per
+   second of `trainer.train()`, runs interleaved A/B/A/B, medians compared.
+   Goal: >= 0.97x.
+2. packing: the fraction of positions that are real tokens with packing vs
+   without. Goal: >= 0.95 with packing.
+3. checkpoints: how long the training loop is blocked per checkpoint with the
+   background uploader vs a synchronous upload, to MinIO when the cluster tools
+   are built (else a local directory). Goal: background < 10% of synchronous.
+
+Prints a table; exits 0 regardless of goals (it measures, it does not gate).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+STEPS = int(os.environ.get("BENCH_STEPS", "40"))
+REPEATS = int(os.environ.get("BENCH_REPEATS", "2"))
+HP = dict(lr=3e-3, batch=8, seq=128, r=16, alpha=32, seed=11)
+
+
+def make_data(path: Path, n: int = 512) -> Path:
+    """The lookup task with prompts of varied length (so padding matters)."""
+    from kubetune_trainer.testing.tiny_model import make_rows
+
+    rng = random.Random(0)
+    rows = make_rows("completion", n)
+    for r in rows:
+        r["prompt"] = " ".join(rng.choice(["please", "now", "kindly", "quickly", "the", "word"]) for _ in range(rng.randint(0, 40))) + " " + r["prompt"]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def ours(model: Path, data: Path, work: Path, *, packing: bool = False, method: str = "lora", steps: int = STEPS,
+         ckpt_uri: str | None = None, every: int = 10**6, background: bool = True) -> dict:
+    from kubetune_trainer.config import parse_config
+    from kubetune_trainer.run import RunState, run
+
+    os.environ["KUBETUNE_WORKDIR"] = str(work)
+    cfg = parse_config({
+        "job": {"namespace": "bench", "name": "ours"},
+        "model": {"uri": f"file://{model}"},
+        "data": {"trainUri": f"file://{data}", "maxSeqLength": HP["seq"], "packing": packing},
+        "method": method, **({"lora": {"r": HP["r"], "alpha": HP["alpha"], "dropout": 0.0}} if method != "full" else {}),
+        "training": {"maxSteps": steps, "learningRate": HP["lr"], "batchSize": HP["batch"], "warmupRatio": 0.0, "seed": HP["seed"], "logEverySteps": 10},
+        "checkpoint": {"uri": ckpt_uri, "everySteps": every, "keepLast": 2, "backgroundUpload": background},
+        "metrics": {"enabled": False},
+        "evaluation": {"compareBase": False},
+    })
+    state = run(cfg, RunState(), None)
+    t = state.summary["train"]
+    return {"tokens": t["tokensTotal"], "seconds": t["seconds"], "tps": t["tokensTotal"] / t["seconds"],
+            "padding": t["paddingFraction"], "blocked": state.checkpoint_blocked_seconds}
+
+
+def plain_trl(model: Path, data: Path, work: Path, steps: int = STEPS) -> dict:
+    """What an engineer would write by hand with TRL (plus the same token counter)."""
+    from datasets import load_dataset
+    from peft import LoraConfig
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import SFTConfig, SFTTrainer
+
+    from kubetune_trainer.callbacks import TokenCounter
+
+    tok = AutoTokenizer.from_pretrained(model)
+    m = AutoModelForCausalLM.from_pretrained(model)
+    ds = load_dataset("json", data_files=str(data), split="train")
+    args = SFTConfig(output_dir=str(work), max_steps=steps, learning_rate=HP["lr"], per_device_train_batch_size=HP["batch"],
+                     warmup_steps=0, seed=HP["seed"], data_seed=HP["seed"], max_length=HP["seq"], logging_steps=10, save_strategy="no",
+                     report_to=[], use_cpu=True, bf16=False, gradient_checkpointing=False, activation_checkpointing=False, disable_tqdm=True)
+    trainer = SFTTrainer(model=m, args=args, train_dataset=ds, processing_class=tok,
+                         peft_config=LoraConfig(r=HP["r"], lora_alpha=HP["alpha"], lora_dropout=0.0, target_modules="all-linear", task_type="CAUSAL_LM"))
+    counter = TokenCounter().attach(trainer.model)
+    start = time.monotonic()
+    trainer.train()
+    seconds = time.monotonic() - start
+    return {"tokens": counter.tokens, "seconds": seconds, "tps": counter.tokens / seconds, "padding": counter.padding_fraction}
+
+
+def minio_store() -> tuple[str | None, object]:
+    """A MinIO on a free port when the cluster tools are built; else (None, None)."""
+    import socket
+    import urllib.request
+
+    bin_dir = os.environ.get("KUBETUNE_TOOLS_BIN")
+    if not bin_dir:
+        out = subprocess.run(["bash", str(REPO / "hack/cluster-tools/build.sh")], capture_output=True, text=True)
+        bin_dir = out.stdout.strip().splitlines()[-1] if out.returncode == 0 and out.stdout.strip() else ""
+    binary = Path(bin_dir) / "minio"
+    if not binary.exists():
+        return None, None
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    data = Path(tempfile.mkdtemp(prefix="bench-minio-"))
+    env = {**os.environ, "MINIO_ROOT_USER": "bench", "MINIO_ROOT_PASSWORD": "bench-secret"}
+    proc = subprocess.Popen([str(binary), "server", "--quiet", "--address", f"127.0.0.1:{port}", str(data)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    for _ in range(100):
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/minio/health/live", timeout=1)
+            break
+        except OSError:
+            time.sleep(0.2)
+    os.environ.update(AWS_ENDPOINT_URL=f"http://127.0.0.1:{port}", AWS_ACCESS_KEY_ID="bench", AWS_SECRET_ACCESS_KEY="bench-secret", AWS_REGION="us-east-1")
+    import boto3
+
+    boto3.client("s3", endpoint_url=f"http://127.0.0.1:{port}").create_bucket(Bucket="bench")
+    return "s3://bench", proc
+
+
+def main() -> int:
+    import logging
+
+    from kubetune_trainer.testing.tiny_model import make_tiny_model
+
+    logging.basicConfig(level=logging.WARNING)
+    root = Path(tempfile.mkdtemp(prefix="kubetune-bench-"))
+    model = make_tiny_model(root / "model", hidden=256, layers=4)
+    data = make_data(root / "train.jsonl")
+    print(f"tiny model: hidden 256, 4 layers; {STEPS} steps, batch {HP['batch']}, seq {HP['seq']}; {REPEATS} interleaved repeats", flush=True)
+
+    # 1. throughput, interleaved so machine load hits both alike
+    o, p = [], []
+    for i in range(REPEATS):
+        o.append(ours(model, data, root / f"ours-{i}"))
+        p.append(plain_trl(model, data, root / f"plain-{i}"))
+    o_tps, p_tps = statistics.median(r["tps"] for r in o), statistics.median(r["tps"] for r in p)
+
+    # 2. packing
+    packed = ours(model, data, root / "packed", packing=True, steps=20)
+    unpacked = o[0]
+
+    # 3. checkpoint blocking: full fine-tuning (weights + optimizer state) every 5 steps
+    store, proc = minio_store()
+    try:
+        uri = store or f"file://{root}/store"
+        bg = ours(model, data, root / "bg", method="full", steps=20, ckpt_uri=f"{uri}/bg", every=5, background=True)
+        sync = ours(model, data, root / "sync", method="full", steps=20, ckpt_uri=f"{uri}/sync", every=5, background=False)
+    finally:
+        if proc:
+            proc.terminate()
+    bg_block, sync_block = statistics.mean(bg["blocked"]), statistics.mean(sync["blocked"])
+    ckpt_mb = sum(f.stat().st_size for f in (root / "bg" / "run" / "checkpoints").rglob("*") if f.is_file()) / 2**20 / max(1, len(list((root / "bg" / "run" / "checkpoints").glob("checkpoint-*"))))
+
+    rows = [
+        ("tokens/s, ours vs plain TRL", f"{o_tps:,.0f} vs {p_tps:,.0f}", f"{o_tps / p_tps:.3f}x", ">= 0.97x", o_tps / p_tps >= 0.97),
+        ("non-padding fraction, packing vs not", f"{1 - packed['padding']:.3f} vs {1 - unpacked['padding']:.3f}", f"{1 - packed['padding']:.3f}", ">= 0.95", 1 - packed["padding"] >= 0.95),
+        (f"loop blocked per checkpoint ({'MinIO' if store else 'local dir'}, ~{ckpt_mb:.0f} MiB)", f"{bg_block * 1000:.1f} ms vs {sync_block * 1000:.1f} ms", f"{bg_block / sync_block:.1%}", "< 10%", bg_block / sync_block < 0.10),
+    ]
+    print()
+    print(f"{'measure':58} {'ours / with':28} {'ratio':>10} {'goal':>9}  met")
+    for name, values, ratio, goal, met in rows:
+        print(f"{name:58} {values:28} {ratio:>10} {goal:>9}  {'yes' if met else 'NO'}")
+    print(f"\nruns (tokens/s): ours {[round(r['tps']) for r in o]}, plain {[round(r['tps']) for r in p]}")
+    print(f"blocked per checkpoint (s): background {[round(b, 4) for b in bg['blocked']]}, sync {[round(b, 4) for b in sync['blocked']]}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
