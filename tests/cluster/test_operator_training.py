@@ -119,7 +119,7 @@ def test_quickstart_end_to_end(kube, namespace, operator_factory, s3_env, bucket
 def test_trainer_killed_mid_run_resumes_from_checkpoint(kube, namespace, operator_factory, s3_env, bucket_with_assets, pod_runner):
     bucket = bucket_with_assets
     op = operator_factory(**s3_env)
-    create(kube, namespace, long_run(bucket, "killme", steps=300))
+    create(kube, namespace, long_run(bucket, "killme", steps=120))
     wait_for(lambda: (status(kube, namespace, "killme").get("checkpoint") or {}).get("step", 0) >= 20,
              timeout=TRAIN_TIMEOUT, what="a committed checkpoint in status", describe=lambda: json.dumps(status(kube, namespace, "killme")) + op.log_tail(20))
     killed_at = status(kube, namespace, "killme")["checkpoint"]["step"]
@@ -131,7 +131,7 @@ def test_trainer_killed_mid_run_resumes_from_checkpoint(kube, namespace, operato
     st = wait_phase(kube, namespace, "killme", "Succeeded", "Failed", timeout=TRAIN_TIMEOUT, operator=op)
     assert st["phase"] == "Succeeded", st
     assert st["attempts"] == 2
-    assert st["progress"]["step"] == 300
+    assert st["progress"]["step"] == 120
     second = [p["metadata"]["name"] for p in pods(kube, namespace) if p["metadata"]["name"] != first_pod]
     assert len(second) == 1
     log = pod_runner.logs(namespace, second[0])
@@ -144,7 +144,7 @@ def test_trainer_killed_mid_run_resumes_from_checkpoint(kube, namespace, operato
 def test_operator_killed_and_restarted_mid_run(kube, namespace, operator_factory, s3_env, bucket_with_assets):
     bucket = bucket_with_assets
     op = operator_factory(**s3_env)
-    create(kube, namespace, long_run(bucket, "restart", steps=200))
+    create(kube, namespace, long_run(bucket, "restart", steps=100))
     wait_phase(kube, namespace, "restart", "Running", timeout=TRAIN_TIMEOUT, operator=op)
     op.kill()
     time.sleep(2)
@@ -180,7 +180,7 @@ def test_two_replicas_only_one_reconciles(kube, namespace, operator_factory, s3_
 def test_suspend_and_resume(kube, namespace, operator_factory, s3_env, bucket_with_assets, pod_runner):
     bucket = bucket_with_assets
     op = operator_factory(**s3_env)
-    create(kube, namespace, long_run(bucket, "pause", steps=300))
+    create(kube, namespace, long_run(bucket, "pause", steps=150))
     wait_for(lambda: (status(kube, namespace, "pause").get("checkpoint") or {}).get("step", 0) >= 20,
              timeout=TRAIN_TIMEOUT, what="a committed checkpoint", describe=op.log_tail)
     path = f"{FTJ.format(ns=namespace)}/pause"
@@ -196,7 +196,7 @@ def test_suspend_and_resume(kube, namespace, operator_factory, s3_env, bucket_wi
     st = wait_phase(kube, namespace, "pause", "Succeeded", "Failed", timeout=TRAIN_TIMEOUT, operator=op)
     assert st["phase"] == "Succeeded"
     assert condition(st, "Suspended")["reason"] == "Resumed"
-    assert st["progress"]["step"] == 300
+    assert st["progress"]["step"] == 150
     logs = [pod_runner.logs(namespace, p["metadata"]["name"]) for p in pods(kube, namespace)]
     assert any("resuming from committed checkpoint step" in log for log in logs)
     reasons = [e["reason"] for e in events(kube, namespace, "pause")]

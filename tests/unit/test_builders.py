@@ -310,3 +310,13 @@ def test_settings_from_env():
     assert load_settings({}) == Settings()
     with pytest.raises(ValueError, match="KUBETUNE_CLIENT_BURST"):
         load_settings({"KUBETUNE_CLIENT_BURST": "lots"})
+
+
+def test_operator_command_line():
+    from kubetune_operator.main import kopf_argv
+
+    argv = kopf_argv(Settings(), [])
+    assert argv[1:] == ["-m", "kopf", "run", "-m", "kubetune_operator.handlers", "--all-namespaces",
+                        "--peering=kubetune", "--liveness=http://0.0.0.0:8081/healthz"]
+    argv = kopf_argv(Settings(watched_namespaces=("a", "b"), liveness_port=0), ["--standalone", "--verbose"])
+    assert argv[6:] == ["--namespace=a", "--namespace=b", "--standalone", "--verbose"]

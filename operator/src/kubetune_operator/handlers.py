@@ -39,6 +39,7 @@ FINALIZER = "kubetune.io/finalizer"
 TRAINER_LABELS = {LABEL_MANAGED_BY: MANAGED_BY, LABEL_NAME: TRAINER_APP}
 SERVING_LABELS = {LABEL_MANAGED_BY: MANAGED_BY, LABEL_NAME: SERVING_APP}
 SECRET_RETRY_SECONDS = 10
+SECRET_CACHE_SECONDS = 30
 API_RETRY_SECONDS = 5
 # Decorator arguments are fixed at import; the interval is the one setting read here.
 SCRAPE_INTERVAL = load_settings().metrics_scrape_interval
@@ -55,6 +56,7 @@ class Context:
     phases: metrics.PhaseBook = field(default_factory=metrics.PhaseBook)
     # The status we last wrote per job (uid, status): the watch may lag our own writes.
     written: dict[Key, tuple[str, dict]] = field(default_factory=dict)
+    secrets_seen: dict[Key, float] = field(default_factory=dict)  # (namespace, name) -> when seen
     _locks: dict[Key, threading.RLock] = field(default_factory=dict)
     _guard: threading.Lock = field(default_factory=threading.Lock)
 
@@ -195,28 +197,38 @@ def _refuse(ctx: Context, body: dict, phase: str, reason: str, message: str, log
     _write(ctx, body, old, new, logger)
 
 
-def _accept(ctx: Context, body: dict, logger) -> None:
-    key = (body["metadata"]["namespace"], body["metadata"]["name"])
+def _accepted(ctx: Context, body: dict, old: dict) -> dict:
+    """`old` with Valid=True; written together with the first derived status."""
     generation = body["metadata"].get("generation")
-    old = _current_status(ctx, key, body)
     conditions = set_condition(list(old.get("conditions") or []), C.VALID, "True", R.ACCEPTED, "spec accepted", now_rfc3339(), generation)
     # A job refused earlier (fixed image) is no longer failed for that reason.
     conditions = [c for c in conditions if not (c["type"] == C.FAILED and c.get("reason") == R.IMAGE_NOT_ALLOWED)]
     new = dict(old, conditions=conditions, observedGeneration=generation)
     if old.get("phase") in (None, "Failed") and not any(c["type"] == C.FAILED for c in conditions):
         new["phase"] = "Pending"
-    _write(ctx, body, old, new, logger)
+    return new
 
 
-def _missing_secrets(kube: Kube, job, cfg: Settings) -> list[str]:
-    """Names of referenced Secrets that do not exist (existence only, never their data)."""
+def _missing_secrets(ctx: Context, job) -> list[str]:
+    """Names of referenced Secrets that do not exist (existence only, never their data).
+    A Secret seen recently is not asked about again: 500 jobs sharing one Secret
+    cost one GET, not 500. A missing one is always asked about afresh."""
     ns = job.metadata.namespace
     names = []
-    if locations.uses_s3(job, cfg):
-        names.append(s3_secret_name(job, cfg))
+    if locations.uses_s3(job, ctx.cfg):
+        names.append(s3_secret_name(job, ctx.cfg))
     creds = job.spec.credentials
     names += [ref.name for ref in (creds.hf_token, creds.tracking) if ref is not None]
-    return [name for name in dict.fromkeys(names) if not kube.exists("Secret", ns, name)]
+    missing = []
+    now = time.monotonic()
+    for name in dict.fromkeys(names):
+        if now - ctx.secrets_seen.get((ns, name), -SECRET_CACHE_SECONDS) < SECRET_CACHE_SECONDS:
+            continue
+        if ctx.kube.exists("Secret", ns, name):
+            ctx.secrets_seen[(ns, name)] = now
+        else:
+            missing.append(name)
+    return missing
 
 
 # --------------------------------------------------------------------------- reconcile
@@ -255,12 +267,12 @@ def _reconcile(ctx: Context, body: dict, key: Key, logger, training_jobs, traine
     if refused:
         _refuse(ctx, body, "Failed", R.IMAGE_NOT_ALLOWED, "; ".join(refused), logger)
         return  # nothing to retry until the spec changes
-    missing = _missing_secrets(kube, job, cfg)
+    missing = _missing_secrets(ctx, job)
     if missing:
         message = f"Secret {', '.join(missing)} not found in namespace {key[0]}; create it (no training Job is created until then)"
         _refuse(ctx, body, "Pending", R.SECRET_MISSING, message, logger)
         raise kopf.TemporaryError(message, delay=SECRET_RETRY_SECONDS)
-    _accept(ctx, body, logger)
+    accepted = _accepted(ctx, body, _current_status(ctx, key, body))
 
     for obj in build_training_objects(job, cfg):
         stored, created = kube.create_if_absent(obj)
@@ -269,7 +281,7 @@ def _reconcile(ctx: Context, body: dict, key: Key, logger, training_jobs, traine
                 logger.info("created Job %s", obj["metadata"]["name"])
             else:
                 _converge_suspend(kube, stored, job, logger)
-    _sync(ctx, key, logger, training_jobs, trainer_pods, serving_deployments, body=body)
+    _sync(ctx, key, logger, training_jobs, trainer_pods, serving_deployments, body=body, base=accepted)
 
 
 def _converge_suspend(kube: Kube, stored: dict, job, logger) -> None:
@@ -286,14 +298,14 @@ def _converge_suspend(kube: Kube, stored: dict, job, logger) -> None:
 # --------------------------------------------------------------------------- status sync
 
 
-def _sync(ctx: Context, key: Key, logger, training_jobs, trainer_pods, serving_deployments, body: dict | None = None) -> None:
-    """Derive status from the children (as the indexes show them) and write what changed;
-    create the serving objects once training succeeded."""
+def _sync(ctx: Context, key: Key, logger, training_jobs, trainer_pods, serving_deployments, body: dict, base: dict | None = None) -> None:
+    """Derive status from the children (as the indexes show them) and write what changed
+    (in one PATCH with `base`'s changes, when given); create the serving objects once
+    training succeeded."""
     with ctx.lock(key):
-        if body is None:
-            return
         old = _current_status(ctx, key, body)
-        valid = next((c for c in old.get("conditions") or [] if c.get("type") == C.VALID), None)
+        base = old if base is None else base
+        valid = next((c for c in base.get("conditions") or [] if c.get("type") == C.VALID), None)
         if not valid or valid.get("status") != "True":
             return  # refused or not reconciled yet: nothing runs, nothing to derive
         parsed = _parse(body)
@@ -308,7 +320,7 @@ def _sync(ctx: Context, key: Key, logger, training_jobs, trainer_pods, serving_d
             serving_enabled=job.spec.serving.enabled,
             nodes=job.spec.distributed.nodes,
         )
-        new = next_status(old, obs, now=now_rfc3339(), generation=body["metadata"].get("generation"))
+        new = next_status(base, obs, now=now_rfc3339(), generation=body["metadata"].get("generation"))
         if job.spec.serving.enabled and new.get("phase") in ("Succeeded", "Serving") and obs.deployment is None:
             _create_serving(ctx, job, new, logger)
         _write(ctx, body, old, new, logger)

@@ -41,6 +41,19 @@ RESOURCES = {
 EXPECTED_STATUSES = {404, 409}
 
 
+_PLURAL_KIND = {plural: kind for kind, (_, plural) in RESOURCES.items()}
+
+
+def _kind_of(path: str) -> str:
+    """The resource kind a request path is about (for the request counter)."""
+    parts = path.split("/")
+    if "namespaces" in parts:
+        i = parts.index("namespaces") + 2
+        if i < len(parts):
+            return _PLURAL_KIND.get(parts[i], parts[i])
+    return "other"
+
+
 class ApiError(Exception):
     def __init__(self, status: int, reason: str, message: str):
         super().__init__(f"{status} {reason}: {message}")
@@ -104,6 +117,7 @@ class Kube:
                 accept: str = "application/json", timeout: float = 30) -> dict:
         self.limiter.acquire()
         self.requests += 1
+        metrics.API_REQUESTS.labels(kind=_kind_of(path), verb=method).inc()
         headers = {"Accept": accept}
         if content_type:
             headers["Content-Type"] = content_type

@@ -20,6 +20,9 @@ API_ERRORS = Counter("kubetune_operator_api_errors_total", "Kubernetes API calls
 PHASE_TRANSITIONS = Counter(
     "kubetune_operator_phase_transitions_total", "FineTuneJob phase changes.", ["from", "to"], registry=REGISTRY
 )
+# Requests made by the operator's own client (Kopf's watches and metadata patches
+# are not included); the benchmark reports requests per job from it.
+API_REQUESTS = Counter("kubetune_operator_api_requests_total", "Kubernetes API requests made by the operator's client.", ["kind", "verb"], registry=REGISTRY)
 JOB_ATTEMPTS = Gauge("kubetune_operator_job_attempts", "Training pods started per FineTuneJob.", ["namespace", "job"], registry=REGISTRY)
 
 for _phase in PHASES:

@@ -1,0 +1,245 @@
+"""`make bench-operator`: N FineTuneJobs applied at once against the local control
+plane, with a trainer command that finishes at once (this measures the operator,
+not training). For N in (100, 500) it prints p50/p99 apply -> Job created and
+apply -> first status update, jobs reconciled per second, API requests per job
+and the operator's peak RSS.
+
+    python bench/operator_bench.py [--sizes 100,500] [--qps 200] [--burst 400]
+
+Times are taken by this process from its own watch streams (apply = just before
+the POST, Job created = the Job's ADDED event, first status = the first event
+with status.phase), so they include watch latency, as a user would see it.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import signal
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from tests.harness import cluster as cluster_mod  # noqa: E402
+from tests.harness.operator_fixture import CRD_FILES, free_port  # noqa: E402
+from tests.harness.waiting import wait_for  # noqa: E402
+
+FTJ_PATH = "/apis/kubetune.io/v1alpha1/namespaces/{ns}/finetunejobs"
+INSTANT_TRAINER = json.dumps(["true"])
+
+
+def running_cluster() -> cluster_mod.Cluster:
+    existing = cluster_mod.Cluster.load(cluster_mod.DEFAULT_RUN_DIR)
+    if existing and existing.alive():
+        return existing
+    return cluster_mod.start()
+
+
+def percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+
+
+def job_doc(name: str) -> dict:
+    return {
+        "apiVersion": "kubetune.io/v1alpha1", "kind": "FineTuneJob", "metadata": {"name": name},
+        "spec": {
+            "model": {"uri": "s3://bench/models/tiny"}, "dataset": {"trainUri": "s3://bench/data/train.jsonl"},
+            "method": "lora", "training": {"maxSteps": 1}, "resources": {"gpusPerNode": 0}, "backoffLimit": 0,
+        },
+    }
+
+
+class Watcher(threading.Thread):
+    """Records when each object is first seen (and first seen with a status phase)."""
+
+    def __init__(self, raw, path: str, on_event):
+        super().__init__(daemon=True)
+        self.raw, self.path, self.on_event = raw, path, on_event
+        self.stop = threading.Event()
+        listing = raw.get(path)
+        self.rv = listing["metadata"]["resourceVersion"]
+
+    def run(self):
+        while not self.stop.is_set():
+            try:
+                for event in self.raw.watch(self.path, self.rv, timeout_seconds=30):
+                    now = time.monotonic()
+                    obj = event.get("object") or {}
+                    self.rv = obj.get("metadata", {}).get("resourceVersion", self.rv)
+                    self.on_event(event.get("type"), obj, now)
+                    if self.stop.is_set():
+                        return
+            except Exception:  # a dropped watch restarts from the last version
+                time.sleep(0.2)
+
+
+def apiserver_counter(kubeconfig: str, resource: str) -> float:
+    """Sum of the API server's apiserver_request_total for one resource, all verbs but WATCH/LIST."""
+    from kubernetes import config
+
+    api = config.new_client_from_config(config_file=kubeconfig)
+    method, url, headers, _, _ = api.param_serialize(method="GET", resource_path="/metrics", auth_settings=["BearerToken"])
+    text = api.call_api(method, url, header_params=headers).read().decode()
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith("apiserver_request_total{") and f'resource="{resource}"' in line:
+            verb = re.search(r'verb="([A-Z]+)"', line)
+            if verb and verb.group(1) not in ("WATCH", "LIST"):
+                total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def operator_counters(port: int) -> dict[str, float]:
+    import urllib.request
+
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        m = re.match(r'kubetune_operator_api_requests_total\{kind="([^"]+)",verb="([^"]+)"\} (\S+)', line)
+        if m:
+            out[f"{m.group(1)}:{m.group(2)}"] = float(m.group(3))
+    return out
+
+
+def peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def run_one(c: cluster_mod.Cluster, kube, n: int, qps: float, burst: int, log_dir: Path) -> dict:
+    raw = kube.raw
+    ns = f"bench-{n}-{int(time.time())}"
+    raw.request("POST", "/api/v1/namespaces", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}})
+    wait_for(lambda: raw.get(f"/api/v1/namespaces/{ns}/serviceaccounts")["items"], timeout=30, what="default SA")
+    raw.request("POST", f"/api/v1/namespaces/{ns}/secrets", {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "kubetune-s3"},
+                                                             "stringData": {"AWS_ACCESS_KEY_ID": "x", "AWS_SECRET_ACCESS_KEY": "y"}})
+    metrics_port = free_port()
+    env = dict(os.environ, **c.env(), KUBETUNE_TRAINER_IMAGE="ghcr.io/kubetune/trainer:bench", KUBETUNE_TRAINER_COMMAND=INSTANT_TRAINER,
+               KUBETUNE_DEFAULT_BUCKET_URI="s3://bench", KUBETUNE_CLIENT_QPS=str(qps), KUBETUNE_CLIENT_BURST=str(burst),
+               KUBETUNE_METRICS_PORT=str(metrics_port), KUBETUNE_METRICS_SCRAPE_INTERVAL="30", PYTHONUNBUFFERED="1")
+    log = open(log_dir / f"operator-{n}.log", "wb")
+    op = subprocess.Popen([sys.executable, "-m", "kopf", "run", "-m", "kubetune_operator.handlers", f"--namespace={ns}", "--standalone", "-q"],
+                          env=env, stdout=log, stderr=subprocess.STDOUT, cwd=REPO, start_new_session=True)
+    try:
+        wait_for(lambda: _port_open(metrics_port), timeout=60, what="operator metrics port")
+        time.sleep(1.0)
+        applied: dict[str, float] = {}
+        job_seen: dict[str, float] = {}
+        first_status: dict[str, float] = {}
+        finished: dict[str, float] = {}
+
+        def on_job(kind, obj, now):
+            owner = obj["metadata"].get("labels", {}).get("kubetune.io/job")
+            if owner and kind == "ADDED":
+                job_seen.setdefault(owner, now)
+
+        def on_ftj(kind, obj, now):
+            name = obj["metadata"]["name"]
+            phase = (obj.get("status") or {}).get("phase")
+            if phase:
+                first_status.setdefault(name, now)
+            if phase in ("Succeeded", "Failed"):
+                finished.setdefault(name, now)
+
+        watchers = [Watcher(raw, f"/apis/batch/v1/namespaces/{ns}/jobs", on_job), Watcher(raw, FTJ_PATH.format(ns=ns), on_ftj)]
+        for w in watchers:
+            w.start()
+        ftj_before = apiserver_counter(c.kubeconfig, "finetunejobs")
+        ops_before = operator_counters(metrics_port)
+
+        def apply(i: int) -> None:
+            name = f"bench-{i:04d}"
+            applied[name] = time.monotonic()
+            raw.request("POST", FTJ_PATH.format(ns=ns), job_doc(name))
+
+        t0 = time.monotonic()
+        with ThreadPoolExecutor(16) as pool:
+            list(pool.map(apply, range(n)))
+        t_applied = time.monotonic()
+        wait_for(lambda: len(job_seen) >= n and len(first_status) >= n, timeout=600, interval=0.5,
+                 what=f"{n} Jobs and statuses", describe=lambda: f"jobs {len(job_seen)}, statuses {len(first_status)}")
+        t_jobs = max(job_seen.values())
+        wait_for(lambda: len(finished) >= n, timeout=900, interval=0.5, what=f"{n} jobs finished", describe=lambda: f"finished {len(finished)}")
+        t_done = max(finished.values())
+        time.sleep(1.0)
+        ftj_requests = apiserver_counter(c.kubeconfig, "finetunejobs") - ftj_before - n  # minus our own creates
+        ops_after = operator_counters(metrics_port)
+        other = sum(v - ops_before.get(k, 0) for k, v in ops_after.items() if not k.startswith("FineTuneJob:"))
+        for w in watchers:
+            w.stop.set()
+        to_job = [job_seen[k] - applied[k] for k in applied if k in job_seen]
+        to_status = [first_status[k] - applied[k] for k in applied if k in first_status]
+        return {
+            "n": n,
+            "apply_s": t_applied - t0,
+            "job_p50": percentile(to_job, 0.5), "job_p99": percentile(to_job, 0.99),
+            "status_p50": percentile(to_status, 0.5), "status_p99": percentile(to_status, 0.99),
+            "jobs_per_s": n / (t_jobs - t0),
+            "done_per_s": n / (t_done - t0),
+            "requests_per_job": (ftj_requests + other) / n,
+            "rss_mb": peak_rss_mb(op.pid),
+        }
+    finally:
+        os.killpg(op.pid, signal.SIGTERM)
+        try:
+            op.wait(20)
+        except subprocess.TimeoutExpired:
+            os.killpg(op.pid, signal.SIGKILL)
+        log.close()
+        try:
+            raw.request("DELETE", f"/api/v1/namespaces/{ns}")
+        except Exception:
+            pass
+
+
+def _port_open(port: int) -> bool:
+    import socket
+
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--sizes", default="100,500")
+    ap.add_argument("--qps", type=float, default=200.0, help="operator client QPS (KUBETUNE_CLIENT_QPS)")
+    ap.add_argument("--burst", type=int, default=400)
+    args = ap.parse_args()
+    from tests.harness.fixtures import make_kube_clients
+
+    c = running_cluster()
+    kube = make_kube_clients(c)
+    for path in CRD_FILES:
+        kube.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(path))
+    kube.kubectl("wait", "--for=condition=Established", "crd/finetunejobs.kubetune.io", "--timeout=60s")
+    log_dir = Path(c.run_dir) / "logs"
+    rows = [run_one(c, kube, int(n), args.qps, args.burst, log_dir) for n in args.sizes.split(",")]
+    header = f"{'N':>5} {'apply s':>8} {'->Job p50':>10} {'->Job p99':>10} {'->status p50':>13} {'->status p99':>13} {'Jobs/s':>8} {'done/s':>8} {'req/job':>8} {'RSS MB':>7}"
+    print(f"\noperator benchmark (client QPS {args.qps:g}, burst {args.burst}; trainer command: true)")
+    print(header)
+    for r in rows:
+        print(f"{r['n']:>5} {r['apply_s']:>8.2f} {r['job_p50']:>10.2f} {r['job_p99']:>10.2f} {r['status_p50']:>13.2f} {r['status_p99']:>13.2f} "
+              f"{r['jobs_per_s']:>8.1f} {r['done_per_s']:>8.1f} {r['requests_per_job']:>8.1f} {r['rss_mb']:>7.0f}")
+    print("\nreq/job: the operator's own client requests (kubetune_operator_api_requests_total, all kinds but FineTuneJob)"
+          " + every non-LIST/WATCH request on finetunejobs seen by the API server (Kopf's and ours) minus the benchmark's creates.")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
