@@ -236,6 +236,13 @@ def _shadows(mount_path: str, path: str) -> bool:
     return mount_path == "/" or path == mount_path or path.startswith(mount_path + "/")
 
 
+def runtime_paths() -> list[Path]:
+    """What a locally run container needs from the host: the Python environment
+    and the repository its editable packages live in."""
+    repo = Path(__file__).resolve().parents[2]
+    return [Path(sys.prefix).resolve(), repo]
+
+
 def _mount_script(mounts: list[tuple[Path, str, bool]], workdir: Path) -> list[str]:
     """Shell lines, run as root inside ``unshare -m``, that put each
     ``(source, mountPath, readOnly)`` in place and leave the default working
@@ -534,6 +541,11 @@ class PodWorker(threading.Thread):
         mounts.append((term_file, spec.get("terminationMessagePath") or "/dev/termination-log", False))
         mounts.append((self.runner.hosts.path(self), "/etc/hosts", False))
         mounts.sort(key=lambda m: m[1].rstrip("/").count("/"))
+        # The "image" here is the venv and the repo it runs from: like an image's
+        # files, they must stay visible when a pod mounts over an ancestor (an
+        # emptyDir over /tmp while the checkout lives under /tmp).
+        mounts += [(path, str(path), True) for path in runtime_paths()
+                   if any(_shadows(m[1], str(path)) for m in mounts)]
         lines = ['set -e', 'hostname "$KT_HOSTNAME"', *_mount_script(mounts, self.dir / "work")]
         if spec.get("workingDir"):
             lines.append(f"mkdir -p {shlex.quote(spec['workingDir'])} && cd {shlex.quote(spec['workingDir'])}")
