@@ -3,16 +3,27 @@ plane (tests/harness), and `kubectl auth can-i` as the chart's ServiceAccount:
 everything the operator needs is granted, nothing broader is.
 
 The operator pods use an image tag declared simulated-ready to the pod runner
-(Running and Ready, nothing executed), so these tests prove the chart, not the
-operator. Running the operator itself under the chart's ServiceAccount is
-test_operator_under_chart_rbac (needs kubetune_operator.handlers)."""
+(Running and Ready, nothing executed): the pod runner has no ServiceAccount
+token projection, and the chart's pods are not what these tests prove.
+test_operator_with_chart_credentials_completes_the_quickstart runs the operator
+as a local process with the installed Deployment's exact arguments and settings
+and the chart ServiceAccount's own token, and trains the quickstart job."""
 
 from __future__ import annotations
 
 import json
+import os
+import time
 import uuid
 
 import pytest
+import yaml
+
+from tests.cluster.operator_helpers import condition, create, quickstart, status, wait_phase
+from tests.harness.waiting import wait_for
+from tests.harness.operator_fixture import (  # noqa: F401 - fixtures
+    OperatorProcess, bucket_with_assets, free_port, kubetune_crds, s3_env, tiny_assets,
+)
 
 from .chartlib import CHART, run, tool
 
@@ -154,3 +165,82 @@ def test_install_cluster_scope_upgrade_to_namespaced_and_uninstall(kube, release
     rel.helm("uninstall", rel.name, "--wait")
     assert rel.objects("deployment") == [] and rel.objects("role") == [] and rel.objects("serviceaccount") == []
     kube.kubectl("get", "crd", "finetunejobs.kubetune.io", "kopfpeerings.kopf.dev", "clusterkopfpeerings.kopf.dev")
+
+
+# --------------------------------------------------------------------------- the operator under the chart's RBAC
+
+
+def _service_account_kubeconfig(kube, rel, path) -> str:
+    """A kubeconfig holding only a token the API server issued to the chart's
+    ServiceAccount: requests are authorised exactly as the operator pod's are."""
+    token = kube.kubectl("create", "token", f"{rel.name}-kubetune", "-n", rel.namespace, "--duration=2h").stdout.strip()
+    admin = yaml.safe_load(open(kube.kubeconfig))
+    cluster = admin["clusters"][0]["cluster"]
+    path.write_text(yaml.safe_dump({
+        "apiVersion": "v1", "kind": "Config",
+        "clusters": [{"name": "local", "cluster": cluster}],
+        "users": [{"name": "operator", "user": {"token": token}}],
+        "contexts": [{"name": "operator", "context": {"cluster": "local", "user": "operator"}}],
+        "current-context": "operator",
+    }))
+    return str(path)
+
+
+def _chart_operator_env(container: dict, kubeconfig: str) -> dict[str, str]:
+    """The operator container's environment as the chart renders it, on top of
+    this process's (PATH, the venv) with no KUBETUNE_* setting of our own."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KUBETUNE_") and k != "KUBECONFIG"}
+    for item in container["env"]:
+        if "valueFrom" not in item:
+            env[item["name"]] = item.get("value", "")  # the API server drops empty values
+        else:
+            assert item["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name", item
+            env[item["name"]] = "local-operator"
+    # Port 8080 belongs to whoever has it on this machine; in a pod it is the pod's own.
+    env["KUBETUNE_METRICS_PORT"] = str(free_port())
+    env["KUBECONFIG"] = kubeconfig
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def test_operator_with_chart_credentials_completes_the_quickstart(kube, release, kubetune_crds, s3_env, bucket_with_assets, tmp_path):
+    rel, bucket = release, bucket_with_assets
+    # The chart's settings, pointed at the test's MinIO bucket as a platform team would.
+    rel.install("--set", f"operator.defaultBucketUri={s3_env['KUBETUNE_DEFAULT_BUCKET_URI']}",
+                "--set", f"operator.defaultS3Secret={s3_env['KUBETUNE_DEFAULT_S3_SECRET']}",
+                "--set", f"operator.defaultS3Endpoint={s3_env['KUBETUNE_DEFAULT_S3_ENDPOINT']}",
+                "--set", f"operator.defaultS3Region={s3_env['KUBETUNE_DEFAULT_S3_REGION']}",
+                "--set", "operator.metricsScrapeInterval=1", "--set", "operator.logLevel=verbose")
+    dep = json.loads(kube.kubectl("-n", rel.namespace, "get", "deployment", f"{rel.name}-kubetune", "-o", "json").stdout)
+    (container,) = dep["spec"]["template"]["spec"]["containers"]
+    assert container["command"] == ["kopf"] and "--all-namespaces" in container["args"]
+    kubeconfig = _service_account_kubeconfig(kube, rel, tmp_path / "operator.kubeconfig")
+    op = OperatorProcess(rel.namespace, _chart_operator_env(container, kubeconfig), tmp_path / "operator.log",
+                         kopf_args=container["args"])
+    try:
+        op.start()
+        create(kube, rel.namespace, quickstart(bucket, "quickstart"))
+        # A job whose Hugging Face token Secret does not exist: the operator may
+        # not look Secrets up, so it learns of it from the trainer pod.
+        create(kube, rel.namespace, quickstart(bucket, "notoken", credentials={"hfToken": {"name": "no-such-token", "key": "token"}}))
+        st = wait_phase(kube, rel.namespace, "quickstart", "Succeeded", "Failed", timeout=300, operator=op)
+        assert st["phase"] == "Succeeded", st
+        assert st["progress"]["step"] == st["progress"]["totalSteps"] == 60
+        adapter = st["output"]["adapterUri"].removeprefix(f"s3://{bucket.name}/").rstrip("/") + "/"
+        assert any(k.endswith("adapter_model.safetensors") for k in bucket.keys(adapter))
+
+        def stuck_on_secret():
+            st = status(kube, rel.namespace, "notoken")
+            return condition(st, "Training").get("reason") == "SecretMissing" and st
+        st = wait_for(stuck_on_secret, timeout=60, what="notoken Pending with SecretMissing",
+                      describe=lambda: json.dumps(status(kube, rel.namespace, "notoken")) + op.log_tail(20))
+        assert st["phase"] == "Pending"
+        assert 'secret "no-such-token" not found' in condition(st, "Training")["message"]
+    finally:
+        op.stop()
+    log = op.log()
+    assert "not allowed to look up Secrets" in log
+    # Every other request the operator made was allowed.
+    forbidden = [line for line in log.splitlines() if ("403" in line or "Forbidden" in line or "forbidden" in line)
+                 and "look up Secrets" not in line and "/secrets/" not in line]
+    assert forbidden == [], "\n".join(forbidden[:10])

@@ -23,6 +23,17 @@ def manifest(name: str, spec: dict | None = None, base: str = "quickstart.yaml")
     return doc
 
 
+def quickstart(bucket, name: str, **spec) -> dict:
+    """The quickstart example on the tiny model and dataset in `bucket`
+    (see the bucket_with_assets fixture)."""
+    doc = manifest(name)
+    doc["spec"]["model"] = {"uri": bucket.uri("models/tiny-llama")}
+    doc["spec"]["dataset"]["trainUri"] = bucket.uri("data/train.jsonl")
+    for key, value in spec.items():
+        doc["spec"][key] = value
+    return doc
+
+
 def create(kube, ns: str, doc: dict) -> dict:
     return kube.raw.request("POST", FTJ.format(ns=ns), doc)
 

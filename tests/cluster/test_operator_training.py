@@ -12,43 +12,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness.operator_fixture import kubetune_crds, operator_factory, s3_env  # noqa: F401 - fixtures
+from tests.harness.operator_fixture import bucket_with_assets, kubetune_crds, operator_factory, s3_env, tiny_assets  # noqa: F401 - fixtures
 from tests.harness.waiting import wait_for
 
-from .operator_helpers import FTJ, condition, create, events, get, jobs, manifest, pods, status, wait_phase
+from .operator_helpers import FTJ, condition, create, events, get, jobs, manifest, pods, quickstart, status, wait_phase
 
 pytestmark = pytest.mark.cluster
 
 TRAIN_TIMEOUT = 240
-
-
-@pytest.fixture(scope="session")
-def tiny_assets(tmp_path_factory) -> Path:
-    """The tiny model and dataset, made once per session."""
-    from kubetune_trainer.testing.tiny_model import make_tiny_dataset, make_tiny_model
-
-    root = tmp_path_factory.mktemp("tiny")
-    make_tiny_model(root / "model")
-    make_tiny_dataset(root / "train.jsonl", fmt="completion", n=192)
-    return root
-
-
-@pytest.fixture
-def bucket_with_assets(s3_bucket, tiny_assets):
-    for path in (tiny_assets / "model").rglob("*"):
-        if path.is_file():
-            s3_bucket.client.upload_file(str(path), s3_bucket.name, f"models/tiny-llama/{path.relative_to(tiny_assets / 'model')}")
-    s3_bucket.client.upload_file(str(tiny_assets / "train.jsonl"), s3_bucket.name, "data/train.jsonl")
-    return s3_bucket
-
-
-def quickstart(bucket, name: str, **spec) -> dict:
-    doc = manifest(name)
-    doc["spec"]["model"] = {"uri": bucket.uri("models/tiny-llama")}
-    doc["spec"]["dataset"]["trainUri"] = bucket.uri("data/train.jsonl")
-    for key, value in spec.items():
-        doc["spec"][key] = value
-    return doc
 
 
 def long_run(bucket, name: str, steps: int = 400, **spec) -> dict:

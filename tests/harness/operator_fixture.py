@@ -5,6 +5,8 @@ Fixtures (import them into a test module):
   kubetune_crds    session: the FineTuneJob and Kopf peering CRDs applied, Established
   operator_factory function: start(namespace, **settings) -> OperatorProcess; all stopped after
   s3_env           function: the test bucket as the operator's default bucket, plus an S3 Secret
+  tiny_assets      session: a tiny random-init model and a completion dataset on disk
+  bucket_with_assets function: the test bucket holding them (models/tiny-llama/, data/train.jsonl)
 """
 from __future__ import annotations
 
@@ -34,22 +36,23 @@ def free_port() -> int:
 
 
 class OperatorProcess:
-    """`python -m kopf run -m kubetune_operator.handlers --namespace=NS --peering=kubetune`."""
+    """`python -m kopf run -m kubetune_operator.handlers --namespace=NS --peering=kubetune`,
+    or `python -m kopf ARGS...` with the given `kopf_args` (whose `--liveness`
+    is replaced by a free loopback port)."""
 
-    def __init__(self, namespace: str, env: dict[str, str], log_path: Path):
+    def __init__(self, namespace: str, env: dict[str, str], log_path: Path, kopf_args: list[str] | None = None):
         self.namespace = namespace
         self.env = env
         self.log_path = log_path
         self.metrics_port = int(env["KUBETUNE_METRICS_PORT"])
         self.liveness_port = free_port()
+        self.kopf_args = kopf_args or ["run", "-m", "kubetune_operator.handlers", f"--namespace={namespace}",
+                                       f"--peering={PEERING_NAME}", "--verbose"]
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> "OperatorProcess":
-        argv = [
-            sys.executable, "-m", "kopf", "run", "-m", "kubetune_operator.handlers",
-            f"--namespace={self.namespace}", f"--peering={PEERING_NAME}",
-            f"--liveness=http://127.0.0.1:{self.liveness_port}/healthz", "--verbose",
-        ]
+        argv = [sys.executable, "-m", "kopf", *(a for a in self.kopf_args if not a.startswith("--liveness")),
+                f"--liveness=http://127.0.0.1:{self.liveness_port}/healthz"]
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(argv, env=self.env, stdout=log, stderr=subprocess.STDOUT, cwd=REPO, start_new_session=True)
         log.close()
@@ -145,3 +148,23 @@ def operator_factory(kube, kubetune_crds, control_plane, namespace, tmp_path) ->
         op.stop()
     for i, op in enumerate(started):
         print(f"----- operator {i} log (tail) -----\n{op.log_tail(80)}")
+
+
+@pytest.fixture(scope="session")
+def tiny_assets(tmp_path_factory) -> Path:
+    """The tiny model and dataset, made once per session."""
+    from kubetune_trainer.testing.tiny_model import make_tiny_dataset, make_tiny_model
+
+    root = tmp_path_factory.mktemp("tiny")
+    make_tiny_model(root / "model")
+    make_tiny_dataset(root / "train.jsonl", fmt="completion", n=192)
+    return root
+
+
+@pytest.fixture
+def bucket_with_assets(s3_bucket, tiny_assets):
+    for path in (tiny_assets / "model").rglob("*"):
+        if path.is_file():
+            s3_bucket.client.upload_file(str(path), s3_bucket.name, f"models/tiny-llama/{path.relative_to(tiny_assets / 'model')}")
+    s3_bucket.client.upload_file(str(tiny_assets / "train.jsonl"), s3_bucket.name, "data/train.jsonl")
+    return s3_bucket

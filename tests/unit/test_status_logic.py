@@ -149,6 +149,16 @@ def test_image_pull_failure_is_reported():
     assert "r/t:1" in out.message
 
 
+def test_missing_secret_seen_by_the_kubelet_is_reported():
+    # The operator cannot read Secrets under the chart's RBAC; the pod's
+    # CreateContainerConfigError is how it learns that one is missing.
+    stuck = pod("Pending", waiting="CreateContainerConfigError")
+    stuck["status"]["containerStatuses"][0]["state"]["waiting"]["message"] = 'secret "hf-token" not found'
+    out = training_outcome(Observation(job=job(), pods=[stuck]), None)
+    assert (out.phase, out.reason) == ("Pending", Reason.SECRET_MISSING)
+    assert 'secret "hf-token" not found' in out.message
+
+
 def test_suspend_ours_versus_kueue():
     suspended = Observation(job=job(suspend=True), spec_suspend=True)
     status = next_status({"phase": "Running"}, suspended, now=NOW, generation=2)

@@ -57,6 +57,9 @@ class Context:
     # The status we last wrote per job (uid, status): the watch may lag our own writes.
     written: dict[Key, tuple[str, dict]] = field(default_factory=dict)
     secrets_seen: dict[Key, float] = field(default_factory=dict)  # (namespace, name) -> when seen
+    # False once the API server answers 403: the chart grants no Secret access,
+    # so a missing Secret is then learned from the trainer pod instead.
+    may_read_secrets: bool = True
     _locks: dict[Key, threading.RLock] = field(default_factory=dict)
     _guard: threading.Lock = field(default_factory=threading.Lock)
 
@@ -209,10 +212,14 @@ def _accepted(ctx: Context, body: dict, old: dict) -> dict:
     return new
 
 
-def _missing_secrets(ctx: Context, job) -> list[str]:
+def _missing_secrets(ctx: Context, job, logger) -> list[str]:
     """Names of referenced Secrets that do not exist (existence only, never their data).
     A Secret seen recently is not asked about again: 500 jobs sharing one Secret
-    cost one GET, not 500. A missing one is always asked about afresh."""
+    cost one GET, not 500. A missing one is always asked about afresh.
+    Without permission to ask, nothing is reported missing here; the kubelet's
+    CreateContainerConfigError on the trainer pod says it (status_logic)."""
+    if not ctx.may_read_secrets:
+        return []
     ns = job.metadata.namespace
     names = []
     if locations.uses_s3(job, ctx.cfg):
@@ -224,7 +231,16 @@ def _missing_secrets(ctx: Context, job) -> list[str]:
     for name in dict.fromkeys(names):
         if now - ctx.secrets_seen.get((ns, name), -SECRET_CACHE_SECONDS) < SECRET_CACHE_SECONDS:
             continue
-        if ctx.kube.exists("Secret", ns, name):
+        try:
+            exists = ctx.kube.exists("Secret", ns, name)
+        except ApiError as exc:
+            if exc.status != 403:
+                raise
+            ctx.may_read_secrets = False
+            logger.info("not allowed to look up Secrets (%s); a missing Secret will be reported "
+                        "from the trainer pod's CreateContainerConfigError instead", exc.status)
+            return []
+        if exists:
             ctx.secrets_seen[(ns, name)] = now
         else:
             missing.append(name)
@@ -267,7 +283,7 @@ def _reconcile(ctx: Context, body: dict, key: Key, logger, training_jobs, traine
     if refused:
         _refuse(ctx, body, "Failed", R.IMAGE_NOT_ALLOWED, "; ".join(refused), logger)
         return  # nothing to retry until the spec changes
-    missing = _missing_secrets(ctx, job)
+    missing = _missing_secrets(ctx, job, logger)
     if missing:
         message = f"Secret {', '.join(missing)} not found in namespace {key[0]}; create it (no training Job is created until then)"
         _refuse(ctx, body, "Pending", R.SECRET_MISSING, message, logger)

@@ -27,6 +27,7 @@ JOB_FAILURE_REASONS = {
     "DeadlineExceeded": R.DEADLINE_EXCEEDED,
 }
 IMAGE_PULL_WAITING = {"ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull"}
+CONFIG_WAITING = {"CreateContainerConfigError"}
 TRAINER_CONTAINER = "trainer"
 MAX_MESSAGE = 1024
 
@@ -129,14 +130,16 @@ def count_attempts(pods: list[dict]) -> int:
     return max(per_index.values(), default=0)
 
 
-def _image_pull_problem(pods: list[dict]) -> str | None:
+def _waiting_problem(pods: list[dict], reasons: set[str]) -> tuple[str, str] | None:
+    """(image, "<reason> <kubelet's message>") of the first pending container
+    stuck waiting for one of ``reasons``."""
     for pod in pods:
         if (pod.get("status") or {}).get("phase") not in (None, "Pending"):
             continue
         for status in (pod.get("status") or {}).get("containerStatuses") or []:
             waiting = (status.get("state") or {}).get("waiting") or {}
-            if waiting.get("reason") in IMAGE_PULL_WAITING:
-                return f"cannot pull {status.get('image', 'the image')}: {waiting.get('reason')} {waiting.get('message', '')}".strip()
+            if waiting.get("reason") in reasons:
+                return status.get("image", "the image"), f"{waiting.get('reason')} {waiting.get('message', '')}".strip()
     return None
 
 
@@ -174,9 +177,14 @@ def training_outcome(obs: Observation, previous_phase: str | None) -> Outcome:
         if attempts > 1:
             return Outcome("Running", R.RESTARTED, f"attempt {attempts}: resumed from the newest committed checkpoint")
         return Outcome("Running", R.TRAINING_STARTED, "trainer is running")
-    pull = _image_pull_problem(obs.pods)
+    pull = _waiting_problem(obs.pods, IMAGE_PULL_WAITING)
     if pull:
-        return Outcome("Pending", R.IMAGE_PULL_FAILED, _clip(pull))
+        return Outcome("Pending", R.IMAGE_PULL_FAILED, _clip("cannot pull {}: {}".format(*pull)))
+    config = _waiting_problem(obs.pods, CONFIG_WAITING)
+    if config:
+        # The kubelet's word that a referenced Secret or key is missing: the
+        # operator may not read Secrets itself (the chart grants it none).
+        return Outcome("Pending", R.SECRET_MISSING, _clip(f"the trainer pod cannot start: {config[1]}"))
     if previous_phase == "Running" and count_attempts(obs.pods) >= 1:
         # A pod failed and the Job is starting the next one: still training.
         return Outcome("Running", R.RESTARTED, "a trainer pod failed; the Job is starting a new one that resumes from the newest checkpoint")
