@@ -269,7 +269,6 @@ def test_serving_reaches_serving_phase(kube, namespace, operator_factory, s3_env
     assert condition(st, "Serving")["status"] == "False"
 
 
-@pytest.mark.xfail(strict=True, reason="the trainer's InvalidDataset message names its local cache path, not the dataset URI (reported to the trainer owner)")
 def test_missing_dataset_message_names_the_uri(kube, namespace, operator_factory, s3_env, bucket_with_assets):
     bucket = bucket_with_assets
     op = operator_factory(**s3_env)

@@ -194,3 +194,19 @@ def test_bad_input_is_one_line_exit_2_and_reason(case, tiny_model, dataset, tmp_
     assert result["reason"] == expect_reason and expect_text in result["message"], result
     last = [line for line in capsys.readouterr().err.splitlines() if line.startswith("kubetune-train:")]
     assert last == [f"kubetune-train: {expect_reason}: {result['message']}"]
+
+
+def test_s3_dataset_problems_name_the_uri_not_the_download_cache(minio, bucket, tmp_path):
+    from kubetune_trainer.data import load_table
+    from kubetune_trainer.errors import InvalidDataset
+
+    client = minio.client()
+    client.put_object(Bucket=bucket, Key="data/bad.jsonl", Body=b'{"text": "fine"}\n{not json\n')
+    cache = tmp_path / "cache"
+    with pytest.raises(InvalidDataset) as missing:
+        load_table(f"s3://{bucket}/data/missing.jsonl", cache)
+    assert str(missing.value).startswith(f"s3://{bucket}/data/missing.jsonl: no such object")
+    with pytest.raises(InvalidDataset) as bad:
+        load_table(f"s3://{bucket}/data/bad.jsonl", cache)
+    assert str(bad.value).startswith(f"s3://{bucket}/data/bad.jsonl:2: not valid JSON")
+    assert str(cache) not in str(missing.value) + str(bad.value)

@@ -137,9 +137,13 @@ def load_table(uri: str, cache_dir: Path, s3_endpoint: str | None = None, s3_reg
             if code in ("NoSuchKey", "NoSuchBucket", "404", "AccessDenied", "403"):
                 raise InvalidDataset(f"{uri}: cannot read ({code})") from None
             raise
-        if local.is_dir() and not any(local.iterdir()):
-            raise InvalidDataset(f"{uri}: no objects under this prefix")
-        return _load_path(local)
+        if not local.exists() or (local.is_dir() and not any(local.iterdir())):
+            raise InvalidDataset(f"{uri}: no such object, and no objects under it as a prefix; check the bucket and key")
+        try:
+            return _load_path(local)
+        except InvalidDataset as exc:
+            # The user knows the URI, not the pod's download cache.
+            raise InvalidDataset(str(exc).replace(str(local), uri.rstrip("/"))) from None
     if uri.startswith("hf://"):
         import datasets
 
