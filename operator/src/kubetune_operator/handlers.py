@@ -7,6 +7,8 @@ call goes through `k8s.Kube`; our errors become Kopf's only here.
 
 Children are watched through Kopf indexes (in-memory views fed by the watch
 streams), so a status sync costs no extra reads: one PATCH when something changed.
+A child's event only marks its owner due; `SyncQueue` syncs each due owner once
+per short window, off Kopf's handler pool (see sync_queue.py for why).
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from .k8s import ApiError, Kube, now_rfc3339
 from .progress import parse_trainer_metrics, progress_patch, scrape
 from .settings import Settings, load_settings
 from .status_logic import Observation, apply_patch, next_status, set_condition, status_patch, transition_event
+from .sync_queue import SyncQueue
 
 FINALIZER = "kubetune.io/finalizer"
 TRAINER_LABELS = {LABEL_MANAGED_BY: MANAGED_BY, LABEL_NAME: TRAINER_APP}
@@ -45,6 +48,14 @@ API_RETRY_SECONDS = 5
 SCRAPE_INTERVAL = load_settings().metrics_scrape_interval
 
 Key = tuple[str, str]
+log = logging.getLogger("kubetune.operator")
+
+
+class _JobLog(logging.LoggerAdapter):
+    """Names the job, as Kopf's per-object loggers do, in logs written outside Kopf's handlers."""
+
+    def process(self, msg, kwargs):
+        return f"[{self.extra['namespace']}/{self.extra['name']}] {msg}", kwargs
 
 
 @dataclass
@@ -60,6 +71,7 @@ class Context:
     # False once the API server answers 403: the chart grants no Secret access,
     # so a missing Secret is then learned from the trainer pod instead.
     may_read_secrets: bool = True
+    syncs: SyncQueue | None = None  # owners whose children changed (started at startup)
     _locks: dict[Key, threading.RLock] = field(default_factory=dict)
     _guard: threading.Lock = field(default_factory=threading.Lock)
 
@@ -78,7 +90,8 @@ class Context:
 
 
 @kopf.on.startup()
-def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: logging.Logger, **_) -> None:
+def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: logging.Logger,
+              finetunejobs, training_jobs, trainer_pods, serving_deployments, **_) -> None:
     cfg = load_settings()
     settings.persistence.finalizer = FINALIZER
     # The status subresource is structural: Kopf keeps its bookkeeping in our
@@ -96,7 +109,10 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: logging.
     settings.watching.client_timeout = 330
     settings.watching.connect_timeout = 10
     settings.networking.request_timeout = 30
-    memo.ctx = Context(cfg=cfg, kube=Kube.from_environment(cfg.client_qps, cfg.client_burst))
+    memo.ctx = ctx = Context(cfg=cfg, kube=Kube.from_environment(cfg.client_qps, cfg.client_burst))
+    # Kopf's indexes are live views: the sync workers read them as they are then.
+    views = (finetunejobs, training_jobs, trainer_pods, serving_deployments)
+    ctx.syncs = SyncQueue(lambda key: _sync_owner(ctx, key, *views), retry_delay=API_RETRY_SECONDS).start()
     if cfg.metrics_port:
         metrics.serve(cfg.metrics_port)
     logger.info("kubetune operator: peering %s priority %s, metrics on :%s", settings.peering.name, settings.peering.priority, cfg.metrics_port)
@@ -350,36 +366,40 @@ def _create_serving(ctx: Context, job, status: dict, logger) -> None:
     logger.info("created vLLM Deployment and Service")
 
 
-def _sync_owner(namespace, labels, memo, logger, finetunejobs, training_jobs, trainer_pods, serving_deployments) -> None:
-    ctx: Context = memo.ctx
-    key = (namespace, labels.get(LABEL_JOB))
+def _sync_owner(ctx: Context, key: Key, finetunejobs, training_jobs, trainer_pods, serving_deployments) -> None:
+    """A SyncQueue worker's sync of one owner (raises to be retried later)."""
     body = _one(finetunejobs, key)
     if body is None:
         return  # owner gone: garbage collection removes the child
     started = time.perf_counter()
     try:
-        _sync(ctx, key, logger, training_jobs, trainer_pods, serving_deployments, body=body)
+        _sync(ctx, key, _JobLog(log, {"namespace": key[0], "name": key[1]}), training_jobs, trainer_pods, serving_deployments, body=body)
     except ApiError as exc:
-        if exc.status == 404:
-            return
-        raise kopf.TemporaryError(f"Kubernetes API: {exc}", delay=API_RETRY_SECONDS) from None
+        if exc.status != 404:
+            raise
     finally:
         metrics.RECONCILE_DURATION.observe(time.perf_counter() - started)
 
 
 @kopf.on.event("batch", "v1", "jobs", labels=TRAINER_LABELS)
-def on_training_job(namespace, labels, memo, logger, finetunejobs, training_jobs, trainer_pods, serving_deployments, **_) -> None:
-    _sync_owner(namespace, labels, memo, logger, finetunejobs, training_jobs, trainer_pods, serving_deployments)
+async def on_training_job(namespace, labels, memo, **_) -> None:
+    memo.ctx.syncs.mark((namespace, labels.get(LABEL_JOB)))
 
 
 @kopf.on.event("", "v1", "pods", labels=TRAINER_LABELS)
-def on_trainer_pod(namespace, labels, memo, logger, finetunejobs, training_jobs, trainer_pods, serving_deployments, **_) -> None:
-    _sync_owner(namespace, labels, memo, logger, finetunejobs, training_jobs, trainer_pods, serving_deployments)
+async def on_trainer_pod(namespace, labels, memo, **_) -> None:
+    memo.ctx.syncs.mark((namespace, labels.get(LABEL_JOB)))
 
 
 @kopf.on.event("apps", "v1", "deployments", labels=SERVING_LABELS)
-def on_serving_deployment(namespace, labels, memo, logger, finetunejobs, training_jobs, trainer_pods, serving_deployments, **_) -> None:
-    _sync_owner(namespace, labels, memo, logger, finetunejobs, training_jobs, trainer_pods, serving_deployments)
+async def on_serving_deployment(namespace, labels, memo, **_) -> None:
+    memo.ctx.syncs.mark((namespace, labels.get(LABEL_JOB)))
+
+
+@kopf.on.cleanup()
+def stop_syncs(memo: kopf.Memo, **_) -> None:
+    if getattr(memo, "ctx", None) is not None and memo.ctx.syncs is not None:
+        memo.ctx.syncs.stop()
 
 
 # --------------------------------------------------------------------------- progress

@@ -1,0 +1,80 @@
+"""SyncQueue: coalescing, one sync per key at a time, retry after a failure."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from kubetune_operator.sync_queue import SyncQueue
+from tests.harness.waiting import wait_for
+
+
+def test_a_burst_of_marks_costs_one_sync_per_key():
+    calls: list[str] = []
+    queue = SyncQueue(calls.append, window=0.2).start()
+    try:
+        for _ in range(50):
+            queue.mark("a")
+            queue.mark("b")
+        wait_for(lambda: queue.pending() == 0 and len(calls) >= 2, timeout=5, what="syncs")
+        time.sleep(0.3)
+        assert sorted(calls) == ["a", "b"]
+    finally:
+        queue.stop()
+
+
+def test_a_key_is_never_synced_twice_at_once_and_a_mark_during_a_sync_runs_after_it():
+    active, overlaps, calls = set(), [], []
+    release = threading.Event()
+
+    def sync(key):
+        if key in active:
+            overlaps.append(key)
+        active.add(key)
+        calls.append(key)
+        if len(calls) == 1:
+            release.wait(5)
+        active.discard(key)
+
+    queue = SyncQueue(sync, window=0.01, workers=4).start()
+    try:
+        queue.mark("a")
+        wait_for(lambda: calls, timeout=5, what="first sync")
+        queue.mark("a")  # arrives while the first sync of "a" runs
+        time.sleep(0.2)
+        assert calls == ["a"], "a second sync of the same key started while the first ran"
+        release.set()
+        wait_for(lambda: len(calls) == 2, timeout=5, what="the second sync, after the first")
+        assert overlaps == []
+    finally:
+        queue.stop()
+
+
+def test_a_failed_sync_is_retried_after_the_delay():
+    stamps: list[float] = []
+
+    def sync(key):
+        stamps.append(time.monotonic())
+        if len(stamps) == 1:
+            raise RuntimeError("API server unavailable")
+
+    queue = SyncQueue(sync, window=0.01, retry_delay=0.5).start()
+    try:
+        queue.mark("a")
+        wait_for(lambda: len(stamps) == 2, timeout=5, what="the retry")
+        assert stamps[1] - stamps[0] >= 0.45
+    finally:
+        queue.stop()
+
+
+def test_an_earlier_mark_is_not_postponed_by_a_later_one():
+    calls: list[float] = []
+    queue = SyncQueue(lambda key: calls.append(time.monotonic()), window=0.05).start()
+    try:
+        start = time.monotonic()
+        queue.mark("a")
+        queue.mark("a", delay=10)
+        wait_for(lambda: calls, timeout=5, what="sync")
+        assert calls[0] - start < 1
+    finally:
+        queue.stop()
