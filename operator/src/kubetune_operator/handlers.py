@@ -44,6 +44,9 @@ SERVING_LABELS = {LABEL_MANAGED_BY: MANAGED_BY, LABEL_NAME: SERVING_APP}
 SECRET_RETRY_SECONDS = 10
 SECRET_CACHE_SECONDS = 30
 API_RETRY_SECONDS = 5
+# Child events within this window cost one status write: a trainer pod's way from
+# Pending to Running emits several, and each write is a watch event Kopf processes.
+STATUS_SYNC_WINDOW = 0.5
 # Decorator arguments are fixed at import; the interval is the one setting read here.
 SCRAPE_INTERVAL = load_settings().metrics_scrape_interval
 
@@ -98,6 +101,11 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: logging.
     # annotations, never in status.kopf.
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="kubetune.io")
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix="kubetune.io", key="last-handled-configuration")
+    # After patching its annotations Kopf waits this long for the watch to show
+    # its own patch. Under a burst the watch lags by more than the default 5 s;
+    # giving up early makes Kopf take our own status write (made before its patch)
+    # for an unhandled object and run the creation handler a second time.
+    settings.persistence.consistency_timeout = 60
     # We post our own Events on phase changes; Kopf posts only its warnings/errors.
     settings.posting.level = logging.WARNING
     # Two replicas with the same priority would both pause: pick one at random
@@ -112,7 +120,7 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: logging.
     memo.ctx = ctx = Context(cfg=cfg, kube=Kube.from_environment(cfg.client_qps, cfg.client_burst))
     # Kopf's indexes are live views: the sync workers read them as they are then.
     views = (finetunejobs, training_jobs, trainer_pods, serving_deployments)
-    ctx.syncs = SyncQueue(lambda key: _sync_owner(ctx, key, *views), retry_delay=API_RETRY_SECONDS).start()
+    ctx.syncs = SyncQueue(lambda key: _sync_owner(ctx, key, *views), window=STATUS_SYNC_WINDOW, retry_delay=API_RETRY_SECONDS).start()
     if cfg.metrics_port:
         metrics.serve(cfg.metrics_port)
     logger.info("kubetune operator: peering %s priority %s, metrics on :%s", settings.peering.name, settings.peering.priority, cfg.metrics_port)
@@ -151,10 +159,21 @@ def finetunejobs(namespace, name, body, **_):
     return {(namespace, name): {k: body.get(k) for k in ("apiVersion", "kind", "metadata", "spec", "status")}}
 
 
+def _values(index, key) -> list:
+    """A copy of one key's values. Kopf updates indexes on its event loop while
+    handlers read them from worker threads: a read that races an update is
+    simply repeated."""
+    for _ in range(100):
+        try:
+            return list(index.get(key, ()))
+        except RuntimeError:  # "changed size during iteration"
+            time.sleep(0.001)
+    return list(index.get(key, ()))
+
+
 def _one(index, key):
-    for value in index.get(key, ()):
-        return value
-    return None
+    values = _values(index, key)
+    return values[0] if values else None
 
 
 # --------------------------------------------------------------------------- status writing
@@ -346,7 +365,7 @@ def _sync(ctx: Context, key: Key, logger, training_jobs, trainer_pods, serving_d
         job = parsed.job
         obs = Observation(
             job=_one(training_jobs, key),
-            pods=list(trainer_pods.get(key, ())),
+            pods=_values(trainer_pods, key),
             deployment=_one(serving_deployments, key),
             spec_suspend=job.spec.suspend,
             serving_enabled=job.spec.serving.enabled,
@@ -414,7 +433,7 @@ def poll_progress(body, namespace, name, memo, logger, trainer_pods, **_) -> Non
     """Scrape rank 0's /metrics into status.progress, status.metrics and status.checkpoint."""
     ctx: Context = memo.ctx
     key = (namespace, name)
-    ip = _rank0_ip(trainer_pods.get(key, ()))
+    ip = _rank0_ip(_values(trainer_pods, key))
     if not ip:
         return
     try:

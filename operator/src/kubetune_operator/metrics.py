@@ -3,6 +3,8 @@ dashboard and alerts query exactly these names."""
 
 from __future__ import annotations
 
+import threading
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
 from .api.status import PHASES
@@ -34,22 +36,25 @@ class PhaseBook:
 
     def __init__(self) -> None:
         self._phases: dict[tuple[str, str], str] = {}
+        self._lock = threading.Lock()  # handler threads and sync workers write at once
 
     def set(self, namespace: str, name: str, phase: str | None) -> None:
         key = (namespace, name)
+        with self._lock:
+            old = self._phases.pop(key, None) if phase is None else self._phases.get(key)
+            if phase is not None:
+                self._phases[key] = phase
+            if old == phase:
+                return
+            if old is not None:
+                JOBS.labels(phase=old).dec()
+            if phase is not None:
+                JOBS.labels(phase=phase).inc()
         if phase is None:
-            self._phases.pop(key, None)
             try:
                 JOB_ATTEMPTS.remove(namespace, name)
             except KeyError:
                 pass
-        else:
-            self._phases[key] = phase
-        counts = {p: 0 for p in PHASES}
-        for value in self._phases.values():
-            counts[value] = counts.get(value, 0) + 1
-        for value, count in counts.items():
-            JOBS.labels(phase=value).set(count)
 
 
 def serve(port: int) -> None:
