@@ -5,12 +5,17 @@ operator's own metric classes, with the chart's alert rules loaded:
 * KubetuneJobNoProgress stays silent while steps advance and fires once the
   trainer stalls.
 
-What stands in: the exporters are kubetune_trainer.metrics.TrainerMetrics and
-kubetune_operator.metrics.REGISTRY served by prometheus_client in this process,
-fed by the test (not a training run), and the stall rule's window and `for:`
-are shortened by a test override (5m -> 4s, 10m -> 3s) so it fires in seconds;
-tests/chart/promtool/alerts_test.yaml checks the real 15-minute timing.
-GPU panels need NVML, which this machine lacks: they are the only exception.
+test_dashboard_queries_return_data_for_a_live_training_run is the real thing:
+the operator runs a FineTuneJob whose trainer pod (the real trainer, tiny model,
+CPU) Prometheus scrapes at the pod's own IP, beside the operator's /metrics.
+
+The alert test stands in for a trainer: kubetune_trainer.metrics.TrainerMetrics
+and kubetune_operator.metrics.REGISTRY served by prometheus_client in this
+process, fed by the test, so that it can stall on cue; the stall rule's window
+and `for:` are shortened by a test override (5m -> 4s, 10m -> 3s) so it fires
+in seconds; tests/chart/promtool/alerts_test.yaml checks the real 15-minute
+timing. GPU panels need NVML, which this machine lacks: they are the only
+exception in both.
 """
 
 from __future__ import annotations
@@ -25,6 +30,11 @@ from prometheus_client import start_http_server
 
 from tests.harness import procs
 from tests.harness.prometheus import _get
+
+from tests.cluster.operator_helpers import FTJ, create, pods, quickstart, status
+from tests.harness.operator_fixture import (  # noqa: F401 - fixtures
+    bucket_with_assets, kubetune_crds, operator_factory, s3_env, tiny_assets,
+)
 
 from .chartlib import CHART, one, render, tool
 from .test_metric_names import dashboard_exprs
@@ -99,7 +109,7 @@ def wait(predicate, timeout: float, what: str):
 
 def test_dashboard_queries_return_data_and_no_progress_alert_fires(prom):
     from kubetune_operator import metrics as om
-    from kubetune_trainer.metrics import GPU_METRIC_NAMES, TrainerMetrics
+    from kubetune_trainer.metrics import TrainerMetrics
 
     m = TrainerMetrics(namespace=NS, job=JOB, rank=0)
     trainer_port = m.serve(port=0, addr="127.0.0.1")
@@ -140,11 +150,7 @@ def test_dashboard_queries_return_data_and_no_progress_alert_fires(prom):
         assert query(url, f'kubetune_trainer_step{{namespace="{NS}", job="{JOB}"}} < 16'), "still training"
 
         # Every dashboard query returns data for this job (variables substituted).
-        rate_interval = "10s"
-        for where, expr in dashboard_exprs(CHART / "dashboards/training.json"):
-            promql = expr.replace("$namespace", NS).replace("$job", JOB).replace("$__rate_interval", rate_interval)
-            if any(name in promql for name in GPU_METRIC_NAMES):
-                continue  # NVML-only series: no GPU here
+        for where, promql in _dashboard_promql(NS, JOB, "10s"):
             wait(lambda: query(url, promql), 20, f"data for {where}: {promql}")  # raises if empty
 
         # The trainer hangs after step 16: the alert goes pending, then fires.
@@ -158,3 +164,43 @@ def test_dashboard_queries_return_data_and_no_progress_alert_fires(prom):
         stop.set()
         m.stop()
         op_server.shutdown()
+
+
+def _dashboard_promql(namespace: str, job: str, rate_interval: str) -> list[tuple[str, str]]:
+    from kubetune_trainer.metrics import GPU_METRIC_NAMES
+
+    out = []
+    for where, expr in dashboard_exprs(CHART / "dashboards/training.json"):
+        promql = expr.replace("$namespace", namespace).replace("$job", job).replace("$__rate_interval", rate_interval)
+        if not any(name in promql for name in GPU_METRIC_NAMES):  # NVML-only series: no GPU here
+            out.append((where, promql))
+    return out
+
+
+@pytest.mark.cluster
+def test_dashboard_queries_return_data_for_a_live_training_run(kube, namespace, operator_factory, s3_env,
+                                                                bucket_with_assets, prom):
+    op = operator_factory(**s3_env)
+    doc = quickstart(bucket_with_assets, "watched")
+    # Long enough to query while it runs (a finished pod's series go stale);
+    # frequent evaluations and checkpoints so their panels have data early.
+    doc["spec"]["training"].update(maxSteps=5000, learningRate=0.0003, evalEverySteps=10)
+    doc["spec"]["checkpoint"] = {"everySteps": 10, "keepLast": 2}
+    create(kube, namespace, doc)
+
+    def trainer_ip():
+        running = [p for p in pods(kube, namespace) if (p.get("status") or {}).get("phase") == "Running"]
+        return running and running[0]["status"].get("podIP")
+    ip = wait(trainer_ip, 120, "a running trainer pod")
+    url = prom([f"{ip}:9400", f"127.0.0.1:{op.metrics_port}"])
+    # A committed checkpoint first: the upload panels need one.
+    wait(lambda: (status(kube, namespace, "watched").get("checkpoint") or {}).get("step"), 180, "a committed checkpoint")
+    for where, promql in _dashboard_promql(namespace, "watched", "1m"):
+        wait(lambda: query(url, promql), 60, f"data for {where}: {promql}")
+    assert status(kube, namespace, "watched")["phase"] == "Running", "the queries ran against a live trainer"
+    loss = query(url, f'kubetune_trainer_loss{{namespace="{namespace}", job="watched"}}')
+    assert float(loss[0]["value"][1]) > 0 and loss[0]["metric"]["rank"] == "0"
+    # Stop the run before the bucket is emptied: a trainer still uploading
+    # checkpoints would refill it.
+    kube.raw.request("DELETE", f"{FTJ.format(ns=namespace)}/watched")
+    wait(lambda: not pods(kube, namespace) or None, 90, "the trainer pod gone")
