@@ -34,6 +34,8 @@ from tests.harness.waiting import wait_for  # noqa: E402
 
 FTJ_PATH = "/apis/kubetune.io/v1alpha1/namespaces/{ns}/finetunejobs"
 INSTANT_TRAINER = json.dumps(["true"])
+OPERATOR_SETTINGS = {"KUBETUNE_TRAINER_IMAGE": "ghcr.io/kubetune/trainer:bench", "KUBETUNE_TRAINER_COMMAND": INSTANT_TRAINER,
+                     "KUBETUNE_DEFAULT_BUCKET_URI": "s3://bench"}
 
 
 def running_cluster() -> cluster_mod.Cluster:
@@ -119,16 +121,75 @@ def peak_rss_mb(pid: int) -> float:
     return float("nan")
 
 
-def run_one(c: cluster_mod.Cluster, kube, n: int, qps: float, burst: int, log_dir: Path) -> dict:
-    raw = kube.raw
-    ns = f"bench-{n}-{int(time.time())}"
+def _bench_namespace(raw, prefix: str) -> str:
+    ns = f"{prefix}-{int(time.time())}"
     raw.request("POST", "/api/v1/namespaces", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}})
     wait_for(lambda: raw.get(f"/api/v1/namespaces/{ns}/serviceaccounts")["items"], timeout=30, what="default SA")
     raw.request("POST", f"/api/v1/namespaces/{ns}/secrets", {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "kubetune-s3"},
                                                              "stringData": {"AWS_ACCESS_KEY_ID": "x", "AWS_SECRET_ACCESS_KEY": "y"}})
+    return ns
+
+
+def run_direct(kube, n: int) -> dict:
+    """The floor under the same load, without the operator: this process posts
+    each FineTuneJob and then, itself, the ConfigMap and Job the operator's own
+    builders make for it (pods run as before). What is left of apply->Job here
+    is the API server's, the watch's and this machine's share."""
+    from kubetune_operator.api import parse_job
+    from kubetune_operator.builders import build_training_objects
+    from kubetune_operator.k8s import Kube
+    from kubetune_operator.settings import load_settings
+
+    cfg = load_settings(OPERATOR_SETTINGS)
+    raw = kube.raw
+    ns = _bench_namespace(raw, f"direct-{n}")
+    applied: dict[str, float] = {}
+    job_seen: dict[str, float] = {}
+    completed: set[str] = set()
+
+    def on_job(kind, obj, now):
+        owner = obj["metadata"].get("labels", {}).get("kubetune.io/job")
+        if owner and kind == "ADDED":
+            job_seen.setdefault(owner, now)
+        if owner and (obj.get("status") or {}).get("succeeded"):
+            completed.add(owner)
+
+    watcher = Watcher(raw, f"/apis/batch/v1/namespaces/{ns}/jobs", on_job)
+    watcher.start()
+
+    def apply(i: int) -> None:
+        name = f"bench-{i:04d}"
+        applied[name] = time.monotonic()
+        stored = raw.request("POST", FTJ_PATH.format(ns=ns), job_doc(name))
+        job = parse_job({k: stored[k] for k in ("apiVersion", "kind", "metadata", "spec")}).job
+        for obj in build_training_objects(job, cfg):
+            raw.request("POST", Kube.path(obj["kind"], ns), obj)
+
+    try:
+        t0 = time.monotonic()
+        with ThreadPoolExecutor(16) as pool:
+            list(pool.map(apply, range(n)))
+        t_applied = time.monotonic()
+        wait_for(lambda: len(job_seen) >= n, timeout=600, interval=0.5, what=f"{n} Jobs", describe=lambda: f"jobs {len(job_seen)}")
+        to_job = [job_seen[k] - applied[k] for k in applied]
+        # Let the pods finish, so the next run does not share the machine with them.
+        wait_for(lambda: len(completed) >= n, timeout=900, interval=0.5, what=f"{n} Jobs complete",
+                 describe=lambda: f"complete {len(completed)}")
+        return {"n": n, "apply_s": t_applied - t0, "job_p50": percentile(to_job, 0.5), "job_p99": percentile(to_job, 0.99),
+                "jobs_per_s": n / (max(job_seen.values()) - t0)}
+    finally:
+        watcher.stop.set()
+        try:
+            raw.request("DELETE", f"/api/v1/namespaces/{ns}")
+        except Exception:
+            pass
+
+
+def run_one(c: cluster_mod.Cluster, kube, n: int, qps: float, burst: int, log_dir: Path) -> dict:
+    raw = kube.raw
+    ns = _bench_namespace(raw, f"bench-{n}")
     metrics_port = free_port()
-    env = dict(os.environ, **c.env(), KUBETUNE_TRAINER_IMAGE="ghcr.io/kubetune/trainer:bench", KUBETUNE_TRAINER_COMMAND=INSTANT_TRAINER,
-               KUBETUNE_DEFAULT_BUCKET_URI="s3://bench", KUBETUNE_CLIENT_QPS=str(qps), KUBETUNE_CLIENT_BURST=str(burst),
+    env = dict(os.environ, **c.env(), **OPERATOR_SETTINGS, KUBETUNE_CLIENT_QPS=str(qps), KUBETUNE_CLIENT_BURST=str(burst),
                KUBETUNE_METRICS_PORT=str(metrics_port), KUBETUNE_METRICS_SCRAPE_INTERVAL="30", PYTHONUNBUFFERED="1")
     log = open(log_dir / f"operator-{n}.log", "wb")
     op = subprocess.Popen([sys.executable, "-m", "kopf", "run", "-m", "kubetune_operator.handlers", f"--namespace={ns}", "--standalone", "-q"],
@@ -229,13 +290,20 @@ def main() -> int:
         kube.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(path))
     kube.kubectl("wait", "--for=condition=Established", "crd/finetunejobs.kubetune.io", "--timeout=60s")
     log_dir = Path(c.run_dir) / "logs"
-    rows = [run_one(c, kube, int(n), args.qps, args.burst, log_dir) for n in args.sizes.split(",")]
+    rows, floors = [], []
+    for n in args.sizes.split(","):
+        rows.append(run_one(c, kube, int(n), args.qps, args.burst, log_dir))
+        floors.append(run_direct(kube, int(n)))
     header = f"{'N':>5} {'apply s':>8} {'->Job p50':>10} {'->Job p99':>10} {'->status p50':>13} {'->status p99':>13} {'Jobs/s':>8} {'done/s':>8} {'req/job':>8} {'RSS MB':>7}"
     print(f"\noperator benchmark (client QPS {args.qps:g}, burst {args.burst}; trainer command: true)")
     print(header)
     for r in rows:
         print(f"{r['n']:>5} {r['apply_s']:>8.2f} {r['job_p50']:>10.2f} {r['job_p99']:>10.2f} {r['status_p50']:>13.2f} {r['status_p99']:>13.2f} "
               f"{r['jobs_per_s']:>8.1f} {r['done_per_s']:>8.1f} {r['requests_per_job']:>8.1f} {r['rss_mb']:>7.0f}")
+    print("\nfloor: no operator; the benchmark posts each FineTuneJob, then the ConfigMap and Job the operator's builders make for it")
+    print(f"{'N':>5} {'apply s':>8} {'->Job p50':>10} {'->Job p99':>10} {'Jobs/s':>8} {'ours/floor p99':>15}")
+    for f, r in zip(floors, rows):
+        print(f"{f['n']:>5} {f['apply_s']:>8.2f} {f['job_p50']:>10.2f} {f['job_p99']:>10.2f} {f['jobs_per_s']:>8.1f} {r['job_p99'] / f['job_p99']:>15.2f}")
     print("\nreq/job: the operator's own client requests (kubetune_operator_api_requests_total, all kinds but FineTuneJob)"
           " + every non-LIST/WATCH request on finetunejobs seen by the API server (Kopf's and ours) minus the benchmark's creates.")
     return 0
