@@ -2,5 +2,7 @@
 
 # The local control plane, MinIO, pod runner and Prometheus fixtures
 # (control_plane, kube, namespace, s3_bucket, pod_runner, prometheus, ...):
-# see tests/harness/fixtures.py.
-pytest_plugins = ["tests.harness.fixtures"]
+# see tests/harness/fixtures.py. The operator as a process, the S3 settings and
+# the tiny model in a bucket (operator_factory, s3_env, bucket_with_assets, ...):
+# see tests/harness/operator_fixture.py.
+pytest_plugins = ["tests.harness.fixtures", "tests.harness.operator_fixture"]

@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import time
 import uuid
 
 import pytest
@@ -22,9 +21,7 @@ import yaml
 
 from tests.cluster.operator_helpers import condition, create, quickstart, status, wait_phase
 from tests.harness.waiting import wait_for
-from tests.harness.operator_fixture import (  # noqa: F401 - fixtures
-    OperatorProcess, bucket_with_assets, free_port, kubetune_crds, s3_env, tiny_assets,
-)
+from tests.harness.operator_fixture import OperatorProcess, free_port
 
 from .chartlib import CHART, run, tool
 

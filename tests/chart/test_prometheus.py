@@ -32,9 +32,6 @@ from tests.harness import procs
 from tests.harness.prometheus import _get
 
 from tests.cluster.operator_helpers import FTJ, create, pods, quickstart, status
-from tests.harness.operator_fixture import (  # noqa: F401 - fixtures
-    bucket_with_assets, kubetune_crds, operator_factory, s3_env, tiny_assets,
-)
 
 from .chartlib import CHART, one, render, tool
 from .test_metric_names import dashboard_exprs

@@ -7,7 +7,6 @@ import json
 
 import pytest
 
-from tests.harness.operator_fixture import kubetune_crds, operator_factory, s3_env  # noqa: F401 - fixtures
 from tests.harness.waiting import wait_for
 
 from .operator_helpers import condition, create, events, jobs, manifest, pods, status, wait_phase

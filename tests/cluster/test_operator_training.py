@@ -6,13 +6,11 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
 import time
 from pathlib import Path
 
 import pytest
 
-from tests.harness.operator_fixture import bucket_with_assets, kubetune_crds, operator_factory, s3_env, tiny_assets  # noqa: F401 - fixtures
 from tests.harness.waiting import wait_for
 
 from .operator_helpers import FTJ, condition, create, events, get, jobs, manifest, pods, quickstart, status, wait_phase

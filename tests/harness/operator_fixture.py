@@ -1,7 +1,7 @@
 """Run the kubetune operator as a real subprocess against the local control plane,
 so tests can kill, restart and duplicate it exactly as a cluster would.
 
-Fixtures (import them into a test module):
+Fixtures (registered for every test by tests/conftest.py):
   kubetune_crds    session: the FineTuneJob and Kopf peering CRDs applied, Established
   operator_factory function: start(namespace, **settings) -> OperatorProcess; all stopped after
   s3_env           function: the test bucket as the operator's default bucket, plus an S3 Secret
@@ -15,7 +15,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Callable, Iterator
 
