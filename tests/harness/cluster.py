@@ -360,6 +360,16 @@ STOP_ORDER = ("pod-runner", "kube-scheduler", "kube-controller-manager", "minio"
 def stop(cluster: Cluster, remove_data: bool = True) -> None:
     """Stop every component (SIGTERM, SIGKILL after a grace) and, by default,
     delete the run directory."""
+    # Clients started beside the cluster (make demo's operator) leave
+    # `<name>.pid` in the run directory: stopped first, never orphaned.
+    for pidfile in sorted(Path(cluster.run_dir).glob("*.pid")):
+        try:
+            pid = int(pidfile.read_text().strip())
+            ours = b"kubetune" in Path(f"/proc/{pid}/cmdline").read_bytes()  # not a reused pid
+        except (OSError, ValueError):
+            continue
+        if ours and procs.pid_alive(pid):
+            procs.stop_group(pid, grace=10)
     names = sorted(cluster.pids, key=lambda n: STOP_ORDER.index(n) if n in STOP_ORDER else -1)
     for name in names:
         procs.stop_group(cluster.pids[name], grace=10 if name == "pod-runner" else 5)
