@@ -15,6 +15,7 @@ import json
 import os
 import re
 import uuid
+from pathlib import Path
 
 import pytest
 import yaml
@@ -172,7 +173,7 @@ def _service_account_kubeconfig(kube, rel, path) -> str:
     """A kubeconfig holding only a token the API server issued to the chart's
     ServiceAccount: requests are authorised exactly as the operator pod's are."""
     token = kube.kubectl("create", "token", f"{rel.name}-kubetune", "-n", rel.namespace, "--duration=2h").stdout.strip()
-    admin = yaml.safe_load(open(kube.kubeconfig))
+    admin = yaml.safe_load(Path(kube.kubeconfig).read_text())
     cluster = admin["clusters"][0]["cluster"]
     path.write_text(yaml.safe_dump({
         "apiVersion": "v1", "kind": "Config",
