@@ -78,3 +78,53 @@ def test_an_earlier_mark_is_not_postponed_by_a_later_one():
         assert calls[0] - start < 1
     finally:
         queue.stop()
+
+
+def test_a_pass_that_asks_to_come_back_runs_again_after_its_delay():
+    stamps: list[float] = []
+
+    def sync(key):
+        stamps.append(time.monotonic())
+        return 0.3 if len(stamps) == 1 else None
+
+    queue = SyncQueue(sync, window=0.01).start()
+    try:
+        queue.mark("a", delay=0)
+        wait_for(lambda: len(stamps) == 2, timeout=5, what="the second pass")
+        assert stamps[1] - stamps[0] >= 0.25
+        time.sleep(0.5)
+        assert len(stamps) == 2, "a pass that returned None was run again"
+    finally:
+        queue.stop()
+
+
+def test_keys_run_in_order_of_their_due_time_and_a_discarded_key_not_at_all():
+    calls: list[str] = []
+    queue = SyncQueue(calls.append, window=0.01, workers=1)
+    queue.mark("late", delay=0.4)
+    queue.mark("gone", delay=0.1)
+    queue.mark("soon", delay=0.2)
+    queue.mark("now", delay=0)
+    queue.discard("gone")
+    queue.start()
+    try:
+        wait_for(lambda: len(calls) == 3, timeout=5, what="three passes")
+        time.sleep(0.2)
+        assert calls == ["now", "soon", "late"]
+    finally:
+        queue.stop()
+
+
+def test_urgent_keys_go_first_but_an_ordinary_one_is_not_passed_over_for_long():
+    calls: list[str] = []
+    queue = SyncQueue(calls.append, window=0.01, workers=1, max_pass_over=0.5)
+    queue.mark("status", delay=0)
+    queue.mark("new-spec", delay=0.05, urgent=True)
+    queue.mark("status-due-long-ago", delay=-1)
+    time.sleep(0.1)  # everything is due before the worker starts
+    queue.start()
+    try:
+        wait_for(lambda: len(calls) == 3, timeout=5, what="three passes")
+        assert calls == ["status-due-long-ago", "new-spec", "status"]
+    finally:
+        queue.stop()

@@ -3,12 +3,20 @@
 Run with `kopf run -m kubetune_operator.handlers --all-namespaces --peering=kubetune`
 (or `kubetune operator`). Handlers stay thin: parse, build, apply, patch status.
 The decisions live in pure modules (builders, status_logic, progress); every API
-call goes through `k8s.Kube`; our errors become Kopf's only here.
+call goes through `k8s.Kube`.
 
-Children are watched through Kopf indexes (in-memory views fed by the watch
-streams), so a status sync costs no extra reads: one PATCH when something changed.
-A child's event only marks its owner due; `SyncQueue` syncs each due owner once
-per short window, off Kopf's handler pool (see sync_queue.py for why).
+Kopf watches (with peering, so one replica works and the other stands by) and
+keeps indexes: in-memory views of the FineTuneJobs and their children fed by
+the watch streams, so a status sync costs no reads. Every watch event only
+marks its FineTuneJob due in the work queue (`SyncQueue`); its worker threads
+then reconcile a new spec generation (create what is missing, converge
+suspend), sync status from the children, and scrape a running trainer's
+progress. Kopf's on.create/on.update and timers are not used: they cost each
+job a Kopf bookkeeping PATCH (its last-handled-configuration annotation, and a
+finalizer while a timer runs), the watch events those PATCHes cause, and a
+deep copy of every watched body, which under a burst of new jobs delayed their
+Jobs by seconds (make bench-operator). Our own record of what was reconciled
+is `status.observedGeneration` and `Context.reconciled`.
 """
 
 from __future__ import annotations
@@ -47,8 +55,6 @@ API_RETRY_SECONDS = 5
 # Child events within this window cost one status write: a trainer pod's way from
 # Pending to Running emits several, and each write is a watch event Kopf processes.
 STATUS_SYNC_WINDOW = 0.5
-# Decorator arguments are fixed at import; the interval is the one setting read here.
-SCRAPE_INTERVAL = load_settings().metrics_scrape_interval
 
 Key = tuple[str, str]
 log = logging.getLogger("kubetune.operator")
@@ -74,7 +80,12 @@ class Context:
     # False once the API server answers 403: the chart grants no Secret access,
     # so a missing Secret is then learned from the trainer pod instead.
     may_read_secrets: bool = True
-    syncs: SyncQueue | None = None  # owners whose children changed (started at startup)
+    work: SyncQueue | None = None  # jobs due a pass (started at startup)
+    # (uid, generation) of each job's spec this process has reconciled (or refused for good).
+    reconciled: dict[Key, tuple[str, int]] = field(default_factory=dict)
+    # (uid, generation) of specs accepted whose acceptance (Valid=True) is not written yet.
+    accepted: dict[Key, tuple[str, int]] = field(default_factory=dict)
+    scraped: dict[Key, float] = field(default_factory=dict)  # when rank 0's /metrics was last read
     _locks: dict[Key, threading.RLock] = field(default_factory=dict)
     _guard: threading.Lock = field(default_factory=threading.Lock)
 
@@ -86,47 +97,68 @@ class Context:
         with self._guard:
             self._locks.pop(key, None)
         self.written.pop(key, None)
+        self.reconciled.pop(key, None)
+        self.accepted.pop(key, None)
+        self.scraped.pop(key, None)
         self.phases.set(*key, None)
+        if self.work is not None:
+            self.work.discard(key)
 
 
 # --------------------------------------------------------------------------- startup
+
+
+class _NoDiffBase(kopf.DiffBaseStorage):
+    """No handler here asks Kopf what changed in an object (no on.create/on.update),
+    so Kopf need not deep-copy every Job and pod body it sees to find out, nor
+    keep a copy of each FineTuneJob in an annotation."""
+
+    def build(self, *, body, extra_fields=None):
+        return kopf.BodyEssence()
+
+    def fetch(self, *, body):
+        return None
+
+    def store(self, *, body, patch, essence) -> None:
+        pass
 
 
 @kopf.on.startup()
 def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: logging.Logger,
               finetunejobs, training_jobs, trainer_pods, serving_deployments, **_) -> None:
     cfg = load_settings()
+    # No handler needs a finalizer (deletion is never blocked by the operator);
+    # one left by an older version is removed by Kopf under this name.
     settings.persistence.finalizer = FINALIZER
-    # The status subresource is structural: Kopf keeps its bookkeeping in our
+    settings.persistence.diffbase_storage = _NoDiffBase()
+    # The status subresource is structural: whatever Kopf keeps, it keeps in our
     # annotations, never in status.kopf.
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="kubetune.io")
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix="kubetune.io", key="last-handled-configuration")
-    # After patching its annotations Kopf waits this long for the watch to show
-    # its own patch. Under a burst the watch lags by more than the default 5 s;
-    # giving up early makes Kopf take our own status write (made before its patch)
-    # for an unhandled object and run the creation handler a second time.
-    settings.persistence.consistency_timeout = 60
     # We post our own Events on phase changes; Kopf posts only its warnings/errors.
     settings.posting.level = logging.WARNING
     # Two replicas with the same priority would both pause: pick one at random
     # unless the deployment pins it. The higher one works, the other stands by.
     settings.peering.name = settings.peering.name if settings.peering.mandatory else cfg.peering_name
     settings.peering.priority = cfg.peering_priority if cfg.peering_priority is not None else random.randint(1, 1_000_000)
-    settings.execution.max_workers = cfg.max_workers
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
     settings.watching.connect_timeout = 10
     settings.networking.request_timeout = 30
     memo.ctx = ctx = Context(cfg=cfg, kube=Kube.from_environment(cfg.client_qps, cfg.client_burst))
-    # Kopf's indexes are live views: the sync workers read them as they are then.
+    # Kopf's indexes are live views: the workers read them as they are then.
     views = (finetunejobs, training_jobs, trainer_pods, serving_deployments)
-    ctx.syncs = SyncQueue(lambda key: _sync_owner(ctx, key, *views), window=STATUS_SYNC_WINDOW, retry_delay=API_RETRY_SECONDS).start()
+    ctx.work = SyncQueue(lambda key: _work(ctx, key, *views), window=STATUS_SYNC_WINDOW,
+                         retry_delay=API_RETRY_SECONDS, workers=cfg.max_workers).start()
     if cfg.metrics_port:
         metrics.serve(cfg.metrics_port)
     logger.info("kubetune operator: peering %s priority %s, metrics on :%s", settings.peering.name, settings.peering.priority, cfg.metrics_port)
 
 
 # --------------------------------------------------------------------------- indexes
+
+
+# The indexers are async only to run on Kopf's event loop: a sync one is sent to
+# a thread for every watch event, which cost more than the indexing itself.
 
 
 def _slim(body) -> dict:
@@ -140,22 +172,22 @@ def _slim(body) -> dict:
 
 
 @kopf.index("batch", "v1", "jobs", labels=TRAINER_LABELS)
-def training_jobs(namespace, labels, body, **_):
+async def training_jobs(namespace, labels, body, **_):
     return {(namespace, labels.get(LABEL_JOB)): _slim(body)}
 
 
 @kopf.index("", "v1", "pods", labels=TRAINER_LABELS)
-def trainer_pods(namespace, labels, body, **_):
+async def trainer_pods(namespace, labels, body, **_):
     return {(namespace, labels.get(LABEL_JOB)): _slim(body)}
 
 
 @kopf.index("apps", "v1", "deployments", labels=SERVING_LABELS)
-def serving_deployments(namespace, labels, body, **_):
+async def serving_deployments(namespace, labels, body, **_):
     return {(namespace, labels.get(LABEL_JOB)): _slim(body)}
 
 
 @kopf.index(GROUP, VERSION, PLURAL)
-def finetunejobs(namespace, name, body, **_):
+async def finetunejobs(namespace, name, body, **_):
     return {(namespace, name): {k: body.get(k) for k in ("apiVersion", "kind", "metadata", "spec", "status")}}
 
 
@@ -199,8 +231,10 @@ def _current_status(ctx: Context, key: Key, body: dict) -> dict:
     return dict(body.get("status") or {})
 
 
-def _write(ctx: Context, body: dict, old: dict, new: dict, logger) -> dict:
-    """Patch status with what changed; an Event and metrics on a phase change."""
+def _write(ctx: Context, body: dict, old: dict, new: dict, logger, via: str | None = None) -> dict:
+    """Patch status with what changed; an Event and metrics on a phase change.
+    `via`: a phase the job went through that this one write skips (its Event is
+    still posted, so the job's history stays whole)."""
     meta = body["metadata"]
     key = (meta["namespace"], meta["name"])
     patch = status_patch(old, new)
@@ -213,11 +247,17 @@ def _write(ctx: Context, body: dict, old: dict, new: dict, logger) -> dict:
     ctx.phases.set(*key, stored.get("phase"))
     if stored.get("attempts") is not None:
         metrics.JOB_ATTEMPTS.labels(namespace=key[0], job=key[1]).set(stored["attempts"])
-    event = transition_event(old.get("phase"), stored.get("phase", ""), stored)
-    if event:
-        metrics.PHASE_TRANSITIONS.labels(**{"from": old.get("phase") or "None", "to": stored["phase"]}).inc()
-        ctx.kube.event(body, *event)
-        logger.info("phase %s -> %s", old.get("phase"), stored["phase"])
+    steps = [old.get("phase"), stored.get("phase", "")]
+    if via and via not in steps:
+        steps.insert(1, via)
+    accepted_only = {"conditions": [c for c in stored.get("conditions") or [] if c.get("type") == C.VALID]}
+    for before, after in zip(steps, steps[1:]):
+        # The skipped phase's Event says why it was entered (the spec was accepted).
+        event = transition_event(before, after, stored if after == steps[-1] else accepted_only)
+        if event:
+            metrics.PHASE_TRANSITIONS.labels(**{"from": before or "None", "to": after}).inc()
+            ctx.kube.event(body, *event)
+            logger.info("phase %s -> %s", before, after)
     return stored
 
 
@@ -282,99 +322,185 @@ def _missing_secrets(ctx: Context, job, logger) -> list[str]:
     return missing
 
 
-# --------------------------------------------------------------------------- reconcile
+# --------------------------------------------------------------------------- events
 
 
-@kopf.on.resume(GROUP, VERSION, PLURAL)
-@kopf.on.create(GROUP, VERSION, PLURAL)
-@kopf.on.update(GROUP, VERSION, PLURAL)
-def reconcile(body, memo: kopf.Memo, logger, training_jobs, trainer_pods, serving_deployments, **_) -> None:
-    """Parse, check, build, create what is missing, converge suspend, sync status."""
+@kopf.on.event(GROUP, VERSION, PLURAL)
+async def on_finetunejob(type, namespace, name, body, memo: kopf.Memo, **_) -> None:
+    """A spec this process has not reconciled is due at once; our own status
+    writes come back here too and need nothing."""
     ctx: Context = memo.ctx
-    body = {k: body.get(k) for k in ("apiVersion", "kind", "metadata", "spec", "status")}
-    key = (body["metadata"]["namespace"], body["metadata"]["name"])
+    key = (namespace, name)
+    if type == "DELETED":
+        # Children go through ownerReferences; checkpoints and outputs in S3 stay.
+        ctx.forget(key)
+        return
+    meta = body["metadata"]
+    if ctx.reconciled.get(key) != (meta.get("uid"), meta.get("generation")):
+        ctx.work.mark(key, delay=0, urgent=True)
+
+
+@kopf.on.event("batch", "v1", "jobs", labels=TRAINER_LABELS)
+async def on_training_job(namespace, labels, memo, **_) -> None:
+    memo.ctx.work.mark((namespace, labels.get(LABEL_JOB)))
+
+
+@kopf.on.event("", "v1", "pods", labels=TRAINER_LABELS)
+async def on_trainer_pod(namespace, labels, memo, **_) -> None:
+    memo.ctx.work.mark((namespace, labels.get(LABEL_JOB)))
+
+
+@kopf.on.event("apps", "v1", "deployments", labels=SERVING_LABELS)
+async def on_serving_deployment(namespace, labels, memo, **_) -> None:
+    memo.ctx.work.mark((namespace, labels.get(LABEL_JOB)))
+
+
+@kopf.on.cleanup()
+def stop_work(memo: kopf.Memo, **_) -> None:
+    if getattr(memo, "ctx", None) is not None and memo.ctx.work is not None:
+        memo.ctx.work.stop()
+
+
+# --------------------------------------------------------------------------- one pass over a job
+
+
+def _work(ctx: Context, key: Key, finetunejobs, training_jobs, trainer_pods, serving_deployments) -> float | None:
+    """A worker's pass over one job: reconcile a spec not reconciled yet, else
+    sync status from the children; scrape progress while it runs. Returns when
+    to come back (None: at the next event); raises to be retried later."""
+    found = _one(finetunejobs, key)
+    if found is None or found["metadata"].get("deletionTimestamp"):
+        return None  # gone or going: garbage collection removes the children
+    body = {k: found.get(k) for k in ("apiVersion", "kind", "metadata", "spec", "status")}
+    meta = body["metadata"]
+    logger = _JobLog(log, {"namespace": key[0], "name": key[1]})
+    children = (training_jobs, trainer_pods, serving_deployments)
     started = time.perf_counter()
     with ctx.lock(key):
         try:
-            _reconcile(ctx, body, key, logger, training_jobs, trainer_pods, serving_deployments)
+            if ctx.reconciled.get(key) != (meta.get("uid"), meta.get("generation")):
+                again = _reconcile(ctx, body, key, logger, *children)
+            else:
+                again = None
+                _sync(ctx, key, logger, *children, body=body)
+            scrape_in = _poll_progress(ctx, key, body, logger, trainer_pods)
         except ApiError as exc:
-            if exc.retryable or exc.status == 409:
-                raise kopf.TemporaryError(f"Kubernetes API: {exc}", delay=API_RETRY_SECONDS) from None
-            _refuse(ctx, body, "Failed", R.INVALID_SPEC, f"the API server refused a child object: {exc.message}", logger)
-            raise kopf.PermanentError(f"Kubernetes API refused a child object: {exc}") from None
+            if exc.status == 404:
+                return None  # deleted meanwhile
+            raise
         finally:
             metrics.RECONCILE_DURATION.observe(time.perf_counter() - started)
+    return min((t for t in (again, scrape_in) if t is not None), default=None)
 
 
-def _reconcile(ctx: Context, body: dict, key: Key, logger, training_jobs, trainer_pods, serving_deployments) -> None:
+def _reconcile(ctx: Context, body: dict, key: Key, logger, training_jobs, trainer_pods, serving_deployments) -> float | None:
+    """Parse, check, create what is missing, converge suspend, sync status.
+    Returns when to try again (a Secret still missing), None when done."""
+    meta = body["metadata"]
+    done = (meta.get("uid"), meta.get("generation"))
+    try:
+        again = _reconcile_spec(ctx, body, key, logger, training_jobs, trainer_pods, serving_deployments)
+    except ApiError as exc:
+        if exc.retryable or exc.status in (404, 409):
+            raise
+        message = f"the API server refused a child object: {exc.message}"
+        logger.error("%s", message)
+        _refuse(ctx, body, "Failed", R.INVALID_SPEC, message, logger)
+        again = None
+    if again is None:
+        ctx.reconciled[key] = done
+    return again
+
+
+def _reconcile_spec(ctx: Context, body: dict, key: Key, logger, training_jobs, trainer_pods, serving_deployments) -> float | None:
     cfg, kube = ctx.cfg, ctx.kube
     parsed = _parse(body)
     if parsed.job is None:
         message = "; ".join(p.render() for p in parsed.problems)
+        logger.warning("invalid spec: %s", message)
         _refuse(ctx, body, "Failed", R.INVALID_SPEC, message, logger)
-        raise kopf.PermanentError(f"invalid spec: {message}")
+        return None  # nothing to retry until the spec changes
     job = parsed.job
     refused = disallowed_images(job, cfg)
     if refused:
         _refuse(ctx, body, "Failed", R.IMAGE_NOT_ALLOWED, "; ".join(refused), logger)
-        return  # nothing to retry until the spec changes
+        return None
     missing = _missing_secrets(ctx, job, logger)
     if missing:
         message = f"Secret {', '.join(missing)} not found in namespace {key[0]}; create it (no training Job is created until then)"
         _refuse(ctx, body, "Pending", R.SECRET_MISSING, message, logger)
-        raise kopf.TemporaryError(message, delay=SECRET_RETRY_SECONDS)
-    accepted = _accepted(ctx, body, _current_status(ctx, key, body))
+        return SECRET_RETRY_SECONDS
+    old = _current_status(ctx, key, body)
+    existing = _one(training_jobs, key)
+    if existing is not None:
+        _converge_suspend(kube, key, existing, job, logger)
+    elif not _trained(old):
+        for obj in build_training_objects(job, cfg):
+            stored, created = kube.create_if_absent(obj)
+            if obj["kind"] == "Job":
+                if created:
+                    logger.info("created Job %s", obj["metadata"]["name"])
+                else:
+                    _converge_suspend(kube, key, stored, job, logger)
+    # Status follows one window later, with whatever the new Job's first events
+    # showed by then: under a burst, every worker goes on creating Jobs first.
+    ctx.accepted[key] = (job.metadata.uid, job.metadata.generation)
+    ctx.work.mark(key)
+    return None
 
-    for obj in build_training_objects(job, cfg):
-        stored, created = kube.create_if_absent(obj)
-        if obj["kind"] == "Job":
-            if created:
-                logger.info("created Job %s", obj["metadata"]["name"])
-            else:
-                _converge_suspend(kube, stored, job, logger)
-    _sync(ctx, key, logger, training_jobs, trainer_pods, serving_deployments, body=body, base=accepted)
+
+def _trained(status: dict) -> bool:
+    """Training ran to its end. Its Job is not created again when it is gone
+    (ttlSecondsAfterFinished, or removed by hand): the result stands."""
+    valid = next((c for c in status.get("conditions") or [] if c.get("type") == C.VALID), {})
+    return status.get("phase") in ("Succeeded", "Serving") or (status.get("phase") == "Failed" and valid.get("status") == "True")
 
 
-def _converge_suspend(kube: Kube, stored: dict, job, logger) -> None:
+def _converge_suspend(kube: Kube, key: Key, stored: dict, job, logger) -> None:
     want = job.spec.suspend
     have = bool((stored.get("spec") or {}).get("suspend"))
     if want == have:
         return
     if not want and job.spec.queue_name:
         return  # Kueue unsuspends queued Jobs when it admits them
-    kube.merge_patch("Job", stored["metadata"]["namespace"], stored["metadata"]["name"], {"spec": {"suspend": want}})
+    kube.merge_patch("Job", key[0], stored["metadata"]["name"], {"spec": {"suspend": want}})
     logger.info("%s Job %s", "suspended" if want else "resumed", stored["metadata"]["name"])
 
 
 # --------------------------------------------------------------------------- status sync
 
 
-def _sync(ctx: Context, key: Key, logger, training_jobs, trainer_pods, serving_deployments, body: dict, base: dict | None = None) -> None:
+def _sync(ctx: Context, key: Key, logger, training_jobs, trainer_pods, serving_deployments, body: dict) -> None:
     """Derive status from the children (as the indexes show them) and write what changed
-    (in one PATCH with `base`'s changes, when given); create the serving objects once
-    training succeeded."""
-    with ctx.lock(key):
-        old = _current_status(ctx, key, body)
-        base = old if base is None else base
-        valid = next((c for c in base.get("conditions") or [] if c.get("type") == C.VALID), None)
-        if not valid or valid.get("status") != "True":
-            return  # refused or not reconciled yet: nothing runs, nothing to derive
-        parsed = _parse(body)
-        if parsed.job is None:
-            return
-        job = parsed.job
-        obs = Observation(
-            job=_one(training_jobs, key),
-            pods=_values(trainer_pods, key),
-            deployment=_one(serving_deployments, key),
-            spec_suspend=job.spec.suspend,
-            serving_enabled=job.spec.serving.enabled,
-            nodes=job.spec.distributed.nodes,
-        )
-        new = next_status(base, obs, now=now_rfc3339(), generation=body["metadata"].get("generation"))
-        if job.spec.serving.enabled and new.get("phase") in ("Succeeded", "Serving") and obs.deployment is None:
-            _create_serving(ctx, job, new, logger)
-        _write(ctx, body, old, new, logger)
+    (in one PATCH with a newly accepted spec's Valid condition and observedGeneration);
+    create the serving objects once training succeeded."""
+    old = _current_status(ctx, key, body)
+    meta = body["metadata"]
+    accepting = ctx.accepted.get(key) == (meta.get("uid"), meta.get("generation"))
+    base = _accepted(ctx, body, old) if accepting else old
+    valid = next((c for c in base.get("conditions") or [] if c.get("type") == C.VALID), None)
+    if not valid or valid.get("status") != "True":
+        return  # refused or not reconciled yet: nothing runs, nothing to derive
+    parsed = _parse(body)
+    if parsed.job is None:
+        return
+    job = parsed.job
+    obs = Observation(
+        job=_one(training_jobs, key),
+        pods=_values(trainer_pods, key),
+        deployment=_one(serving_deployments, key),
+        spec_suspend=job.spec.suspend,
+        serving_enabled=job.spec.serving.enabled,
+        nodes=job.spec.distributed.nodes,
+    )
+    new = next_status(base, obs, now=now_rfc3339(), generation=meta.get("generation"))
+    if job.spec.serving.enabled and new.get("phase") in ("Succeeded", "Serving") and obs.deployment is None:
+        _create_serving(ctx, job, new, logger)
+    # A new job was Pending (accepted, its Job created) even when its children's
+    # first events already show more by the time its first status is written.
+    _write(ctx, body, old, new, logger, via="Pending" if accepting and not old.get("phase") else None)
+    if accepting:
+        ctx.accepted.pop(key, None)
 
 
 def _create_serving(ctx: Context, job, status: dict, logger) -> None:
@@ -385,77 +511,39 @@ def _create_serving(ctx: Context, job, status: dict, logger) -> None:
     logger.info("created vLLM Deployment and Service")
 
 
-def _sync_owner(ctx: Context, key: Key, finetunejobs, training_jobs, trainer_pods, serving_deployments) -> None:
-    """A SyncQueue worker's sync of one owner (raises to be retried later)."""
-    body = _one(finetunejobs, key)
-    if body is None:
-        return  # owner gone: garbage collection removes the child
-    started = time.perf_counter()
-    try:
-        _sync(ctx, key, _JobLog(log, {"namespace": key[0], "name": key[1]}), training_jobs, trainer_pods, serving_deployments, body=body)
-    except ApiError as exc:
-        if exc.status != 404:
-            raise
-    finally:
-        metrics.RECONCILE_DURATION.observe(time.perf_counter() - started)
-
-
-@kopf.on.event("batch", "v1", "jobs", labels=TRAINER_LABELS)
-async def on_training_job(namespace, labels, memo, **_) -> None:
-    memo.ctx.syncs.mark((namespace, labels.get(LABEL_JOB)))
-
-
-@kopf.on.event("", "v1", "pods", labels=TRAINER_LABELS)
-async def on_trainer_pod(namespace, labels, memo, **_) -> None:
-    memo.ctx.syncs.mark((namespace, labels.get(LABEL_JOB)))
-
-
-@kopf.on.event("apps", "v1", "deployments", labels=SERVING_LABELS)
-async def on_serving_deployment(namespace, labels, memo, **_) -> None:
-    memo.ctx.syncs.mark((namespace, labels.get(LABEL_JOB)))
-
-
-@kopf.on.cleanup()
-def stop_syncs(memo: kopf.Memo, **_) -> None:
-    if getattr(memo, "ctx", None) is not None and memo.ctx.syncs is not None:
-        memo.ctx.syncs.stop()
-
-
 # --------------------------------------------------------------------------- progress
 
 
-def _is_running(status, **_) -> bool:
-    return (status or {}).get("phase") == "Running"
-
-
-@kopf.timer(GROUP, VERSION, PLURAL, interval=SCRAPE_INTERVAL, when=_is_running)
-def poll_progress(body, namespace, name, memo, logger, trainer_pods, **_) -> None:
-    """Scrape rank 0's /metrics into status.progress, status.metrics and status.checkpoint."""
-    ctx: Context = memo.ctx
-    key = (namespace, name)
+def _poll_progress(ctx: Context, key: Key, body: dict, logger, trainer_pods) -> float | None:
+    """While the job runs, read rank 0's /metrics into status.progress, status.metrics
+    and status.checkpoint every scrape interval. Returns when to read again."""
+    interval = ctx.cfg.metrics_scrape_interval
+    if _current_status(ctx, key, body).get("phase") != "Running":
+        ctx.scraped.pop(key, None)
+        return None
+    wait = ctx.scraped.get(key, float("-inf")) + interval - time.monotonic()
+    if wait > 0:
+        return wait
+    ctx.scraped[key] = time.monotonic()
     ip = _rank0_ip(_values(trainer_pods, key))
     if not ip:
-        return
+        return interval
     try:
         text = scrape(f"http://{ip}:{METRICS_PORT}/metrics", ctx.cfg.metrics_scrape_timeout)
     except OSError as exc:
         logger.debug("trainer metrics not reachable yet at %s: %s", ip, exc)
-        return
-    parsed = _parse(dict(body))
+        return interval
+    parsed = _parse(body)
     if parsed.job is None:
-        return
+        return None
     patch = progress_patch(parse_trainer_metrics(text), locations.checkpoint_uri(parsed.job, ctx.cfg))
-    if not patch:
-        return
-    plain = {k: body.get(k) for k in ("apiVersion", "kind", "metadata", "spec", "status")}
-    with ctx.lock(key):
-        old = _current_status(ctx, key, plain)
-        if old.get("phase") != "Running":
-            return  # finished meanwhile: the termination message has the final numbers
+    old = _current_status(ctx, key, body)
+    if patch and old.get("phase") == "Running":
         new = dict(old)
         for section, values in patch.items():
             new[section] = dict(old.get(section) or {}, **values)
-        _write(ctx, plain, old, new, logger)
+        _write(ctx, body, old, new, logger)
+    return interval
 
 
 def _rank0_ip(pods) -> str | None:
@@ -465,13 +553,3 @@ def _rank0_ip(pods) -> str | None:
         if status.get("phase") == "Running" and status.get("podIP") and index == "0":
             return status["podIP"]
     return None
-
-
-# --------------------------------------------------------------------------- delete
-
-
-@kopf.on.delete(GROUP, VERSION, PLURAL, optional=True)
-def forget(namespace, name, memo, **_) -> None:
-    """Children go through ownerReferences; checkpoints and outputs in S3 stay.
-    `optional`: deletion is never blocked by a finalizer, even with the operator down."""
-    memo.ctx.forget((namespace, name))

@@ -1,15 +1,24 @@
-"""Coalesced status syncs for FineTuneJobs whose children changed.
+"""The operator's work queue: FineTuneJobs due a reconcile or a status sync.
 
-A trainer pod passes through five or six watch events on its way to
-Succeeded, its Job through three or four. Syncing the owner's status once per
-event, on Kopf's handler thread pool, makes a burst of 500 new jobs queue their
-Job creation behind thousands of redundant syncs. Here a child event only marks
-its owner as due; a few worker threads sync each due owner once per short
-window, never the same owner twice at a time, and retry a failed sync later.
+Every watch event (of a FineTuneJob or of one of its children) only marks its
+FineTuneJob due: urgent and at once for a new spec, after a short window for a
+child's change. Worker threads take due jobs, urgent ones first, each level in
+order of due time. The same
+job is never worked on twice at once, marks that arrive while it is due or
+being worked on cost one more pass, not one per event, and a failed pass is
+retried later. A pass may ask to be run again after a delay (a Secret still
+missing, the next progress scrape).
+
+Why not one Kopf handler per event: a trainer pod passes through five or six
+watch events on its way to Succeeded, its Job through three or four. Handling
+each, on Kopf's handler pool, made a burst of 500 new jobs queue their Job
+creation behind thousands of redundant syncs.
 """
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import logging
 import threading
 import time
@@ -19,12 +28,21 @@ log = logging.getLogger("kubetune.sync")
 
 
 class SyncQueue:
-    def __init__(self, sync: Callable[[Hashable], None], *, window: float = 0.05,
-                 retry_delay: float = 5.0, workers: int = 4):
+    def __init__(self, sync: Callable[[Hashable], float | None], *, window: float = 0.05,
+                 retry_delay: float = 5.0, workers: int = 4, max_pass_over: float = 5.0):
+        """`sync(key)` does one pass; it returns None, or the seconds after which
+        the key wants another pass. Urgent marks (a new spec) run before due
+        ordinary ones (a child changed), unless an ordinary one has been due for
+        `max_pass_over` seconds: under a burst of new jobs, Jobs are created
+        first and status follows, but never starves."""
         self._sync = sync
         self.window = window
         self.retry_delay = retry_delay
-        self._due: dict[Hashable, float] = {}  # key -> monotonic time it may run
+        self.max_pass_over = max_pass_over
+        self._due: dict[Hashable, tuple[float, bool]] = {}  # key -> (when it may run, urgent): the truth
+        # One heap per level; entries may be stale (marked again since) and are skipped when popped.
+        self._heaps: dict[bool, list[tuple[float, int, Hashable]]] = {True: [], False: []}
+        self._order = itertools.count()
         self._running: set[Hashable] = set()
         self._cond = threading.Condition()
         self._stopped = False
@@ -44,46 +62,78 @@ class SyncQueue:
             if thread.is_alive():
                 thread.join(timeout)
 
-    def mark(self, key: Hashable, delay: float | None = None) -> None:
-        """Sync `key` after `delay` (default: the coalescing window), unless it is
-        already due sooner."""
+    def mark(self, key: Hashable, delay: float | None = None, urgent: bool = False) -> None:
+        """Work on `key` after `delay` (default: the coalescing window), unless it
+        is already due sooner (an urgent mark also makes a due key urgent)."""
         due = time.monotonic() + (self.window if delay is None else delay)
         with self._cond:
-            if self._due.get(key, float("inf")) <= due:
-                return
-            self._due[key] = due
-            self._cond.notify()
+            current = self._due.get(key)
+            if current is not None:
+                due, urgent = min(due, current[0]), urgent or current[1]
+                if (due, urgent) == current:
+                    return
+            self._due[key] = (due, urgent)
+            if key not in self._running:  # a running key is queued again when it finishes
+                self._push(key)
+                self._cond.notify()
+
+    def discard(self, key: Hashable) -> None:
+        """Forget a pending mark (the job is gone)."""
+        with self._cond:
+            self._due.pop(key, None)
 
     def pending(self) -> int:
         with self._cond:
             return len(self._due) + len(self._running)
 
+    def _push(self, key: Hashable) -> None:
+        due, urgent = self._due[key]
+        heapq.heappush(self._heaps[urgent], (due, next(self._order), key))
+
+    def _head(self, urgent: bool) -> tuple[float, Hashable] | None:
+        """The level's earliest live entry (stale ones dropped)."""
+        heap = self._heaps[urgent]
+        while heap:
+            due, _, key = heap[0]
+            if self._due.get(key) == (due, urgent) and key not in self._running:
+                return due, key
+            heapq.heappop(heap)  # stale: marked again since, or queued again when it finishes
+        return None
+
     def _take(self) -> Hashable | None:
         with self._cond:
             while not self._stopped:
                 now = time.monotonic()
-                waiting = {k: t for k, t in self._due.items() if k not in self._running}
-                ready = [k for k, t in waiting.items() if t <= now]
+                urgent, ordinary = self._head(True), self._head(False)
+                ready = [h for h in (urgent, ordinary) if h is not None and h[0] <= now]
+                if ordinary in ready and ordinary[0] <= now - self.max_pass_over:
+                    ready = [ordinary]  # passed over long enough
                 if ready:
-                    key = min(ready, key=waiting.__getitem__)
+                    key = ready[0][1]
+                    heapq.heappop(self._heaps[self._due[key][1]])
                     del self._due[key]
                     self._running.add(key)
                     return key
-                soonest = min(waiting.values(), default=None)
+                soonest = min((h[0] for h in (urgent, ordinary) if h is not None), default=None)
                 self._cond.wait(None if soonest is None else soonest - now)
             return None
 
+    def _finish(self, key: Hashable) -> None:
+        with self._cond:
+            self._running.discard(key)
+            if key in self._due:
+                self._push(key)
+            self._cond.notify_all()
+
     def _loop(self) -> None:
         while (key := self._take()) is not None:
-            failed = False
+            again = None
             try:
-                self._sync(key)
-            except Exception:  # noqa: BLE001 - one job's failure must not stop the others' syncs
-                log.exception("status sync of %s failed; retrying in %ss", key, self.retry_delay)
-                failed = True
+                again = self._sync(key)
+            except Exception:  # noqa: BLE001 - one job's failure must not stop the others' work
+                log.exception("work on %s failed; retrying in %ss", key, self.retry_delay)
+                again = self.retry_delay
             finally:
-                with self._cond:
-                    self._running.discard(key)
-                    self._cond.notify_all()
-            if failed:
-                self.mark(key, self.retry_delay)
+                self._finish(key)
+            if again is not None:
+                self.mark(key, again)
