@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import logging
 import random
-import threading
 import time
 from dataclasses import dataclass, field
 
@@ -86,16 +85,8 @@ class Context:
     # (uid, generation) of specs accepted whose acceptance (Valid=True) is not written yet.
     accepted: dict[Key, tuple[str, int]] = field(default_factory=dict)
     scraped: dict[Key, float] = field(default_factory=dict)  # when rank 0's /metrics was last read
-    _locks: dict[Key, threading.RLock] = field(default_factory=dict)
-    _guard: threading.Lock = field(default_factory=threading.Lock)
-
-    def lock(self, key: Key) -> threading.RLock:
-        with self._guard:
-            return self._locks.setdefault(key, threading.RLock())
 
     def forget(self, key: Key) -> None:
-        with self._guard:
-            self._locks.pop(key, None)
         self.written.pop(key, None)
         self.reconciled.pop(key, None)
         self.accepted.pop(key, None)
@@ -376,26 +367,26 @@ def _work(ctx: Context, key: Key, finetunejobs, training_jobs, trainer_pods, ser
     logger = _JobLog(log, {"namespace": key[0], "name": key[1]})
     children = (training_jobs, trainer_pods, serving_deployments)
     started = time.perf_counter()
-    with ctx.lock(key):
-        try:
-            if ctx.reconciled.get(key) != (meta.get("uid"), meta.get("generation")):
-                again = _reconcile(ctx, body, key, logger, *children)
-            else:
-                again = None
-                _sync(ctx, key, logger, *children, body=body)
-            scrape_in = _poll_progress(ctx, key, body, logger, trainer_pods)
-        except ApiError as exc:
-            if exc.status == 404:
-                return None  # deleted meanwhile
-            raise
-        finally:
-            metrics.RECONCILE_DURATION.observe(time.perf_counter() - started)
+    # The queue never works on one job twice at once: no lock is needed here.
+    try:
+        if ctx.reconciled.get(key) != (meta.get("uid"), meta.get("generation")):
+            again = _reconcile(ctx, body, key, logger, *children)
+        else:
+            again = None
+            _sync(ctx, key, logger, *children, body=body)
+        scrape_in = _poll_progress(ctx, key, body, logger, trainer_pods)
+    except ApiError as exc:
+        if exc.status == 404:
+            return None  # deleted meanwhile
+        raise
+    finally:
+        metrics.RECONCILE_DURATION.observe(time.perf_counter() - started)
     return min((t for t in (again, scrape_in) if t is not None), default=None)
 
 
 def _reconcile(ctx: Context, body: dict, key: Key, logger, training_jobs, trainer_pods, serving_deployments) -> float | None:
-    """Parse, check, create what is missing, converge suspend, sync status.
-    Returns when to try again (a Secret still missing), None when done."""
+    """Parse, check, create what is missing, converge suspend; status follows in
+    the next pass. Returns when to try again (a Secret still missing), None when done."""
     meta = body["metadata"]
     done = (meta.get("uid"), meta.get("generation"))
     try:
