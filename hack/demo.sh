@@ -94,7 +94,8 @@ echo "operator running (pid $(cat "$pidfile"), log $oplog, metrics http://127.0.
 say "kubectl apply -n $ns -f examples/quickstart.yaml"
 k -n "$ns" apply -f examples/quickstart.yaml
 echo
-k -n "$ns" get ftj quickstart | head -1
+# awk reads all of it: `head -1` could exit first and fail the pipeline with SIGPIPE (pipefail)
+k -n "$ns" get ftj quickstart | awk 'NR == 1'
 last=""
 deadline=$(( $(date +%s) + 900 ))
 phase=""
