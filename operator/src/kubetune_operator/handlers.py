@@ -15,8 +15,8 @@ progress. Kopf's on.create/on.update and timers are not used: they cost each
 job a Kopf bookkeeping PATCH (its last-handled-configuration annotation, and a
 finalizer while a timer runs), the watch events those PATCHes cause, and a
 deep copy of every watched body, which under a burst of new jobs delayed their
-Jobs by seconds (make bench-operator). Our own record of what was reconciled
-is `status.observedGeneration` and `Context.reconciled`.
+Jobs by seconds (make bench-operator). What this process has reconciled is
+kept in `Context.reconciled`; `status.observedGeneration` tells users.
 """
 
 from __future__ import annotations
@@ -440,11 +440,15 @@ def _reconcile_spec(ctx: Context, body: dict, key: Key, logger, training_jobs, t
     return None
 
 
+def _valid(status: dict) -> bool:
+    """The spec was accepted (a refused one has Valid=False, a new one none yet)."""
+    return any(c.get("type") == C.VALID and c.get("status") == "True" for c in status.get("conditions") or [])
+
+
 def _trained(status: dict) -> bool:
     """Training ran to its end. Its Job is not created again when it is gone
     (ttlSecondsAfterFinished, or removed by hand): the result stands."""
-    valid = next((c for c in status.get("conditions") or [] if c.get("type") == C.VALID), {})
-    return status.get("phase") in ("Succeeded", "Serving") or (status.get("phase") == "Failed" and valid.get("status") == "True")
+    return status.get("phase") in ("Succeeded", "Serving") or (status.get("phase") == "Failed" and _valid(status))
 
 
 def _converge_suspend(kube: Kube, key: Key, stored: dict, job, logger) -> None:
@@ -469,8 +473,7 @@ def _sync(ctx: Context, key: Key, logger, training_jobs, trainer_pods, serving_d
     meta = body["metadata"]
     accepting = ctx.accepted.get(key) == (meta.get("uid"), meta.get("generation"))
     base = _accepted(ctx, body, old) if accepting else old
-    valid = next((c for c in base.get("conditions") or [] if c.get("type") == C.VALID), None)
-    if not valid or valid.get("status") != "True":
+    if not _valid(base):
         return  # refused or not reconciled yet: nothing runs, nothing to derive
     parsed = _parse(body)
     if parsed.job is None:
@@ -509,7 +512,8 @@ def _poll_progress(ctx: Context, key: Key, body: dict, logger, trainer_pods) -> 
     """While the job runs, read rank 0's /metrics into status.progress, status.metrics
     and status.checkpoint every scrape interval. Returns when to read again."""
     interval = ctx.cfg.metrics_scrape_interval
-    if _current_status(ctx, key, body).get("phase") != "Running":
+    old = _current_status(ctx, key, body)  # the queue runs no other pass on this job meanwhile
+    if old.get("phase") != "Running":
         ctx.scraped.pop(key, None)
         return None
     wait = ctx.scraped.get(key, float("-inf")) + interval - time.monotonic()
@@ -528,8 +532,7 @@ def _poll_progress(ctx: Context, key: Key, body: dict, logger, trainer_pods) -> 
     if parsed.job is None:
         return None
     patch = progress_patch(parse_trainer_metrics(text), locations.checkpoint_uri(parsed.job, ctx.cfg))
-    old = _current_status(ctx, key, body)
-    if patch and old.get("phase") == "Running":
+    if patch:
         new = dict(old)
         for section, values in patch.items():
             new[section] = dict(old.get(section) or {}, **values)

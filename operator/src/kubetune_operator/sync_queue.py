@@ -3,10 +3,9 @@
 Every watch event (of a FineTuneJob or of one of its children) only marks its
 FineTuneJob due: urgent and at once for a new spec, after a short window for a
 child's change. Worker threads take due jobs, urgent ones first, each level in
-order of due time. The same
-job is never worked on twice at once, marks that arrive while it is due or
-being worked on cost one more pass, not one per event, and a failed pass is
-retried later. A pass may ask to be run again after a delay (a Secret still
+order of due time. The same job is never worked on twice at once, marks that
+arrive while it is due or being worked on cost one more pass, not one per
+event, and a failed pass is retried later. A pass may ask to be run again after a delay (a Secret still
 missing, the next progress scrape).
 
 Why not one Kopf handler per event: a trainer pod passes through five or six
