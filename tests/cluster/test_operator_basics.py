@@ -76,3 +76,21 @@ def test_missing_secret_waits_then_proceeds(kube, namespace, operator_factory, s
     assert "kt-secret-9a8b7c" not in text and "kt-id-5f1e2d" not in text
     configmap = kube.raw.get(f"/api/v1/namespaces/{namespace}/configmaps/nosecret-config")
     assert "kt-secret-9a8b7c" not in json.dumps(configmap)
+
+
+def test_a_refused_configmap_leaves_no_pod_waiting(kube, namespace, operator_factory, s3_env):
+    # The ConfigMap and Job are created side by side; a quota that admits the Job
+    # but not the ConfigMap must not leave a pod waiting for it forever.
+    # (Every namespace already holds one ConfigMap, kube-root-ca.crt.)
+    kube.raw.request("POST", f"/api/v1/namespaces/{namespace}/resourcequotas", {
+        "apiVersion": "v1", "kind": "ResourceQuota", "metadata": {"name": "one-configmap"},
+        "spec": {"hard": {"count/configmaps": "1"}}})
+    wait_for(lambda: (kube.raw.get(f"/api/v1/namespaces/{namespace}/resourcequotas/one-configmap").get("status") or {}).get("used"),
+             timeout=30, what="quota usage computed")
+    op = operator_factory(KUBETUNE_TRAINER_COMMAND=INSTANT_TRAINER, **s3_env)
+    create(kube, namespace, manifest("quota"))
+    st = wait_phase(kube, namespace, "quota", "Failed", operator=op)
+    valid = condition(st, "Valid")
+    assert valid["status"] == "False" and "exceeded quota" in valid["message"] and "configmaps" in valid["message"], valid
+    wait_for(lambda: [j["spec"].get("suspend") for j in jobs(kube, namespace)] == [True] and pods(kube, namespace) == [],
+             timeout=30, what="the Job suspended and no pod left")

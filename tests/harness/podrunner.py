@@ -398,7 +398,9 @@ class PodWorker(threading.Thread):
                 volumes = self._prepare_volumes()
                 break
             except ConfigError as e:
-                self._set_waiting_all("CreateContainerConfigError", str(e))
+                # As a kubelet: a volume it cannot set up (a ConfigMap not created
+                # yet) keeps the pod ContainerCreating until it can.
+                self._set_waiting_all("ContainerCreating", f"MountVolume.SetUp failed: {e}")
                 self._patch_status()
                 self.wake.wait(1.0)
                 self.wake.clear()

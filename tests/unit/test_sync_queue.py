@@ -117,14 +117,36 @@ def test_keys_run_in_order_of_their_due_time_and_a_discarded_key_not_at_all():
 
 def test_urgent_keys_go_first_but_an_ordinary_one_is_not_passed_over_for_long():
     calls: list[str] = []
-    queue = SyncQueue(calls.append, window=0.01, workers=1, max_pass_over=0.5)
+    queue = SyncQueue(calls.append, window=0.01, workers=1, max_pass_over=0.5, pass_over_share=3)
     queue.mark("status", delay=0)
-    queue.mark("new-spec", delay=0.05, urgent=True)
+    for i in range(5):
+        queue.mark(f"new-spec-{i}", delay=0.01 * i, urgent=True)
     queue.mark("status-due-long-ago", delay=-1)
+    queue.mark("status-due-long-ago-too", delay=-0.9)
     time.sleep(0.1)  # everything is due before the worker starts
     queue.start()
     try:
+        wait_for(lambda: len(calls) == 8, timeout=5, what="eight passes")
+        # Every third pick goes to a status sync overdue by max_pass_over; one
+        # due for less waits until no urgent key is left.
+        assert calls == ["new-spec-0", "new-spec-1", "status-due-long-ago", "new-spec-2", "new-spec-3",
+                         "status-due-long-ago-too", "new-spec-4", "status"]
+    finally:
+        queue.stop()
+
+
+def test_status_syncs_wait_for_a_calm_moment_between_new_specs():
+    calls: list[tuple[str, float]] = []
+    queue = SyncQueue(lambda key: calls.append((key, time.monotonic())), window=0.01, workers=1, calm_after=0.3)
+    queue.start()
+    try:
+        queue.mark("new-spec-a", delay=0, urgent=True)
+        queue.mark("status", delay=0)
+        time.sleep(0.1)  # the worker is idle now, and "status" is due: it still waits
+        marked_b = time.monotonic()
+        queue.mark("new-spec-b", delay=0, urgent=True)
         wait_for(lambda: len(calls) == 3, timeout=5, what="three passes")
-        assert calls == ["status-due-long-ago", "new-spec", "status"]
+        assert [key for key, _ in calls] == ["new-spec-a", "new-spec-b", "status"]
+        assert calls[2][1] >= marked_b + 0.3
     finally:
         queue.stop()

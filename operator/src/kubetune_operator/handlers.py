@@ -135,10 +135,10 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: logging.
     settings.watching.client_timeout = 330
     settings.watching.connect_timeout = 10
     settings.networking.request_timeout = 30
-    memo.ctx = ctx = Context(cfg=cfg, kube=Kube.from_environment(cfg.client_qps, cfg.client_burst))
+    memo.ctx = ctx = Context(cfg=cfg, kube=Kube.from_environment(cfg.client_qps, cfg.client_burst, cfg.max_workers))
     # Kopf's indexes are live views: the workers read them as they are then.
     views = (finetunejobs, training_jobs, trainer_pods, serving_deployments)
-    ctx.work = SyncQueue(lambda key: _work(ctx, key, *views), window=STATUS_SYNC_WINDOW,
+    ctx.work = SyncQueue(lambda key: _work(ctx, key, *views), window=STATUS_SYNC_WINDOW, calm_after=STATUS_SYNC_WINDOW,
                          retry_delay=API_RETRY_SECONDS, workers=cfg.max_workers).start()
     if cfg.metrics_port:
         metrics.serve(cfg.metrics_port)
@@ -426,18 +426,36 @@ def _reconcile_spec(ctx: Context, body: dict, key: Key, logger, training_jobs, t
     if existing is not None:
         _converge_suspend(kube, key, existing, job, logger)
     elif not _trained(old):
-        for obj in build_training_objects(job, cfg):
-            stored, created = kube.create_if_absent(obj)
-            if obj["kind"] == "Job":
-                if created:
-                    logger.info("created Job %s", obj["metadata"]["name"])
-                else:
-                    _converge_suspend(kube, key, stored, job, logger)
+        stored, created = _create_training_objects(kube, build_training_objects(job, cfg), logger)
+        if created:
+            logger.info("created Job %s", stored["metadata"]["name"])
+        else:
+            _converge_suspend(kube, key, stored, job, logger)
     # Status follows one window later, with whatever the new Job's first events
     # showed by then: under a burst, every worker goes on creating Jobs first.
     ctx.accepted[key] = (job.metadata.uid, job.metadata.generation)
     ctx.work.mark(key)
     return None
+
+
+def _create_training_objects(kube: Kube, objects: list[dict], logger) -> tuple[dict, bool]:
+    """Create the ConfigMap, Job (and Service) side by side; returns the Job (stored,
+    created?). Their order does not matter: the Job's pods wait for the ConfigMap
+    as a kubelet waits for any volume. When the API server refuses one of the
+    others for good (a quota, say) but created the Job, the Job is suspended, so
+    that no pod waits for a ConfigMap that will never come (the operator may not
+    delete; the Job goes with its FineTuneJob), and the refusal is raised. A
+    retryable error leaves everything as it is: the retry finds it (409)."""
+    results = kube.create_all_if_absent(objects)
+    errors = [r for r in results if isinstance(r, ApiError)]
+    if not errors:
+        return next(result for obj, result in zip(objects, results) if obj["kind"] == "Job")
+    final = [e for e in errors if not (e.retryable or e.status in (404, 409))]
+    for obj, result in zip(objects, results):
+        if final and obj["kind"] == "Job" and not isinstance(result, ApiError):
+            logger.info("suspending Job %s: %s", obj["metadata"]["name"], final[0].message)
+            kube.merge_patch("Job", obj["metadata"]["namespace"], obj["metadata"]["name"], {"spec": {"suspend": True}})
+    raise (final or errors)[0]
 
 
 def _valid(status: dict) -> bool:

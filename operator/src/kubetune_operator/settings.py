@@ -47,7 +47,7 @@ class Settings:
     metrics_scrape_timeout: float = 2.0
     peering_name: str = "kubetune"
     peering_priority: int | None = None  # None: random per process (see handlers)
-    max_workers: int = 16  # work queue threads (reconciles, status syncs, progress scrapes)
+    max_workers: int = 32  # work queue threads (reconciles, status syncs, progress scrapes)
     extra_trainer_env: Mapping[str, str] = field(default_factory=dict)
 
     @property

@@ -28,16 +28,29 @@ log = logging.getLogger("kubetune.sync")
 
 class SyncQueue:
     def __init__(self, sync: Callable[[Hashable], float | None], *, window: float = 0.05,
-                 retry_delay: float = 5.0, workers: int = 4, max_pass_over: float = 5.0):
+                 retry_delay: float = 5.0, workers: int = 4, max_pass_over: float = 5.0, pass_over_share: int = 4,
+                 calm_after: float = 0.0):
         """`sync(key)` does one pass; it returns None, or the seconds after which
-        the key wants another pass. Urgent marks (a new spec) run before due
-        ordinary ones (a child changed), unless an ordinary one has been due for
-        `max_pass_over` seconds: under a burst of new jobs, Jobs are created
-        first and status follows, but never starves."""
+        the key wants another pass.
+
+        Under a burst of new jobs, Jobs are created first and status follows,
+        but never starves:
+        - urgent marks (a new spec) run before due ordinary ones (a child changed);
+        - ordinary ones wait until no urgent mark came for `calm_after` seconds,
+          so a worker that is free for a moment between new specs does not
+          spend the API server on a status write the next new spec waits for;
+        - one due for `max_pass_over` seconds runs anyway, taking every
+          `pass_over_share`-th pick while urgent ones wait. (Taking every
+          overdue one first made a burst longer than `max_pass_over` stall its
+          Job creation behind hundreds of status syncs at once.)"""
         self._sync = sync
         self.window = window
         self.retry_delay = retry_delay
         self.max_pass_over = max_pass_over
+        self.pass_over_share = max(pass_over_share, 1)
+        self.calm_after = calm_after
+        self._last_urgent = float("-inf")  # when the last urgent mark came
+        self._urgent_streak = 0  # urgent picks since an ordinary one was last taken
         self._due: dict[Hashable, tuple[float, bool]] = {}  # key -> (when it may run, urgent): the truth
         # One heap per level; entries may be stale (marked again since) and are skipped when popped.
         self._heaps: dict[bool, list[tuple[float, int, Hashable]]] = {True: [], False: []}
@@ -64,8 +77,11 @@ class SyncQueue:
     def mark(self, key: Hashable, delay: float | None = None, urgent: bool = False) -> None:
         """Work on `key` after `delay` (default: the coalescing window), unless it
         is already due sooner (an urgent mark also makes a due key urgent)."""
-        due = time.monotonic() + (self.window if delay is None else delay)
+        now = time.monotonic()
+        due = now + (self.window if delay is None else delay)
         with self._cond:
+            if urgent:
+                self._last_urgent = now
             current = self._due.get(key)
             if current is not None:
                 due, urgent = min(due, current[0]), urgent or current[1]
@@ -104,18 +120,32 @@ class SyncQueue:
             while not self._stopped:
                 now = time.monotonic()
                 urgent, ordinary = self._head(True), self._head(False)
-                ready = [h for h in (urgent, ordinary) if h is not None and h[0] <= now]
-                if ordinary in ready and ordinary[0] <= now - self.max_pass_over:
-                    ready = [ordinary]  # passed over long enough
-                if ready:
-                    key = ready[0][1]
-                    heapq.heappop(self._heaps[self._due[key][1]])
+                pick, wake = self._choose(now, urgent, ordinary)
+                if pick is not None:
+                    key = pick[1]
+                    self._urgent_streak = self._urgent_streak + 1 if pick is urgent else 0
+                    heapq.heappop(self._heaps[pick is urgent])
                     del self._due[key]
                     self._running.add(key)
                     return key
-                soonest = min((h[0] for h in (urgent, ordinary) if h is not None), default=None)
-                self._cond.wait(None if soonest is None else soonest - now)
+                self._cond.wait(None if wake is None else max(wake - now, 0.0))
             return None
+
+    def _choose(self, now: float, urgent, ordinary):
+        """(the head to take now or None, when to look again or None)."""
+        urgent_ready = urgent is not None and urgent[0] <= now
+        if ordinary is not None:
+            overdue_at = ordinary[0] + self.max_pass_over
+            allowed_at = min(max(ordinary[0], self._last_urgent + self.calm_after), overdue_at)
+            if allowed_at <= now and (not urgent_ready or (
+                    overdue_at <= now and self._urgent_streak >= self.pass_over_share - 1)):
+                return ordinary, None
+        if urgent_ready:
+            return urgent, None
+        times = [urgent[0]] if urgent is not None else []
+        if ordinary is not None:
+            times.append(allowed_at)
+        return None, min(times, default=None)
 
     def _finish(self, key: Hashable) -> None:
         with self._cond:

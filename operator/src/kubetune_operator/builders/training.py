@@ -238,7 +238,8 @@ def build_headless_service(job: FineTuneJob, cfg: Settings) -> dict | None:
 
 
 def build_training_objects(job: FineTuneJob, cfg: Settings) -> list[dict]:
-    """Everything training needs, in creation order (ConfigMap before the Job mounts it)."""
+    """Everything training needs: the ConfigMap, the headless Service of a multi-node
+    job, and the Job (which may be created first: its pods wait for the ConfigMap)."""
     objects = [build_configmap(job, cfg)]
     service = build_headless_service(job, cfg)
     if service:
