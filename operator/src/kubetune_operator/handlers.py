@@ -447,14 +447,15 @@ def _create_training_objects(kube: Kube, objects: list[dict], logger) -> tuple[d
     delete; the Job goes with its FineTuneJob), and the refusal is raised. A
     retryable error leaves everything as it is: the retry finds it (409)."""
     results = kube.create_all_if_absent(objects)
+    job = next(result for obj, result in zip(objects, results) if obj["kind"] == "Job")
     errors = [r for r in results if isinstance(r, ApiError)]
     if not errors:
-        return next(result for obj, result in zip(objects, results) if obj["kind"] == "Job")
+        return job
     final = [e for e in errors if not (e.retryable or e.status in (404, 409))]
-    for obj, result in zip(objects, results):
-        if final and obj["kind"] == "Job" and not isinstance(result, ApiError):
-            logger.info("suspending Job %s: %s", obj["metadata"]["name"], final[0].message)
-            kube.merge_patch("Job", obj["metadata"]["namespace"], obj["metadata"]["name"], {"spec": {"suspend": True}})
+    if final and not isinstance(job, ApiError):
+        stored = job[0]["metadata"]
+        logger.info("suspending Job %s: %s", stored["name"], final[0].message)
+        kube.merge_patch("Job", stored["namespace"], stored["name"], {"spec": {"suspend": True}})
     raise (final or errors)[0]
 
 
