@@ -4,14 +4,14 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 PY = $$(hack/python-env.sh)/bin/python
 
-.PHONY: help demo test test-unit test-trainer test-cluster test-chart bench bench-trainer \
-        bench-gpu bench-operator crds lint cluster-tools cluster-up cluster-down images python-env
+.PHONY: help demo test test-unit test-trainer test-cluster test-chart test-serving bench bench-trainer \
+        bench-gpu bench-gpu-dpo bench-operator bench-serving bench-sweep crds lint cluster-tools kueue cluster-up cluster-down images python-env
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 18
 
-demo: ## the main job end to end on a local control plane (tiny model, CPU)
-	bash hack/demo.sh
+demo: ## the main job end to end on a local control plane (tiny model, CPU); SERVE=1 also serves it with vLLM
+	SERVE=$(SERVE) bash hack/demo.sh
 
 test: ## install what is missing, then run the whole suite
 	bash hack/test.sh
@@ -28,6 +28,9 @@ test-cluster: ## against the local control plane, MinIO and Prometheus
 test-chart: ## the Helm chart, dashboards and images
 	bash hack/test.sh tests/chart
 
+test-serving: ## vLLM (its CPU build) through the operator and on its own; GGUF export
+	bash hack/test.sh tests/cluster/test_serving.py tests/serving tests/trainer/test_export_formats.py
+
 bench: bench-trainer bench-operator ## all CPU benchmarks
 
 bench-trainer: ## ours vs plain TRL: tokens/s, packing efficiency, checkpoint blocking
@@ -36,14 +39,24 @@ bench-trainer: ## ours vs plain TRL: tokens/s, packing efficiency, checkpoint bl
 bench-gpu: ## on a GPU machine: 8B-shaped LoRA/QLoRA vs plain TRL
 	$(PY) bench/gpu_bench.py
 
+bench-gpu-dpo: ## on a GPU machine: DPO + QLoRA on a ~1B Llama shape, bf16, seq 1024, vs plain TRL DPOTrainer (tokens/s, peak memory)
+	PYTHONPATH=trainer/src:trainer/contract/src:operator/src $(PY) bench/gpu_dpo_bench.py
+
 bench-operator: ## N FineTuneJobs at once against the local control plane
 	$(PY) bench/operator_bench.py
 
-crds: ## regenerate crds/ and the chart's copy from the pydantic model
+bench-serving: ## vLLM serving an adapter vs the merged model, side by side: requests/s, p50/p99
+	KUBETUNE_VLLM_VENV=$$(bash hack/vllm-env.sh) $(PY) bench/serving_bench.py
+
+bench-sweep: ## a 50-trial FineTuneSweep (instant trainer): the operator's latency and requests per trial
+	$(PY) bench/sweep_bench.py
+
+crds: ## regenerate crds/, the chart's copy and README's spec reference from the pydantic models
 	$(PY) -m kubetune_operator.cli crd --write
+	$(PY) -m kubetune_operator.cli docs --write
 
 lint: ## static checks: example manifests, Dockerfiles (hadolint)
-	$(PY) -m kubetune_operator.cli validate examples/*.yaml
+	$(PY) -m kubetune_operator.cli validate examples/*.yaml examples/*/*.yaml
 	bash hack/lint-dockerfiles.sh
 
 python-env: ## create the cached development virtualenv
@@ -51,6 +64,9 @@ python-env: ## create the cached development virtualenv
 
 cluster-tools: ## build (once) kube-apiserver & co, etcd, MinIO, Helm; Prometheus from Debian
 	bash hack/cluster-tools/build.sh
+
+kueue: ## build (once) Kueue for the queueing tests (they build it themselves when missing)
+	bash hack/cluster-tools/build-kueue.sh
 
 cluster-up: cluster-tools ## start a local control plane, MinIO and the pod runner
 	$(PY) -m tests.harness.cluster up

@@ -36,27 +36,10 @@ def llama3_8b_shape(smoke: bool) -> dict:
 
 
 def make_model(root: Path, smoke: bool) -> Path:
-    import torch
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+    from random_llama import make_random_llama
 
-    from kubetune_trainer.testing.tiny_model import make_tiny_model
-
-    out = root / ("model-smoke" if smoke else "llama3-8b-shaped")
-    if (out / "config.json").exists():
-        return out
-    tok_dir = make_tiny_model(root / "tokenizer-src")  # a BPE tokenizer; the vocab rows above 512 simply go unused
-    tok = AutoTokenizer.from_pretrained(tok_dir)
-    config = LlamaConfig(**llama3_8b_shape(smoke), max_position_embeddings=8192, rope_theta=500000.0, tie_word_embeddings=False,
-                         bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    with torch.device(device):
-        model = LlamaForCausalLM(config).to(torch.bfloat16 if device == "cuda" else torch.float32)
-    model.save_pretrained(out, max_shard_size="5GB")
-    tok.save_pretrained(out)
-    del model
-    if device == "cuda":
-        torch.cuda.empty_cache()
-    return out
+    return make_random_llama(root / ("model-smoke" if smoke else "llama3-8b-shaped"), root / "tokenizer-src", llama3_8b_shape(smoke),
+                             max_position_embeddings=8192, rope_theta=500000.0)
 
 
 def make_data(path: Path, rows: int) -> Path:
@@ -76,26 +59,64 @@ def n_params(model_dir: Path) -> int:
 
 
 def ours(model: Path, data: Path, work: Path, method: str, a: argparse.Namespace) -> dict:
-    import torch
+    """Our trainer on the config the operator renders, its /metrics scraped every 2 s
+    while it runs: the NVML GPU gauges (utilisation, memory) as a user's Prometheus sees them."""
+    import threading
 
+    import torch
+    from prometheus_client import generate_latest
+
+    from kubetune_operator.api import parse_job
+    from kubetune_operator.render.trainer_config import Placement, render_trainer_config
     from kubetune_trainer.config import parse_config
+    from kubetune_trainer.metrics import TrainerMetrics
     from kubetune_trainer.run import RunState, run
 
+    cuda = torch.cuda.is_available()
     os.environ["KUBETUNE_WORKDIR"] = str(work)
-    torch.cuda.reset_peak_memory_stats() if torch.cuda.is_available() else None
-    cfg = parse_config({
-        "job": {"namespace": "bench", "name": f"gpu-{method}"},
-        "model": {"uri": f"file://{model}"},
-        "data": {"trainUri": f"file://{data}", "format": "text", "maxSeqLength": a.seq, "packing": True},
-        "method": method, "lora": {"r": 16, "alpha": 32, "dropout": 0.0},
-        **({"quantization": {"bits": 4, "quantType": "nf4", "doubleQuant": True, "computeDtype": "bfloat16" if torch.cuda.is_available() else "float32"}} if method == "qlora" else {}),
-        "training": {"maxSteps": a.steps, "learningRate": 2e-4, "batchSize": a.batch, "warmupRatio": 0.0, "gradientCheckpointing": True, "logEverySteps": 5},
-        "metrics": {"enabled": False}, "evaluation": {"compareBase": False},
-    })
-    state = run(cfg, RunState(), None)
-    t = state.summary["train"]
-    peak = torch.cuda.max_memory_allocated() if torch.cuda.is_available() else 0
-    return {"tps": t["tokensTotal"] / t["seconds"], "peak_gib": peak / 2**30}
+    torch.cuda.reset_peak_memory_stats() if cuda else None
+    spec = {"model": {"uri": f"file://{model}"},
+            "dataset": {"trainUri": f"file://{data}", "format": "text", "maxSeqLength": a.seq, "packing": True},
+            "method": method, "lora": {"r": 16, "alpha": 32, "dropout": 0.0},
+            **({"quantization": {"bits": 4, "quantType": "nf4", "doubleQuant": True, "computeDtype": "bfloat16" if cuda else "float32"}}
+               if method == "qlora" else {}),
+            "training": {"maxSteps": a.steps, "learningRate": 2e-4, "batchSize": a.batch, "gradientAccumulationSteps": 1, "warmupRatio": 0.0,
+                         "gradientCheckpointing": True, "logEverySteps": 5, "precision": "bf16" if cuda else "fp32"},
+            "checkpoint": {"everySteps": 10**6}, "resources": {"gpusPerNode": 1 if cuda else 0}}
+    job = parse_job({"apiVersion": "kubetune.io/v1alpha1", "kind": "FineTuneJob", "metadata": {"name": f"gpu-{method}"}, "spec": spec})
+    assert not job.problems, job.problems
+    rendered = render_trainer_config(job.job.spec, namespace="bench", name=f"gpu-{method}", placement=Placement(
+        checkpoint_uri=f"file://{work}/checkpoints", output_uri=f"file://{work}/output", s3_endpoint=None, s3_region=None, metrics_port=0))
+    rendered["checkpoint"]["uri"] = None
+    rendered["evaluation"]["compareBase"] = False
+    metrics = TrainerMetrics("bench", f"gpu-{method}", 0)
+    scrapes, stop = [], threading.Event()
+
+    def scrape() -> None:
+        while not stop.wait(2.0):
+            scrapes.append(generate_latest(metrics.registry).decode())
+
+    poller = threading.Thread(target=scrape, daemon=True)
+    poller.start()
+    try:
+        t = run(parse_config(rendered), RunState(), metrics).summary["train"]
+    finally:
+        stop.set()
+        poller.join()
+    return {"tps": t["tokensTotal"] / t["seconds"], "peak_gib": torch.cuda.max_memory_allocated() / 2**30 if cuda else 0.0,
+            **gpu_readings(scrapes)}
+
+
+def gpu_readings(scrapes: list[str]) -> dict:
+    """The highest GPU utilisation and memory use our /metrics reported (None without NVML)."""
+    from kubetune_contract import metric_names as names
+
+    def peak(name: str) -> float | None:
+        values = [float(line.rsplit(" ", 1)[1]) for text in scrapes for line in text.splitlines() if line.startswith(name + "{")]
+        return max(values) if values else None
+
+    used = peak(names.GPU_MEMORY_USED_BYTES)
+    return {"nvml_util": peak(names.GPU_UTILIZATION_RATIO), "nvml_used_gib": used / 2**30 if used is not None else None}
 
 
 def plain(model: Path, data: Path, work: Path, method: str, a: argparse.Namespace) -> dict:
@@ -158,6 +179,10 @@ def main() -> int:
             r = fn(model, data, root / f"{label.replace(' ', '-')}-{method}", method, a)
             mfu = (4 * n * r["tps"]) / (peak * 1e12) if peak else None
             results.append((method, label, r["tps"], r["peak_gib"], mfu))
+            if "nvml_util" in r:
+                shown = "no NVML readings (no GPU driver)" if r["nvml_util"] is None else \
+                    f"GPU utilisation up to {r['nvml_util']:.0%}, memory used up to {r['nvml_used_gib']:.1f} GiB"
+                print(f"  {method} {label}: our /metrics during the run: {shown}", flush=True)
             gc.collect()
             torch.cuda.empty_cache() if torch.cuda.is_available() else None
     print(f"\n{'method':7} {'trainer':10} {'tokens/s/GPU':>13} {'peak GiB':>9} {'MFU (4N)':>9}")

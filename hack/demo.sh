@@ -3,7 +3,9 @@
 #
 #   control plane + MinIO + pod runner (reused if running) -> CRDs -> operator
 #   -> tiny model + dataset in s3://kubetune-demo -> examples/quickstart.yaml
-#   -> live status until it ends -> where the adapter, report and metrics are.
+#   -> live status until it ends -> where the adapter, report and metrics are
+#   -> the evaluation's verdict and table; the report saved beside the run (file://);
+#   with SERVE=1: serving switched on -> vLLM (its CPU build) -> a curl and its answer.
 #
 # Idempotent and non-interactive: a second run reuses the cluster and the cached
 # tiny model, replaces the previous demo job and its checkpoints, and trains again.
@@ -16,6 +18,10 @@ say() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
 venv=$(hack/python-env.sh)
 py="$venv/bin/python"
 KUBETUNE_TOOLS_BIN=$(bash hack/cluster-tools/build.sh | tail -1)
+if [ "${SERVE:-0}" = "1" ]; then
+  KUBETUNE_VLLM_VENV=$(bash hack/vllm-env.sh)  # the pod runner runs vLLM's image from it
+  export KUBETUNE_VLLM_VENV
+fi
 export KUBETUNE_TOOLS_BIN PATH="$venv/bin:$KUBETUNE_TOOLS_BIN:$PATH"
 export HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 cache=${KUBETUNE_CACHE:-$HOME/.cache/kubetune}
@@ -31,7 +37,7 @@ run_dir=${KUBETUNE_RUN_DIR:-$cache/run}
 k() { kubectl --kubeconfig "$KUBECONFIG" "$@"; }
 
 say "CRDs"
-k apply --server-side --force-conflicts -f crds/finetunejob.yaml -f charts/kubetune/crds/kopf-peering.yaml >/dev/null
+k apply --server-side --force-conflicts -f crds/finetunejob.yaml -f crds/finetunesweep.yaml -f charts/kubetune/crds/kopf-peering.yaml >/dev/null
 k wait --for=condition=Established crd/finetunejobs.kubetune.io --timeout=60s >/dev/null
 k create namespace "$ns" --dry-run=client -o yaml | k apply -f - >/dev/null
 # The S3 Secret the quickstart job uses by default (operator setting KUBETUNE_DEFAULT_S3_SECRET).
@@ -131,6 +137,65 @@ Inspect it (the cluster and MinIO keep running; \`make cluster-down\` stops them
   curl -s http://127.0.0.1:18080/metrics | grep kubetune_operator_   # operator metrics (operator pid $(cat "$pidfile"))
   trainer log: $run_dir/pods/$ns/<pod>/*/logs/trainer.log
 
-demo wall time: $(( $(date +%s) - start ))s
 EOF
-[ "$phase" = "Succeeded" ]
+
+say "evaluation (held-out test rows): base vs tuned"
+# The verdict and the table from status.evaluation; the report saved beside the run to open in a browser.
+STATUS_JSON=$(k -n "$ns" get ftj quickstart -o json) "$py" - "$run_dir/demo-report" <<'PY'
+import json, os, shutil, sys
+from pathlib import Path
+
+import boto3
+from kubetune_contract.evaluation_metrics import METRICS, format_value, metric
+
+status = json.loads(os.environ["STATUS_JSON"]).get("status") or {}
+ev, out = status.get("evaluation") or {}, Path(sys.argv[1])
+shutil.rmtree(out, ignore_errors=True)  # the previous demo's report
+fit = next((c for c in status.get("conditions") or [] if c["type"] == "Fit"), {})
+print("  " + ev.get("verdict", "no evaluation in status"))
+print(f"  Fit={fit.get('status')} ({fit.get('reason')}): {fit.get('message')}\n")
+print(f"  {'metric':36} {'base':>9} {'tuned':>9}  better")
+for name, row in sorted((ev.get("metrics") or {}).items(), key=lambda item: list(METRICS).index(item[0])):
+    mark = {True: "yes", False: "no"}.get(row.get("better"), "")
+    print(f"  {metric(name).label:36} {format_value(name, row.get('base')):>9} {format_value(name, row.get('tuned')):>9}  {mark}")
+report = (status.get("output") or {}).get("reportUri")
+if report:
+    bucket, _, key = report.removeprefix("s3://").partition("/")
+    prefix = key.rsplit("/", 1)[0] + "/"
+    s3 = boto3.client("s3")
+    for obj in s3.list_objects_v2(Bucket=bucket, Prefix=prefix)["Contents"]:
+        rel = obj["Key"][len(prefix):]
+        if rel.startswith("report") or rel in ("metrics.json", "predictions.jsonl"):
+            (out / rel).parent.mkdir(parents=True, exist_ok=True)
+            s3.download_file(bucket, obj["Key"], str(out / rel))
+    print(f"\n  report: file://{(out / 'report.html').resolve()}   (also {report})")
+PY
+[ "$phase" = "Succeeded" ] || { echo "demo wall time: $(( $(date +%s) - start ))s"; exit 1; }
+
+if [ "${SERVE:-0}" = "1" ]; then
+  # Serving switched on after training: the operator creates the vLLM Deployment
+  # and Service, the pod runner runs vLLM's CPU build as the vllm/vllm-openai image.
+  say "serving the adapter with vLLM: kubectl patch ftj quickstart spec.serving.enabled=true"
+  k -n "$ns" patch ftj quickstart --type merge \
+    -p '{"spec":{"serving":{"enabled":true,"replicas":1,"gpus":0,"extraArgs":["--dtype=float32","--max-model-len=256"]}}}' >/dev/null
+  deadline=$(( $(date +%s) + 900 ))
+  while [ "$(date +%s)" -lt "$deadline" ]; do
+    phase=$(k -n "$ns" get ftj quickstart -o jsonpath='{.status.phase}')
+    [ "$phase" = "Serving" ] && break
+    sleep 2
+  done
+  k -n "$ns" get ftj quickstart -o jsonpath='  {range .status.conditions[?(@.type=="Serving")]}{.type}={.status} ({.reason}): {.message}{end}{"\n"}'
+  [ "$phase" = "Serving" ] || { echo "not serving after 15 minutes; vLLM's log: $run_dir/pods/$ns/quickstart-serve-*/*/logs/vllm.log" >&2; exit 1; }
+  endpoint=$(k -n "$ns" get ftj quickstart -o jsonpath='{.status.serving.endpoint}')
+  model=$(k -n "$ns" get ftj quickstart -o jsonpath='{.status.serving.modelName}')
+  # No kube-proxy here: the Service's ready endpoint is what it would route to.
+  address=$(k -n "$ns" get endpointslices -l kubernetes.io/service-name=quickstart-serve \
+    -o jsonpath='{.items[0].endpoints[?(@.conditions.ready==true)].addresses[0]}')
+  body="{\"model\": \"$model\", \"prompt\": \"Give the code word for rizo.\", \"max_tokens\": 4, \"temperature\": 0}"
+  echo
+  echo "  endpoint     $endpoint (model $model; in the cluster)"
+  echo "  \$ curl -s http://$address:8000/v1/completions -H 'Content-Type: application/json' -d '$body'"
+  curl -s "http://$address:8000/v1/completions" -H 'Content-Type: application/json' -d "$body" \
+    | "$py" -c 'import json, sys; print("  answer:", repr(json.load(sys.stdin)["choices"][0]["text"]), "(trained: dopa)")'
+fi
+echo "demo wall time: $(( $(date +%s) - start ))s"

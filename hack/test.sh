@@ -7,6 +7,24 @@ venv=$(hack/python-env.sh)
 KUBETUNE_TOOLS_BIN=$(bash hack/cluster-tools/build.sh)
 export KUBETUNE_TOOLS_BIN
 export PATH="$venv/bin:$KUBETUNE_TOOLS_BIN:$PATH"
+# The vLLM CPU environment the pod runner runs vLLM's image from, MLflow's, and
+# llama.cpp's converter and compiled library for the GGUF exporter (each built
+# once, cached). On a cold cache they are made side by side: one downloads,
+# the other compiles.
+llama_out=$(mktemp)
+bash hack/llama-cpp.sh "$venv" >"$llama_out" &
+llama_pid=$!
+# The environment of the tests' real `mlflow server`, installed meanwhile.
+mlflow_out=$(mktemp)
+bash hack/mlflow-env.sh >"$mlflow_out" &
+mlflow_pid=$!
+KUBETUNE_VLLM_VENV=$(bash hack/vllm-env.sh)
+wait "$llama_pid" || { echo "hack/llama-cpp.sh failed" >&2; exit 1; }
+KUBETUNE_LLAMA_CPP=$(tail -1 "$llama_out")/llama.cpp
+wait "$mlflow_pid" || { echo "hack/mlflow-env.sh failed" >&2; exit 1; }
+KUBETUNE_MLFLOW_VENV=$(tail -1 "$mlflow_out")
+rm -f "$llama_out" "$mlflow_out"
+export KUBETUNE_VLLM_VENV KUBETUNE_LLAMA_CPP KUBETUNE_MLFLOW_VENV
 # DeepSpeed compiles its CPU ops on first use (~100 s): compile once, reuse.
 export TORCH_EXTENSIONS_DIR=${TORCH_EXTENSIONS_DIR:-$HOME/.cache/kubetune/torch-extensions}
 export HF_HUB_OFFLINE=1 TRANSFORMERS_NO_ADVISORY_WARNINGS=1 TOKENIZERS_PARALLELISM=false

@@ -5,4 +5,5 @@
 # see tests/harness/fixtures.py. The operator as a process, the S3 settings and
 # the tiny model in a bucket (operator_factory, s3_env, bucket_with_assets, ...):
 # see tests/harness/operator_fixture.py.
-pytest_plugins = ["tests.harness.fixtures", "tests.harness.operator_fixture"]
+# A real MLflow server and a tracker that never answers: tests/harness/mlflow.py.
+pytest_plugins = ["tests.harness.fixtures", "tests.harness.operator_fixture", "tests.harness.mlflow"]

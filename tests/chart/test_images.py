@@ -20,7 +20,8 @@ from .dockerfiles import parse, pip_installs
 pytestmark = pytest.mark.chart
 
 IMAGES = {"operator": ROOT / "Dockerfile.operator", "trainer": ROOT / "Dockerfile.trainer"}
-LOCAL = {"/src/operator": ROOT / "operator", "/src/trainer": ROOT / "trainer"}
+LOCAL = {"/src/operator": ROOT / "operator", "/src/trainer": ROOT / "trainer",
+         "/src/contract": ROOT / "trainer/contract", "/src/trainer/contract": ROOT / "trainer/contract"}
 # Constraints that are ranges on purpose. python-dateutil: kubernetes and
 # botocore disagree on its major version; STACK.md pins it `<3` to stop pip's
 # backtracking. It is still checked against the pyproject below.
@@ -47,7 +48,7 @@ def requirements_of(target: str) -> list[Requirement]:
     if re.fullmatch(r"[\w.-]+==", target):
         # A version ARG left empty: the RUN is guarded by `if [ -n ... ]` (checked below).
         return []
-    m = re.fullmatch(r"(/src/\w+)(?:\[([\w,]+)\])?", target)
+    m = re.fullmatch(r"(/src/[\w/]+)(?:\[([\w,]+)\])?", target)
     if not m:
         return [Requirement(target)]
     project = pyproject(LOCAL[m.group(1)])
@@ -61,12 +62,15 @@ def installed(image: str, build_args: dict | None = None) -> dict[str, tuple[Req
     """Every direct requirement the image's pip commands install, with the
     constraint files in force for it."""
     _, stages = parse(IMAGES[image], build_args)
-    out = {}
+    out, local = {}, set()
     for pip in pip_installs(stages):
         for target in pip.requirements:
+            if target in LOCAL:
+                local.add(canonicalize_name(pyproject(LOCAL[target])["name"]))
             for req in requirements_of(target):
                 out[canonicalize_name(req.name)] = (req, pip.constraints)
-    return out
+    # A local distribution (on no index) is installed from its sources by the image itself.
+    return {name: found for name, found in out.items() if name not in local}
 
 
 def exact_pin(req: Requirement) -> str | None:
@@ -112,6 +116,16 @@ def test_every_installed_package_is_pinned_and_satisfies_its_pyproject(image):
             assert exact_pin(pins[name]) == pin, f"{name}: Dockerfile pins {pin}, constraints.txt {pins[name]}"
 
 
+def test_both_images_install_the_contract_from_its_sources():
+    for image in IMAGES:
+        targets = [t for pip in pip_installs(parse(IMAGES[image])[1]) for t in pip.requirements]
+        contract = [t for t in targets if t in LOCAL and LOCAL[t] == ROOT / "trainer/contract"]
+        assert contract, f"{image} image does not install trainer/contract"
+        # In the same pip command as the package that depends on it, or an earlier one.
+        package = next(t for t in targets if t == f"/src/{image}" or t.startswith(f"/src/{image}["))
+        assert targets.index(contract[0]) < targets.index(package), image
+
+
 def test_trainer_image_installs_the_training_stack_and_operator_image_does_not():
     trainer, operator = installed("trainer"), installed("operator")
     for name in ("torch", "transformers", "peft", "trl", "bitsandbytes", "deepspeed", "accelerate", "nvidia-ml-py"):
@@ -153,3 +167,57 @@ def test_dockerignore_keeps_what_the_images_copy():
                 if kw == "COPY" and not rest.startswith("--from"):
                     src = rest.split()[0].rstrip("/")
                     assert any(src == a or a.startswith(src + "/") or src.startswith(a + "/") for a in allowed), src
+
+
+def test_trainer_image_has_what_gguf_export_needs():
+    """output.formats gguf/ollama: the binding built from the pinned sdist (its
+    compiled quantizer), the converter scripts from the same sdist where the
+    exporter looks for them, the converter's tokenizer readers, and OpenMP at run time."""
+    from kubetune_trainer.exporters.gguf import DEFAULT_LLAMA_CPP, LLAMA_CPP_ENV
+
+    trainer = installed("trainer")
+    for name in ("llama-cpp-python", "sentencepiece", "protobuf"):
+        assert name in trainer, name
+    _, stages = parse(IMAGES["trainer"])
+    build, runtime = stages[0], stages[-1]
+    runs = " ".join(rest for kw, rest in build.instructions if kw == "RUN")
+    assert "--no-binary llama-cpp-python" in runs and "convert_hf_to_gguf.py" in runs and "gguf-py" in runs
+    assert "cmake" in runs, "the binding compiles llama.cpp with CMake"
+    assert any(kw == "COPY" and rest == f"--from=build {DEFAULT_LLAMA_CPP} {DEFAULT_LLAMA_CPP}" for kw, rest in runtime.instructions)
+    env = " ".join(rest for kw, rest in runtime.instructions if kw == "ENV")
+    assert f"{LLAMA_CPP_ENV}={DEFAULT_LLAMA_CPP}" in env
+    assert "libgomp1" in " ".join(rest for kw, rest in runtime.instructions if kw == "RUN")
+    # The tests build the same version (hack/llama-cpp.sh) as the image installs.
+    script = (ROOT / "hack/llama-cpp.sh").read_text()
+    assert f"VERSION={exact_pin(constraints()['llama-cpp-python'])}\n" in script
+
+
+def test_trainer_image_installs_and_imports_every_tracker():
+    """tracking.backend wandb|mlflow and tracking.tensorboard: each module a
+    tracker imports is declared in tracking.IMPORTS with its distribution, the
+    image installs that distribution pinned, the image imports the module as
+    shipped (its RUN python3 -c line), and it imports here (same pins)."""
+    import ast
+    import importlib
+    import sys
+
+    from kubetune_trainer import tracking
+
+    imported = set()
+    for module in (ROOT / "trainer/src/kubetune_trainer/tracking").glob("*_tracker.py"):
+        for node in ast.walk(ast.parse(module.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                imported.add(node.module)
+            elif isinstance(node, ast.Import):
+                imported.update(alias.name for alias in node.names)
+    third_party = {m for m in imported if m.split(".")[0] not in sys.stdlib_module_names and not m.startswith("kubetune_")}
+    assert {"mlflow.tracking", "wandb", "torch.utils.tensorboard"} <= third_party  # the scan sees the lazy imports
+    assert third_party <= set(tracking.IMPORTS), f"declare in tracking.IMPORTS: {sorted(third_party - set(tracking.IMPORTS))}"
+    trainer = installed("trainer")
+    for module, distribution in tracking.IMPORTS.items():
+        assert distribution in trainer, f"{distribution} (for {module}) is not installed by Dockerfile.trainer"
+        importlib.import_module(module)
+    runtime = parse(IMAGES["trainer"])[1][-1]
+    checks = [rest for kw, rest in runtime.instructions if kw == "RUN" and rest.startswith('python3 -c "import ')]
+    assert len(checks) == 1, checks
+    assert sorted(checks[0].removeprefix('python3 -c "import ').rstrip('"').split(", ")) == sorted(tracking.IMPORTS)

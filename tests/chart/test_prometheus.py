@@ -115,11 +115,16 @@ def test_dashboard_queries_return_data_and_no_progress_alert_fires(prom):
     om.PHASE_TRANSITIONS.labels(**{"from": "Pending", "to": "Running"}).inc()
     om.RECONCILE_DURATION.observe(0.02)
     om.API_ERRORS.inc(0)
+    om.record_sweep((NS, "sweep"), {"counts": {"running": 2, "succeeded": 3, "failed": 1, "pruned": 1}, "best": {"objective": 0.42}})
     m.up.set(1)
     m.total_steps.set(100)
-    m.loss.set(2.0), m.eval_loss.set(2.1), m.learning_rate.set(3e-4), m.grad_norm.set(1.2)
+    m.loss.set(2.0), m.eval_loss.set(2.1), m.eval_step.set(4), m.learning_rate.set(3e-4), m.grad_norm.set(1.2)
     m.tokens_per_second.set(900), m.samples_per_second.set(7), m.epoch.set(0.1), m.padding_fraction.set(0.05)
     m.eta_seconds.set(600), m.last_committed_step.set(0)
+    m.rewards_chosen.set(0.4), m.rewards_rejected.set(-0.3), m.reward_margin.set(0.7), m.preference_accuracy.set(0.8)  # a dpo job's
+    m.reward_mean.set(-3.5), m.reward.labels(**m.labels, reward="numericCloseness").set(-3.5)  # a grpo job's
+    m.evaluated("base", {"evalLoss": 2.4, "mae": 146.0}, parse_rate=0.25)  # the base is evaluated before training
+    m.tracking_degraded("mlflow: start failed: ConnectionError: refused")  # a job whose tracker is down
     stop = threading.Event()
 
     def train():  # one step every 0.5 s, a checkpoint every 4 steps, then a hang
@@ -129,8 +134,9 @@ def test_dashboard_queries_return_data_and_no_progress_alert_fires(prom):
             m.step.set(step), m.progress_ratio.set(step / 100), m.tokens_total.inc(512)
             m.loss.set(2.0 - step * 0.05)
             if step % 4 == 0:
+                m.checkpoint_blocked_seconds.observe(0.004)
                 m.checkpoint_upload_seconds.observe(0.3)
-                m.last_committed_step.set(step)
+                m.committed(step, f"s3://bucket/{NS}/{JOB}/checkpoints/step-{step:08d}")
             stop.wait(0.5)
 
     trainer = threading.Thread(target=train, daemon=True)
@@ -149,6 +155,10 @@ def test_dashboard_queries_return_data_and_no_progress_alert_fires(prom):
         # Every dashboard query returns data for this job (variables substituted).
         for where, promql in _dashboard_promql(NS, JOB, "10s"):
             wait(lambda: query(url, promql), 20, f"data for {where}: {promql}")  # raises if empty
+        # ...and the operator dashboard's sweep row, for a sweep.
+        for where, promql in dashboard_exprs(CHART / "dashboards/operator.json"):
+            if "sweep" in promql:
+                wait(lambda: query(url, promql), 20, f"data for {where}: {promql}")
 
         # The trainer hangs after step 16: the alert goes pending, then fires.
         trainer.join(timeout=30)
@@ -163,13 +173,17 @@ def test_dashboard_queries_return_data_and_no_progress_alert_fires(prom):
         op_server.shutdown()
 
 
-def _dashboard_promql(namespace: str, job: str, rate_interval: str) -> list[tuple[str, str]]:
+def _dashboard_promql(namespace: str, job: str, rate_interval: str, objective: str = "dpo") -> list[tuple[str, str]]:
+    from kubetune_contract.metric_names import GRPO_METRIC_NAMES, PREFERENCE_METRIC_NAMES, TRACKING_DEGRADED_INFO
     from kubetune_trainer.metrics import GPU_METRIC_NAMES
 
+    # NVML-only series: no GPU here; an sft run exports no preference series, and
+    # a run whose tracking works no degraded one (the synthetic run has both).
+    skipped = GPU_METRIC_NAMES + ((*PREFERENCE_METRIC_NAMES, *GRPO_METRIC_NAMES, TRACKING_DEGRADED_INFO) if objective == "sft" else ())
     out = []
     for where, expr in dashboard_exprs(CHART / "dashboards/training.json"):
         promql = expr.replace("$namespace", namespace).replace("$job", job).replace("$__rate_interval", rate_interval)
-        if not any(name in promql for name in GPU_METRIC_NAMES):  # NVML-only series: no GPU here
+        if not any(name in promql for name in skipped):
             out.append((where, promql))
     return out
 
@@ -192,7 +206,7 @@ def test_dashboard_queries_return_data_for_a_live_training_run(kube, namespace, 
     url = prom([f"{ip}:9400", f"127.0.0.1:{op.metrics_port}"])
     # A committed checkpoint first: the upload panels need one.
     wait(lambda: (status(kube, namespace, "watched").get("checkpoint") or {}).get("step"), 180, "a committed checkpoint")
-    for where, promql in _dashboard_promql(namespace, "watched", "1m"):
+    for where, promql in _dashboard_promql(namespace, "watched", "1m", objective="sft"):
         wait(lambda: query(url, promql), 60, f"data for {where}: {promql}")
     assert status(kube, namespace, "watched")["phase"] == "Running", "the queries ran against a live trainer"
     loss = query(url, f'kubetune_trainer_loss{{namespace="{namespace}", job="watched"}}')

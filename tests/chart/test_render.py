@@ -42,10 +42,11 @@ def test_lint_and_template_clean(name):
     assert template(values, monitoring_api=True).stdout == template(values, monitoring_api=True).stdout
 
 
-def test_crd_copy_is_identical_to_crds_dir():
+@pytest.mark.parametrize("name", ["finetunejob.yaml", "finetunesweep.yaml"])
+def test_crd_copy_is_identical_to_crds_dir(name):
     # Helm installs charts/kubetune/crds/; crds/ is the single source.
-    assert (CHART / "crds/finetunejob.yaml").read_bytes() == (ROOT / "crds/finetunejob.yaml").read_bytes(), \
-        "charts/kubetune/crds/finetunejob.yaml differs from crds/: run `make crds`"
+    assert (CHART / "crds" / name).read_bytes() == (ROOT / "crds" / name).read_bytes(), \
+        f"charts/kubetune/crds/{name} differs from crds/: run `make crds`"
 
 
 def test_deployment_is_hardened_and_probed():
@@ -143,7 +144,14 @@ def test_monitoring_objects_need_the_prometheus_operator_api():
     kinds = {d["kind"] for d in render(values, monitoring_api=False)}
     assert not kinds & {"ServiceMonitor", "PodMonitor", "PrometheusRule"}
     docs = render(values, monitoring_api=True)
-    sm, pm = one(docs, "ServiceMonitor"), one(docs, "PodMonitor")
+    sm = one(docs, "ServiceMonitor")
+    monitors = {d["metadata"]["name"].rsplit("-", 1)[-1]: d for d in by_kind(docs, "PodMonitor")}
+    assert sorted(monitors) == ["serving", "trainer"]
+    pm, serving = monitors["trainer"], monitors["serving"]
+    # vLLM pods: its own metrics on its API port, for the serving dashboard.
+    assert serving["metadata"]["name"].endswith("-serving")
+    assert serving["spec"]["selector"]["matchLabels"] == {"app.kubernetes.io/name": "kubetune-serving"}
+    assert serving["spec"]["podMetricsEndpoints"][0]["port"] == "http" and serving["spec"]["namespaceSelector"] == {"any": True}
     svc = one(docs, "Service")
     assert sm["spec"]["selector"]["matchLabels"].items() <= svc["metadata"]["labels"].items()
     assert sm["spec"]["endpoints"][0]["port"] == svc["spec"]["ports"][0]["name"] == "metrics"
@@ -187,7 +195,7 @@ def test_dashboards_ship_as_sidecar_configmaps():
     assert not by_kind(render(), "ConfigMap"), "dashboards must be off by default"
     cms = by_kind(render({"dashboards.enabled": "true", "dashboards.annotations.grafana_folder": "kubetune"}), "ConfigMap")
     files = sorted((CHART / "dashboards").glob("*.json"))
-    assert len(cms) == len(files) == 2
+    assert len(cms) == len(files) == 3  # training, operator, serving
     for cm, path in zip(sorted(cms, key=lambda c: c["metadata"]["name"]), files):
         assert cm["metadata"]["labels"]["grafana_dashboard"] == "1"
         assert cm["metadata"]["annotations"] == {"grafana_folder": "kubetune"}

@@ -52,7 +52,7 @@ def test_valid_manifest_is_accepted_with_server_side_defaults(crd, namespace):
     created = create(crd, namespace, body)
     assert created["spec"]["training"]["learningRate"] == pytest.approx(2e-4)
     assert created["spec"]["training"]["lrScheduler"] == "cosine"
-    assert created["spec"]["lora"] == {"r": 16, "alpha": 32, "dropout": 0.05, "targetModules": ["all-linear"]}
+    assert created["spec"]["lora"] == {"r": 16, "alpha": 32, "dropout": 0.05, "targetModules": ["all-linear"], "useDora": False}
     assert created["spec"]["dataset"]["format"] == "auto"
 
 
@@ -76,9 +76,26 @@ def test_status_subresource_and_printer_columns(crd, namespace):
         {"status": {"phase": "Running", "progress": {"summary": "30/100 (30%)"}, "metrics": {"trainLoss": 1.25}}},
     )
     out = crd.kubectl("get", "ftj", "-n", namespace).stdout.splitlines()
-    assert out[0].split() == ["NAME", "PHASE", "MODEL", "METHOD", "PROGRESS", "LOSS", "AGE"]
+    assert out[0].split() == ["NAME", "PHASE", "MODEL", "METHOD", "PROGRESS", "LOSS", "EVAL", "AGE"]
     assert out[1].split()[:7] == ["shown", "Running", "hf://org/model", "lora", "30/100", "(30%)", "1.25"]
     # A status field the schema does not know is pruned, not stored.
     crd.custom.patch_namespaced_custom_object_status(GROUP, VERSION, namespace, PLURAL, "shown", {"status": {"kopf": {"x": 1}}})
     stored = crd.custom.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, "shown")
     assert "kopf" not in stored["status"]
+
+
+def test_tracking_as_the_api_server_takes_it(crd, namespace):
+    """W&B offline needs no key (the rule that asks for credentials allows it);
+    tracking.mode defaults to online; status.tracking is stored as the trainer
+    reports it, not pruned."""
+    body = minimal_manifest("wandb-offline")
+    body["spec"]["tracking"] = {"backend": "wandb", "mode": "offline", "tensorboard": True}
+    assert create(crd, namespace, body)["spec"]["tracking"] == {"backend": "wandb", "mode": "offline", "tensorboard": True}
+    body = minimal_manifest("mlflow-online")
+    body["spec"]["tracking"] = {"backend": "mlflow", "uri": "http://mlflow.mlflow:5000"}
+    created = create(crd, namespace, body)
+    assert created["spec"]["tracking"]["mode"] == "online" and created["spec"]["tracking"]["tensorboard"] is False
+    tracking = {"backend": "mlflow", "runUrl": "http://mlflow.mlflow:5000/#/experiments/1/runs/r", "degraded": "mlflow: start failed"}
+    crd.custom.patch_namespaced_custom_object_status(GROUP, VERSION, namespace, PLURAL, "mlflow-online", {"status": {"tracking": tracking}})
+    stored = crd.custom.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, "mlflow-online")
+    assert stored["status"]["tracking"] == tracking

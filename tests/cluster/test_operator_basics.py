@@ -16,7 +16,7 @@ pytestmark = pytest.mark.cluster
 REPORT = {
     "reason": "Completed", "message": "done", "step": 60, "totalSteps": 60,
     "metrics": {"trainLoss": 1.5, "evalLoss": 1.75, "tokensPerSecond": 100.0},
-    "checkpoint": {"uri": "s3://b/ck/step-60/", "step": 60},
+    "checkpoint": {"uri": "s3://b/ck/step-00000060", "step": 60},
     "output": {"adapterUri": "s3://b/out/adapter", "reportUri": "s3://b/out/report.json"},
 }
 # Writes the trainer's termination message and exits 0, as the trainer does when done.

@@ -1,16 +1,16 @@
 """The operator end to end with the real trainer (tiny model, CPU) run by the pod
 runner: training, kill-and-resume, operator restart, peering, suspend/resume,
-delete, immutable fields and bad input."""
+delete, immutable fields and bad input. Serving: tests/cluster/test_serving.py."""
 from __future__ import annotations
 
 import json
 import os
 import signal
 import time
-from pathlib import Path
 
 import pytest
 
+from tests.harness.procs import pids_with_env
 from tests.harness.waiting import wait_for
 
 from .operator_helpers import FTJ, condition, create, events, get, jobs, manifest, pods, quickstart, status, wait_phase
@@ -32,28 +32,19 @@ def long_run(bucket, name: str, steps: int = 400, **spec) -> dict:
 
 def trainer_pids(namespace: str, name: str) -> list[int]:
     """PIDs of this job's trainer processes (found by the env the pod runner gave them)."""
-    found = []
-    want = {f"KUBETUNE_NAMESPACE={namespace}".encode(), f"KUBETUNE_JOB={name}".encode()}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            env = set((entry / "environ").read_bytes().split(b"\0"))
-            cmd = (entry / "cmdline").read_bytes()
-        except OSError:
-            continue
-        if want <= env and b"kubetune-train" in cmd:
-            found.append(int(entry.name))
-    return found
+    return pids_with_env({"KUBETUNE_NAMESPACE": namespace, "KUBETUNE_JOB": name}, b"kubetune-train")
 
 
 # --------------------------------------------------------------------------- end to end
 
 
-def test_quickstart_end_to_end(kube, namespace, operator_factory, s3_env, bucket_with_assets):
+def test_quickstart_end_to_end(kube, namespace, operator_factory, s3_env, bucket_with_assets, mlflow_server):
     bucket = bucket_with_assets
     op = operator_factory(**s3_env)
-    create(kube, namespace, quickstart(bucket, "quickstart"))
+    # Tracked as a team would: a real MLflow server, TensorBoard files with the outputs.
+    experiment = f"{namespace}-quickstart"
+    create(kube, namespace, quickstart(bucket, "quickstart", tracking={"backend": "mlflow", "uri": mlflow_server.url, "project": experiment,
+                                                                      "tensorboard": True}))
     seen_phases, seen_rows = [], []
     deadline = time.monotonic() + TRAIN_TIMEOUT
     while time.monotonic() < deadline:
@@ -83,6 +74,17 @@ def test_quickstart_end_to_end(kube, namespace, operator_factory, s3_env, bucket
     assert st["attempts"] == 1
     reasons = [e["reason"] for e in events(kube, namespace, "quickstart")]
     assert {"PhasePending", "PhaseRunning", "PhaseSucceeded"} <= set(reasons), reasons
+    # status.tracking.runUrl is the run on the server, holding the final metrics status shows.
+    client = mlflow_server.client()
+    runs = client.search_runs([client.get_experiment_by_name(experiment).experiment_id])
+    assert len(runs) == 1, [(r.info.run_name, r.info.status, r.info.start_time, r.data.params.get("job.name"), r.data.metrics) for r in runs]
+    run = runs[0]
+    assert st["tracking"]["runUrl"].startswith(mlflow_server.url) and st["tracking"]["runUrl"].endswith(f"/runs/{run.info.run_id}")
+    assert run.info.status == "FINISHED" and run.data.metrics["trainLoss"] == pytest.approx(st["metrics"]["trainLoss"], rel=1e-6)
+    tensorboard = st["tracking"]["tensorboardUri"].removeprefix(f"s3://{bucket.name}/")
+    assert any(".tfevents." in k for k in bucket.keys(tensorboard)), bucket.keys(tensorboard)
+    tracked = condition(st, "Tracking")
+    assert (tracked["status"], tracked["reason"]) == ("True", "TrackingLogged") and run.info.run_id in tracked["message"]
 
 
 def test_trainer_killed_mid_run_resumes_from_checkpoint(kube, namespace, operator_factory, s3_env, bucket_with_assets, pod_runner):
@@ -91,7 +93,13 @@ def test_trainer_killed_mid_run_resumes_from_checkpoint(kube, namespace, operato
     create(kube, namespace, long_run(bucket, "killme", steps=120))
     wait_for(lambda: (status(kube, namespace, "killme").get("checkpoint") or {}).get("step", 0) >= 20,
              timeout=TRAIN_TIMEOUT, what="a committed checkpoint in status", describe=lambda: json.dumps(status(kube, namespace, "killme")) + op.log_tail(20))
-    killed_at = status(kube, namespace, "killme")["checkpoint"]["step"]
+    running = status(kube, namespace, "killme")
+    killed_at = running["checkpoint"]["step"]
+    # What status shows while the job runs is a checkpoint the trainer committed
+    # (its marker is there), not a path rebuilt from the step number.
+    assert running["phase"] == "Running", running
+    marker = running["checkpoint"]["uri"].removeprefix(f"s3://{bucket.name}/").rstrip("/") + "/COMMITTED.json"
+    assert bucket.client.head_object(Bucket=bucket.name, Key=marker), marker
     (first_pod,) = [p["metadata"]["name"] for p in pods(kube, namespace)]
     pids = trainer_pids(namespace, "killme")
     assert pids, "trainer process not found"
@@ -228,43 +236,6 @@ def test_bad_input_fails_with_actionable_messages(kube, namespace, operator_fact
     assert wait_phase(kube, namespace, "good", "Succeeded", "Failed", timeout=TRAIN_TIMEOUT, operator=op)["phase"] == "Succeeded"
     assert op.proc.poll() is None
     wait_for(lambda: not [p for p in pods(kube, namespace) if p["status"].get("phase") in ("Running", "Pending")], timeout=30, what="no pods left running")
-
-
-def test_serving_reaches_serving_phase(kube, namespace, operator_factory, s3_env, bucket_with_assets, pod_runner):
-    bucket = bucket_with_assets
-    vllm = "vllm/vllm-openai:v0.11.0"
-    # vLLM cannot run on this CPU machine: the pod runner is told, by name, to
-    # report its pods started and ready. This exercises the operator's state
-    # machine, not vLLM. The init container (adapter download) runs for real.
-    pod_runner.simulate_ready(vllm)
-    op = operator_factory(KUBETUNE_VLLM_IMAGE=vllm, **s3_env)
-    doc = quickstart(bucket, "served")
-    doc["spec"]["training"]["maxSteps"] = 20
-    doc["spec"]["serving"] = {"enabled": True, "replicas": 1, "gpus": 0, "extraArgs": ["--max-model-len=128"]}
-    create(kube, namespace, doc)
-    st = wait_phase(kube, namespace, "served", "Serving", "Failed", timeout=TRAIN_TIMEOUT, operator=op)
-    assert st["phase"] == "Serving", st
-    assert st["serving"] == {"endpoint": f"http://served-serve.{namespace}.svc:8000/v1", "ready": True}
-    assert condition(st, "Serving")["reason"] == "ServingReady"
-    deployment = kube.raw.get(f"/apis/apps/v1/namespaces/{namespace}/deployments/served-serve")
-    container = deployment["spec"]["template"]["spec"]["containers"][0]
-    assert container["image"] == vllm
-    assert container["args"][:5] == ["--model", "/models/base", "--enable-lora", "--lora-modules", "served=/models/adapter"]
-    assert "--max-model-len=128" in container["args"]
-    fetch = deployment["spec"]["template"]["spec"]["initContainers"]
-    assert [f["command"][-2:] for f in fetch] == [[bucket.uri("models/tiny-llama"), "/models/base"], [st["output"]["adapterUri"], "/models/adapter"]]
-    service = kube.raw.get(f"/api/v1/namespaces/{namespace}/services/served-serve")
-    assert service["spec"]["ports"][0]["port"] == 8000
-    # A later failure of the serving Deployment shows in conditions: the image
-    # stops being runnable and its pod is replaced.
-    pod_runner.forget_simulated(vllm)
-    for pod in kube.raw.get(f"/api/v1/namespaces/{namespace}/pods", labelSelector="app.kubernetes.io/name=kubetune-serving")["items"]:
-        kube.raw.request("DELETE", f"/api/v1/namespaces/{namespace}/pods/{pod['metadata']['name']}")
-    wait_for(lambda: condition(status(kube, namespace, "served"), "Serving").get("reason") == "ServingFailed", timeout=90,
-             what="ServingFailed condition", describe=lambda: json.dumps(status(kube, namespace, "served")))
-    st = status(kube, namespace, "served")
-    assert st["serving"]["ready"] is False
-    assert condition(st, "Serving")["status"] == "False"
 
 
 def test_missing_dataset_message_names_the_uri(kube, namespace, operator_factory, s3_env, bucket_with_assets):

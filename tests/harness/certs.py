@@ -102,3 +102,14 @@ def make_pki(dir: Path) -> Pki:
     _openssl("genrsa", "-out", "sa.key", "2048", cwd=dir)
     _openssl("rsa", "-in", "sa.key", "-pubout", "-out", "sa.pub", cwd=dir)
     return pki
+
+
+def serving_cert(pki: Pki, name: str, sans: str = "IP:127.0.0.1,DNS:localhost") -> tuple[Path, Path]:
+    """(cert, key) of one more TLS server signed by the harness CA, for a server
+    the API server calls by URL on loopback (e.g. Kueue's webhooks)."""
+    _sign(
+        pki, name, f"/CN={name}",
+        "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\n"
+        f"extendedKeyUsage=serverAuth\nsubjectAltName={sans}\n",
+    )
+    return pki.cert(name), pki.key(name)

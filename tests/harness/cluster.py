@@ -131,7 +131,7 @@ def harness_version() -> str:
     older pod runner is not reused by the fixtures (it would behave differently)."""
     digest = hashlib.sha1()
     here = Path(__file__).parent
-    running_code = ("cluster.py", "podrunner.py", "kubeapi.py", "procs.py", "certs.py")
+    running_code = ("cluster.py", "podrunner.py", "images.py", "kubeapi.py", "procs.py", "certs.py")
     for path in [here / name for name in running_code] + [REPO / "hack/cluster-tools/versions.env"]:
         digest.update(path.name.encode())
         digest.update(path.read_bytes())

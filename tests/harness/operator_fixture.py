@@ -23,7 +23,7 @@ import pytest
 from .waiting import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
-CRD_FILES = [REPO / "crds" / "finetunejob.yaml", REPO / "charts" / "kubetune" / "crds" / "kopf-peering.yaml"]
+CRD_FILES = [REPO / "crds" / "finetunejob.yaml", REPO / "crds" / "finetunesweep.yaml", REPO / "charts" / "kubetune" / "crds" / "kopf-peering.yaml"]
 PEERING_NAME = "kubetune"
 S3_SECRET = "kubetune-s3"
 
@@ -99,7 +99,7 @@ class OperatorProcess:
 def kubetune_crds(kube) -> None:
     for path in CRD_FILES:
         kube.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(path))
-    for name in ("finetunejobs.kubetune.io", "kopfpeerings.kopf.dev", "clusterkopfpeerings.kopf.dev"):
+    for name in ("finetunejobs.kubetune.io", "finetunesweeps.kubetune.io", "kopfpeerings.kopf.dev", "clusterkopfpeerings.kopf.dev"):
         kube.kubectl("wait", "--for=condition=Established", f"crd/{name}", "--timeout=60s")
 
 

@@ -5,8 +5,9 @@ It is the one thing in the harness that is not the real component. What it does:
 
 * registers its Node objects (capacity cpu, memory, pods, ``nvidia.com/gpu``)
   and keeps their Ready condition and ``kube-node-lease`` Leases fresh;
-* watches pods bound to its nodes; per pod: a 127.0.x.y address as
-  ``status.podIP``, init containers in order, then the containers, each as
+* watches pods bound to its nodes; per pod: an address of 198.18.0.0/15 put
+  on lo while the pod lives (so EndpointSlices accept it; 127.x where
+  addresses cannot be added) as ``status.podIP``, init containers in order, then the containers, each as
   ``command + args`` in a private mount + UTS namespace (``unshare -m -u``) where
   the pod's volumes (emptyDir, configMap, secret, downwardAPI, projected incl.
   service-account tokens, hostPath), the termination-message file and an
@@ -27,7 +28,7 @@ no network isolation (all pods share the host network; a process should bind
 to its ``POD_IP`` or use distinct ports), no securityContext beyond what a
 root process already has (runAsUser/fsGroup/readOnlyRootFilesystem are NOT
 applied: the cached venv lives in root's home), no liveness/startup probes,
-no lifecycle hooks, no resource limits; of the kubelet API only container
+of lifecycle hooks only the preStop ``sleep`` action, no resource limits; of the kubelet API only container
 logs exist (``kubectl logs [-f] [--tail]`` works through the API server; no
 exec/attach/port-forward; :func:`container_log` reads the files directly),
 ConfigMap/Secret volume contents are not updated
@@ -35,7 +36,10 @@ after the container starts, Service ClusterIPs are not routable.
 
 Image policy (``ImagePolicy``): an image whose name contains one of the
 ``local`` markers (default ``kubetune/trainer``, ``kubetune/operator``,
-``python``) runs its command locally with the venv's bin dir first on PATH. An
+``python``) runs its command locally with the venv's bin dir first on PATH.
+An image declared in ``tests/harness/images.py`` (``vllm/vllm-openai``) runs
+from its own cached environment, with the ENTRYPOINT and ENV declared there
+(a container with ``args`` and no ``command`` runs the entrypoint with them). An
 image declared *simulated-ready* (exact name, or name without tag/digest) in
 the ConfigMap ``kube-system/kubetune-pod-runner`` (key ``simulatedReadyImages``,
 one per line; see fixtures ``pod_runner.simulate_ready``) is Running and Ready
@@ -68,6 +72,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
+from . import images
 from .kubeapi import ApiError, KubeApi
 
 log = logging.getLogger("pod-runner")
@@ -85,7 +90,42 @@ VENV_BIN = str(Path(sys.executable).parent)
 # Pod addresses come from 127.0.1.0 upwards; the control plane stays on 127.0.0.1.
 FIRST_POD_IP = (127 << 24) | (1 << 8) | 2
 LAST_POD_IP = (127 << 24) | (255 << 16) | (255 << 8) | 254
+# ... unless `pod_network` can make 198.18.0.0/15 local (see there).
+POD_NETWORK = "198.18.0.0/15"
+FIRST_NETWORK_IP = (198 << 24) | (18 << 16) | 2
+LAST_NETWORK_IP = (198 << 24) | (19 << 16) | (255 << 8) | 254
 
+
+def pod_network() -> tuple[int, int, bool]:
+    """(first, last) pod address and whether each pod's address is put on lo.
+    The API server refuses loopback addresses in EndpointSlices, so with 127.x
+    pod IPs no Service has endpoints. Addresses of 198.18.0.0/15 (reserved for
+    network benchmarks, RFC 2544, routed nowhere) are each added to lo while
+    their pod lives (`PodAddresses`): local like 127.x, on an interface (gloo
+    and other libraries look their own address up there), and published by the
+    real EndpointSlice controller. Without the privilege to add addresses, pods
+    keep 127.x addresses and Services stay without endpoints."""
+    probe = _ip_text(FIRST_NETWORK_IP - 1)
+    try:
+        subprocess.run(["ip", "addr", "add", f"{probe}/32", "dev", "lo"], check=True, capture_output=True, timeout=10)
+        subprocess.run(["ip", "addr", "del", f"{probe}/32", "dev", "lo"], check=True, capture_output=True, timeout=10)
+    except (OSError, subprocess.SubprocessError) as exc:
+        log.warning("pod addresses stay on loopback (Services get no endpoints): cannot add %s addresses to lo: %s",
+                    POD_NETWORK, getattr(exc, "stderr", b"") or exc)
+        return FIRST_POD_IP, LAST_POD_IP, False
+    return FIRST_NETWORK_IP, LAST_NETWORK_IP, True
+
+
+def _ip_text(ip: int) -> str:
+    return socket.inet_ntoa(ip.to_bytes(4, "big"))
+
+
+def set_lo_address(ip: str, present: bool) -> None:
+    """Add (or remove) one pod's address on lo; a failure is logged, not fatal."""
+    verb = "add" if present else "del"
+    proc = subprocess.run(["ip", "addr", verb, f"{ip}/32", "dev", "lo"], capture_output=True, text=True, timeout=10)
+    if proc.returncode != 0 and "File exists" not in proc.stderr and "Cannot assign" not in proc.stderr:
+        log.warning("ip addr %s %s dev lo: %s", verb, ip, proc.stderr.strip())
 
 def now() -> str:
     return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -138,7 +178,7 @@ class ImagePolicy:
         """'simulated', 'local' or 'unrunnable'."""
         if image in self.simulated_ready or image_repository(image) in self.simulated_ready:
             return "simulated"
-        if any(marker in image for marker in self.local_markers):
+        if any(marker in image for marker in self.local_markers) or images.is_known(image):
             return "local"
         return "unrunnable"
 
@@ -522,12 +562,13 @@ class PodWorker(threading.Thread):
 
     def _start(self, run: ContainerRun, volumes: dict[str, Path]) -> None:
         spec = run.spec
-        env = self._env(spec)
-        command = [_expand(x, env) for x in spec.get("command") or []]
-        args = [_expand(x, env) for x in spec.get("args") or []]
-        argv = command + args
-        if not argv:
-            raise ConfigError(f"container {run.name}: no command (the pod runner cannot use an image's entrypoint)")
+        image = images.known_image(spec.get("image", ""))
+        env = images.image_env(self._env(spec), image, {e["name"] for e in spec.get("env") or []})
+        command, args = images.container_argv(spec, image)
+        argv = [_expand(x, env) for x in command + args]
+        if not command:
+            raise ConfigError(f"container {run.name}: no command (the pod runner knows the entrypoint only of "
+                              f"the images in tests/harness/images.py)")
         term_file = self.dir / "term" / run.name
         term_file.write_bytes(b"")
         mounts: list[tuple[Path, str, bool]] = []
@@ -546,7 +587,7 @@ class PodWorker(threading.Thread):
         # The "image" here is the venv and the repo it runs from: like an image's
         # files, they must stay visible when a pod mounts over an ancestor (an
         # emptyDir over /tmp while the checkout lives under /tmp).
-        mounts += [(path, str(path), True) for path in runtime_paths()
+        mounts += [(path, str(path), True) for path in runtime_paths() + ([image.root] if image and image.root else [])
                    if any(_shadows(m[1], str(path)) for m in mounts)]
         lines = ['set -e', 'hostname "$KT_HOSTNAME"', *_mount_script(mounts, self.dir / "work")]
         if spec.get("workingDir"):
@@ -859,7 +900,8 @@ class PodWorker(threading.Thread):
         return float(grace)
 
     def _terminate(self) -> None:
-        self._kill_all(self._grace_seconds())
+        grace = self._grace_seconds()
+        self._kill_all(max(grace - self._pre_stop(grace), 0))
         for run in self.init_runs + self.runs:
             if run.decision == "simulated" and run.running:
                 run.state = {"terminated": {"exitCode": 0, "reason": "Completed",
@@ -874,6 +916,17 @@ class PodWorker(threading.Thread):
                 self.phase = "Succeeded"
             else:
                 self.phase = "Failed"
+
+    def _pre_stop(self, grace: float) -> float:
+        """The containers' `lifecycle.preStop` `sleep` actions (what the kubelet
+        runs before SIGTERM, within the grace period); the seconds spent.
+        Exec and httpGet hooks are not supported."""
+        pauses = [float(((r.spec.get("lifecycle") or {}).get("preStop") or {}).get("sleep", {}).get("seconds", 0))
+                  for r in self.runs if r.proc is not None and r.proc.poll() is None]
+        pause = min(max(pauses, default=0.0), grace)
+        if pause > 0:
+            time.sleep(pause)
+        return pause
 
     def _kill_all(self, grace: float) -> None:
         live = [r for r in self.init_runs + self.runs if r.proc is not None]
@@ -1074,7 +1127,8 @@ class PodRunner:
         self.ips_in_use: set[int] = set()
         # A random start keeps two harness clusters on one machine (two pytest
         # sessions) from handing out the same pod address at the same time.
-        self.next_ip = random.randint(FIRST_POD_IP, LAST_POD_IP - 4096)
+        self.first_ip, self.last_ip, self.own_addresses = pod_network()
+        self.next_ip = random.randint(self.first_ip, self.last_ip - 4096)
         self.lock = threading.Lock()
         self.stopping = threading.Event()
         self.log_server = (KubeletLogServer(self, kubelet_port, tls_cert, tls_key)
@@ -1169,13 +1223,17 @@ class PodRunner:
     def _allocate_ip(self) -> str:
         with self.lock:
             while self.next_ip in self.ips_in_use or (self.next_ip & 0xFF) in (0, 1, 255):
-                self.next_ip = FIRST_POD_IP if self.next_ip >= LAST_POD_IP else self.next_ip + 1
+                self.next_ip = self.first_ip if self.next_ip >= self.last_ip else self.next_ip + 1
             ip = self.next_ip
             self.ips_in_use.add(ip)
             self.next_ip += 1
-        return socket.inet_ntoa(ip.to_bytes(4, "big"))
+        if self.own_addresses:
+            set_lo_address(_ip_text(ip), True)
+        return _ip_text(ip)
 
     def _release_ip(self, ip: str) -> None:
+        if self.own_addresses:
+            set_lo_address(ip, False)
         with self.lock:
             self.ips_in_use.discard(int.from_bytes(socket.inet_aton(ip), "big"))
 
@@ -1281,6 +1339,8 @@ class PodRunner:
         for worker in list(self.workers.values()):
             if not worker.finished:
                 worker._kill_all(5)
+        for worker in list(self.workers.values()):
+            self._release_ip(worker.ip)  # the pods' addresses leave lo with the runner
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -108,6 +108,25 @@ def wait_until(
         time.sleep(interval)
 
 
+def pids_with_env(env: Mapping[str, str], command_part: bytes) -> list[int]:
+    """PIDs of this machine's processes whose environment holds every `env` entry
+    and whose command line contains `command_part` (the pod runner gives each
+    container's processes the pod's env, so a test finds a pod's processes by it)."""
+    want = {f"{k}={v}".encode() for k, v in env.items()}
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            environ = set((entry / "environ").read_bytes().split(b"\0"))
+            cmd = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if want <= environ and command_part in cmd:
+            found.append(int(entry.name))
+    return found
+
+
 def pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)

@@ -1,5 +1,7 @@
 """Fixtures for the trainer tests: the tiny model (built once per session), a
-local MinIO we can stop and restart. Helpers live in tests/trainer/helpers.py."""
+local MinIO we can stop and restart. The real MLflow server (`mlflow_server`) and
+the tracker that never answers (`silent_server`) are in tests/harness/mlflow.py.
+Helpers live in tests/trainer/helpers.py."""
 
 from __future__ import annotations
 
@@ -68,3 +70,4 @@ def launch():
         if proc.proc.poll() is None:
             proc.kill()
             proc.proc.wait()
+

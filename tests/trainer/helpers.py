@@ -84,24 +84,76 @@ class Minio:
 # --------------------------------------------------------------------------- running the trainer
 
 
+# Sections of the FineTuneJob spec (merged into the spec before rendering) and
+# of the trainer config only (merged into the rendered config).
+SPEC_SECTIONS = ("model", "dataset", "method", "objective", "preference", "kto", "grpo", "lora", "quantization", "training",
+                 "distributed", "checkpoint", "output", "resources", "evaluation", "tracking")
+CONFIG_SECTIONS = ("metrics", "watchdog")
+CHECKPOINT_SPEC_FIELDS = ("uri", "everySteps", "keepLast")  # the rest of `checkpoint` is the trainer's own
+
+
+def _merge(into: dict, section: str, value) -> None:
+    if isinstance(value, dict) and isinstance(into.get(section), dict):
+        into[section] = {**into[section], **value}
+    else:
+        into[section] = value
+
+
+def render_config(spec: dict, root: Path, name: str = "tiny", namespace: str = "test", **config_over) -> dict:
+    """A FineTuneJob spec rendered by the operator's own renderer, as the trainer
+    receives it; unnamed checkpoint/output locations are file:// directories under
+    `root`. `config_over` merges per section into the rendered config."""
+    from kubetune_operator.api import parse_job
+    from kubetune_operator.render.trainer_config import Placement, render_trainer_config
+
+    parsed = parse_job({"apiVersion": "kubetune.io/v1alpha1", "kind": "FineTuneJob", "metadata": {"name": name}, "spec": spec})
+    assert not parsed.problems, parsed.problems
+    placement = Placement(checkpoint_uri=f"file://{root}/checkpoints", output_uri=f"file://{root}/output",
+                          s3_endpoint=None, s3_region=None, metrics_port=0)
+    cfg = render_trainer_config(parsed.job.spec, namespace=namespace, name=name, placement=placement)
+    for section, value in config_over.items():
+        _merge(cfg, section, value)
+    return cfg
+
+
 def base_config(model_dir: Path, train: Path, **over) -> dict:
-    """A small, fast LoRA config on the tiny model; `over` merges per section."""
-    cfg = {
-        "job": {"namespace": "test", "name": "tiny"},
+    """A small, fast LoRA job on the tiny model, rendered as the operator renders it.
+
+    `over` merges per section: spec sections into the spec (for `checkpoint`, its
+    uri/everySteps/keepLast), the trainer-only ones (metrics, watchdog,
+    checkpoint upload knobs) into the rendered config. Checkpoints and
+    outputs go under the dataset's directory (the test's tmp dir) unless named:
+    two runs of one test that leave them unnamed share them.
+    """
+    spec = {
         "model": {"uri": f"file://{model_dir}"},
-        "data": {"trainUri": f"file://{train}", "evalSplit": 0.1, "maxSeqLength": 64},
+        "dataset": {"trainUri": f"file://{train}", "evalSplit": 0.1, "maxSeqLength": 64},
         "method": "lora",
         "lora": {"r": 16, "alpha": 32, "dropout": 0.0},
-        "training": {"maxSteps": 40, "learningRate": 0.003, "batchSize": 8, "logEverySteps": 5, "warmupRatio": 0.0, "seed": 7},
+        # Accumulation 1 and no gradient checkpointing (the spec defaults to 4 and
+        # true): the tests' step counts and speed were set for these.
+        "training": {"maxSteps": 40, "learningRate": 0.003, "batchSize": 8, "logEverySteps": 5, "warmupRatio": 0.0, "seed": 7,
+                     "gradientAccumulationSteps": 1, "gradientCheckpointing": False},
         "checkpoint": {"everySteps": 20, "keepLast": 2},
-        "metrics": {"port": 0},
+        "resources": {"gpusPerNode": 0},
     }
+    config_over: dict = {}
     for section, value in over.items():
-        if isinstance(value, dict) and isinstance(cfg.get(section), dict):
-            cfg[section] = {**cfg[section], **value}
+        if section == "checkpoint":
+            _merge(spec, section, {k: v for k, v in value.items() if k in CHECKPOINT_SPEC_FIELDS})
+            config_over[section] = {k: v for k, v in value.items() if k not in CHECKPOINT_SPEC_FIELDS}
+        elif section in SPEC_SECTIONS:
+            _merge(spec, section, value)
+        elif section in CONFIG_SECTIONS:
+            config_over[section] = value
         else:
-            cfg[section] = value
-    return cfg
+            raise KeyError(f"base_config: unknown section {section!r}")
+    return render_config(spec, train.parent, **config_over)
+
+
+def output_dir(cfg: dict) -> Path:
+    """The local directory of a file:// output.uri."""
+    return Path(cfg["output"]["uri"].removeprefix("file://"))
 
 
 def _descendants(pid: int) -> list[int]:

@@ -30,11 +30,14 @@ def _committed(store) -> list[int]:
 def test_torchrun_two_processes_train_checkpoint_and_resume_after_kill(method, strategy, zero, tiny_model, dataset, tmp_path, launch):
     store = tmp_path / "ckpt"
     distributed = {"strategy": strategy, **({"deepspeed": {"zeroStage": zero}} if zero else {})}
-    over = dict(method=method, distributed=distributed, data={"evalSplit": None},
+    over = dict(method=method, distributed=distributed, dataset={"evalSplit": None},
                 training={"maxSteps": 24, "batchSize": 4, "logEverySteps": 1, "learningRate": 0.003 if method == "lora" else 0.001},
                 checkpoint={"uri": f"file://{store}", "everySteps": 4, "keepLast": 2})
     if method == "full":
         over["lora"] = None
+    if zero == 3:
+        # Generation under ZeRO-3 is collective: every rank answers the same test rows, rank 0 reports.
+        over["evaluation"] = {"testSplit": 0.05, "metrics": ["exactMatch", "tokenF1"], "generation": {"maxNewTokens": 3}}
     cfg = base_config(tiny_model, dataset("completion"), **over)
 
     first = launch(cfg, tmp_path / "first", torchrun=2)
@@ -62,3 +65,7 @@ def test_torchrun_two_processes_train_checkpoint_and_resume_after_kill(method, s
     losses = [float(x) for x in re.findall(r"step \d+/24 loss (\S+)", second.output())]
     assert losses and losses[-1] < 3.0, losses  # still learning after the resume (base ≈ 8)
     assert _committed(store)[-1] == 24
+    if zero == 3:
+        ev = result["evaluation"]
+        assert ev["testRows"] == 10 and {"testLoss", "exactMatch", "tokenF1"} <= set(ev["metrics"]), ev
+        assert ev["metrics"]["testLoss"]["tuned"] < ev["metrics"]["testLoss"]["base"]

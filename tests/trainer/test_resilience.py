@@ -8,7 +8,6 @@ import re
 import signal
 import subprocess
 import sys
-import time
 import urllib.request
 
 import pytest
@@ -34,9 +33,10 @@ def test_kill9_resumes_from_last_committed_and_matches_uninterrupted(tiny_model,
     train = dataset("completion")
 
     def cfg(name: str) -> dict:
-        return base_config(tiny_model, train, training=SLOW, data={"evalSplit": None},
+        return base_config(tiny_model, train, training=SLOW, dataset={"evalSplit": None},
                            checkpoint={"uri": f"s3://{bucket}/{name}/ckpt", "everySteps": 10, "keepLast": 2},
-                           output={"uri": f"s3://{bucket}/{name}/out"})
+                           output={"uri": f"s3://{bucket}/{name}/out"},
+                           evaluation={"testSplit": 0.05, "metrics": ["exactMatch"], "generation": {"maxNewTokens": 3}})
 
     # The reference: the same job, never interrupted.
     ref = launch(cfg("ref"), tmp_path / "ref")
@@ -52,6 +52,8 @@ def test_kill9_resumes_from_last_committed_and_matches_uninterrupted(tiny_model,
     second = launch(cfg("job"), tmp_path / "second")
     assert second.wait() == 0, second.output()[-3000:]
     assert f"resuming from committed checkpoint step {max(at_kill)}" in second.output()
+    # The base model was evaluated once, before the kill, and the resumed run reused it.
+    assert "base model: " in first.output() and "base model evaluation reused from base-eval.json" in second.output()
     logged = _steps_logged(second.output())
     assert logged and min(logged) > max(at_kill), logged  # no step before the checkpoint is retrained
     result = second.result()
@@ -60,6 +62,7 @@ def test_kill9_resumes_from_last_committed_and_matches_uninterrupted(tiny_model,
     ref_m = _final_metrics(client, bucket, "ref/out/metrics.json")
     job_m = _final_metrics(client, bucket, "job/out/metrics.json")
     assert job_m["train"]["resumedFrom"] == max(at_kill)
+    assert job_m["base"] == ref_m["base"] and job_m["evaluation"]["testRows"] == ref_m["evaluation"]["testRows"] > 0
     ref_loss = [h["trainLoss"] for h in ref_m["history"] if "trainLoss" in h][-1]
     job_loss = [h["trainLoss"] for h in job_m["history"] if "trainLoss" in h][-1]
     assert job_loss == pytest.approx(ref_loss, rel=0.05, abs=0.02), (ref_loss, job_loss)
@@ -69,7 +72,7 @@ def test_kill9_resumes_from_last_committed_and_matches_uninterrupted(tiny_model,
 
 def test_sigterm_commits_a_checkpoint_then_exits_143(tiny_model, dataset, tmp_path, minio, bucket, launch):
     client = minio.client()
-    cfg = base_config(tiny_model, dataset("completion"), training={**SLOW, "maxSteps": 200}, data={"evalSplit": None},
+    cfg = base_config(tiny_model, dataset("completion"), training={**SLOW, "maxSteps": 200}, dataset={"evalSplit": None},
                       checkpoint={"uri": f"s3://{bucket}/ckpt", "everySteps": 50})
     proc = launch(cfg, tmp_path / "run")
     wait_for(lambda: [s for s in _steps_logged(proc.output()) if s >= 6], 240, "step 6", proc)
@@ -83,37 +86,63 @@ def test_sigterm_commits_a_checkpoint_then_exits_143(tiny_model, dataset, tmp_pa
     assert committed_steps(client, bucket, "ckpt/") == [step]  # ...and committed that very step
 
 
+def _scrape(port: int) -> str:
+    return urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+
+
+def _upload_failures(port: int) -> float:
+    return float(re.search(r"kubetune_trainer_checkpoint_upload_failures_total\{[^}]*\} (\S+)", _scrape(port)).group(1))
+
+
+def _published_checkpoint(port: int) -> str | None:
+    """The uri label of kubetune_trainer_last_committed_checkpoint_info (None before a commit)."""
+    match = re.search(r'kubetune_trainer_last_committed_checkpoint_info\{[^}]*uri="([^"]+)"', _scrape(port))
+    return match.group(1) if match else None
+
+
+def _assert_committed_in_minio(client, bucket: str, uri: str) -> None:
+    """The published URI names a checkpoint prefix of this bucket whose commit marker exists."""
+    assert re.fullmatch(rf"s3://{bucket}/ckpt/step-\d{{8}}", uri), uri
+    client.head_object(Bucket=bucket, Key=f"{uri.removeprefix(f's3://{bucket}/')}/COMMITTED.json")  # raises if absent
+
+
 def test_store_outage_training_continues_uploads_catch_up_prometheus_scrapes(tiny_model, dataset, tmp_path, minio, bucket, launch):
-    """MinIO down for 20 s mid-run: steps keep coming, retries show in metrics,
-    uploads catch up once it is back, and every committed step is complete.
-    The run is open-ended and ends by SIGTERM, so machine load cannot make it
-    finish before the outage is over."""
+    """MinIO down mid-run: a failing upload is visible in the metrics while steps
+    keep coming, uploads catch up once it is back, every committed step is
+    complete, and /metrics publishes the newest committed checkpoint's URI. The
+    run is open-ended and ends by SIGTERM, so machine load cannot make it finish
+    before the outage is over."""
     from tests.harness.prometheus import Prometheus
 
     client = minio.client()
     port = free_port()
-    cfg = base_config(tiny_model, dataset("completion"), training={**SLOW, "maxSteps": 100000}, data={"evalSplit": None},
+    cfg = base_config(tiny_model, dataset("completion"), training={**SLOW, "maxSteps": 100000}, dataset={"evalSplit": None},
                       checkpoint={"uri": f"s3://{bucket}/ckpt", "everySteps": 10, "keepLast": 3},
                       metrics={"port": port})
     proc = launch(cfg, tmp_path / "run", env={"POD_IP": "127.0.0.1"})
     prom = Prometheus([f"127.0.0.1:{port}"], run_dir=tmp_path / "prom", scrape_interval="1s").start()
     try:
         wait_for(lambda: committed_steps(client, bucket, "ckpt/"), 240, "the first commit", proc, interval=0.05)
+        # The trainer publishes where the committed checkpoint is (the operator reports that URI).
+        _assert_committed_in_minio(client, bucket, wait_for(lambda: _published_checkpoint(port), 30, "a published checkpoint", proc))
         first_step = prom.wait_for_value('kubetune_trainer_step{exported_job="tiny",namespace="test",rank="0"}', timeout=30)
         minio.stop()
-        t_stop = time.monotonic()
-        steps_before = max(_steps_logged(proc.output()))
-        time.sleep(20)
+        # Training never waits for the store: once an upload is seen failing (it
+        # retries for minutes), the loop still logs new steps while the store is down.
+        wait_for(lambda: _upload_failures(port) > 0, 120, "an upload failure in the metrics", proc)
+        failing_at = max(_steps_logged(proc.output()))
+        wait_for(lambda: max(_steps_logged(proc.output())) > failing_at, 120, "a step logged while an upload is failing", proc)
         steps_during = max(_steps_logged(proc.output()))
-        metrics_text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
         minio.start()
-        outage = time.monotonic() - t_stop
         assert proc.proc.poll() is None, proc.output()[-3000:]
-        assert steps_during >= steps_before + 10, (steps_before, steps_during)  # training never waited for the store
-        failures = float(re.search(r'kubetune_trainer_checkpoint_upload_failures_total\{[^}]*\} (\S+)', metrics_text).group(1))
-        assert failures > 0  # the retries are visible
         # Catch-up: a checkpoint taken after the store came back gets committed.
         wait_for(lambda: [s for s in committed_steps(client, bucket, "ckpt/") if s > steps_during], 180, "a commit after the outage", proc)
+
+        def published_after_outage() -> str | None:
+            uri = _published_checkpoint(port)
+            return uri if uri and int(uri.rsplit("step-", 1)[1]) > steps_during else None
+
+        _assert_committed_in_minio(client, bucket, wait_for(published_after_outage, 30, "the catch-up commit published", proc))
         later_step = prom.wait_for_value('max_over_time(kubetune_trainer_step{namespace="test"}[5m])', timeout=30)
         assert later_step > first_step  # Prometheus saw training move...
         loss = prom.query('kubetune_trainer_loss{namespace="test"}')
@@ -124,12 +153,12 @@ def test_store_outage_training_continues_uploads_catch_up_prometheus_scrapes(tin
         prom.stop()
         if minio.proc is None:
             minio.start()
-    assert outage >= 20
     # No partial step is left behind and every committed one is complete.
     dirs = {k.split("/")[1] for k in (o["Key"] for o in client.list_objects_v2(Bucket=bucket, Prefix="ckpt/step-").get("Contents", []))}
     steps = committed_steps(client, bucket, "ckpt/")
     assert len(steps) == 3 and dirs == {f"step-{s:08d}" for s in steps}, (steps, dirs)
     assert steps[-1] == proc.result()["step"]
+    assert proc.result()["checkpoint"]["uri"] == f"s3://{bucket}/ckpt/step-{steps[-1]:08d}"
     for s in steps:
         manifest = json.loads(client.get_object(Bucket=bucket, Key=f"ckpt/step-{s:08d}/COMMITTED.json")["Body"].read())
         sizes = {o["Key"]: o["Size"] for o in client.list_objects_v2(Bucket=bucket, Prefix=f"ckpt/step-{s:08d}/")["Contents"]}
@@ -139,7 +168,8 @@ def test_store_outage_training_continues_uploads_catch_up_prometheus_scrapes(tin
 
 def test_bad_config_is_one_line_and_exit_2(tmp_path):
     config = tmp_path / "config.json"
-    config.write_text(json.dumps({"model": {"uri": "file:///m"}, "data": {"trainUri": "file:///d"}, "method": "lora", "trainig": {}}))
+    rendered = base_config(tmp_path / "model", tmp_path / "train.jsonl")
+    config.write_text(json.dumps({**rendered, "trainig": {}}))
     term = tmp_path / "term.json"
     out = subprocess.run([sys.executable, "-m", "kubetune_trainer", "--config", str(config)], capture_output=True, text=True,
                          env={"KUBETUNE_TERMINATION_LOG": str(term), "PATH": "/usr/bin:/bin"}, timeout=120)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from .helpers import base_config
+from .helpers import base_config, output_dir
 
 pytestmark = pytest.mark.trainer
 
@@ -38,11 +38,13 @@ def test_lora_learns_beats_base_and_exports(tiny_model, dataset, tmp_path, monke
     out = tmp_path / "out"
     cfg = base_config(tiny_model, dataset("completion"), checkpoint={"uri": f"file://{tmp_path}/ckpt"},
                       output={"uri": f"file://{out}", "merge": True},
-                      evaluation={"generateSamples": 12, "maxNewTokens": 4})
+                      evaluation={"testSplit": 0.1, "metrics": ["exactMatch", "tokenF1"], "maxSamples": 12,
+                                  "generation": {"maxNewTokens": 4}})
     code, result, _ = train(cfg, tmp_path, monkeypatch)
     assert code == 0, result
     assert result["reason"] == "Completed" and result["step"] == 40 and result["totalSteps"] == 40
     assert result["output"] == {"adapterUri": f"file://{out}/adapter", "mergedUri": f"file://{out}/merged", "reportUri": f"file://{out}/report.html"}
+    assert (out / "merged" / "README.md").read_text().startswith("---\nbase_model: ")
     assert result["checkpoint"] == {"uri": f"file://{tmp_path}/ckpt/step-00000040", "step": 40}
 
     summary = json.loads((out / "metrics.json").read_text())
@@ -51,7 +53,9 @@ def test_lora_learns_beats_base_and_exports(tiny_model, dataset, tmp_path, monke
     base, final = summary["base"]["evalLoss"], summary["final"]["evalLoss"]
     assert final < 0.25 * base, (base, final)
     assert summary["final"]["perplexity"] < summary["base"]["perplexity"]
-    assert summary["final"]["task"]["exactMatch"] > summary["base"]["task"]["exactMatch"]
+    assert summary["final"]["exactMatch"] > summary["base"]["exactMatch"]
+    assert summary["evaluation"]["metrics"]["exactMatch"]["better"] is True
+    assert result["evaluation"]["primary"] == "exactMatch" and result["evaluation"]["testRows"] == 12
     assert summary["data"]["truncated"] == 0 and summary["data"]["format"] == "completion"
     html = (out / "report.html").read_text()
     assert html.count("data:image/png;base64,") >= 2  # loss, eval loss, lr curves
@@ -74,11 +78,11 @@ def test_lora_learns_beats_base_and_exports(tiny_model, dataset, tmp_path, monke
 
 @pytest.mark.parametrize("packing", [True, False])
 def test_packing(packing, tiny_model, dataset, tmp_path, monkeypatch):
-    cfg = base_config(tiny_model, dataset("text", 256), data={"packing": packing, "evalSplit": None, "maxSeqLength": 64},
+    cfg = base_config(tiny_model, dataset("text", 256), dataset={"packing": packing, "evalSplit": None, "maxSeqLength": 64},
                       training={"maxSteps": 15, "batchSize": 4})
-    code, result, wd = train(cfg, tmp_path, monkeypatch)
+    code, result, _ = train(cfg, tmp_path, monkeypatch)
     assert code == 0, result
-    summary = json.loads((wd / "work" / "output" / "metrics.json").read_text())
+    summary = json.loads((output_dir(cfg) / "metrics.json").read_text())
     padding = summary["train"]["paddingFraction"]
     if packing:
         assert padding == 0.0  # bfd packing is padding-free
@@ -116,10 +120,10 @@ def test_qlora_trains_and_adapter_loads_on_full_precision_base(tiny_model, datas
 
 @pytest.mark.parametrize("fmt", ["chat", "instruction"])
 def test_formats_train(fmt, tiny_model, dataset, tmp_path, monkeypatch):
-    cfg = base_config(tiny_model, dataset(fmt), training={"maxSteps": 20}, data={"format": "auto"})
-    code, result, wd = train(cfg, tmp_path, monkeypatch)
+    cfg = base_config(tiny_model, dataset(fmt), training={"maxSteps": 20}, dataset={"format": "auto"})
+    code, result, _ = train(cfg, tmp_path, monkeypatch)
     assert code == 0, result
-    summary = json.loads((wd / "work" / "output" / "metrics.json").read_text())
+    summary = json.loads((output_dir(cfg) / "metrics.json").read_text())
     assert summary["data"]["format"] == fmt
     assert summary["final"]["evalLoss"] < 0.5 * summary["base"]["evalLoss"]
 
@@ -128,15 +132,16 @@ def test_response_only_loss_masks_prompts(tiny_model, dataset, tmp_path):
     """Labels exist only on the answer tokens, for each format that has one."""
     from trl import SFTTrainer
 
-    from kubetune_trainer.config import DataConfig, parse_config
+    from kubetune_contract.sections import DatasetSpec
+    from kubetune_trainer.config import parse_config
     from kubetune_trainer.data import prepare
     from kubetune_trainer.model_loading import load_model, load_tokenizer
-    from kubetune_trainer.translate import to_sft_config
+    from kubetune_trainer.recipes.sft import to_sft_config
 
     for fmt in ("completion", "chat", "instruction"):
-        cfg = parse_config(base_config(tiny_model, dataset(fmt, 8, name=f"m-{fmt}.jsonl"), data={"evalSplit": None}))
+        cfg = parse_config(base_config(tiny_model, dataset(fmt, 8, name=f"m-{fmt}.jsonl"), dataset={"evalSplit": None}))
         tok = load_tokenizer(tiny_model, cfg)
-        data = prepare(DataConfig(trainUri=cfg.data.train_uri, maxSeqLength=64), tok, seed=1, cache_dir=tmp_path)
+        data = prepare(DatasetSpec(trainUri=cfg.dataset.train_uri, maxSeqLength=64), tok, seed=1, cache_dir=tmp_path)
         args = to_sft_config(cfg, output_dir=tmp_path / fmt, has_eval=False,
                              completion_only_loss=True if data.shape == "prompt_completion" else None,
                              assistant_only_loss=data.assistant_only_loss)
@@ -148,17 +153,19 @@ def test_response_only_loss_masks_prompts(tiny_model, dataset, tmp_path):
         assert "Translate" not in trained and "code" not in trained.lower(), (fmt, trained)
 
 
-@pytest.mark.parametrize("case", ["missing-column", "empty", "no-weights", "unsupported-file", "unsupported-format", "bad-json-line"])
+@pytest.mark.parametrize("case", ["missing-column", "empty", "no-weights", "unsupported-file", "unsupported-format", "bad-json-line",
+                                  "answers-not-numbers", "test-split-leaves-no-rows"])
 def test_bad_input_is_one_line_exit_2_and_reason(case, tiny_model, dataset, tmp_path, monkeypatch, capsys):
     train = dataset("completion", 16)
     over: dict = {}
+    rendered_over: dict = {}  # written into the rendered config: what the spec itself would refuse
     expect_reason, expect_text = "InvalidDataset", None
     if case == "missing-column":
-        over = {"data": {"format": "completion", "columns": {"prompt": "question"}}}
+        over = {"dataset": {"format": "completion", "columns": {"prompt": "question"}}}
         expect_text = "format completion needs column 'question' (mapped by dataset.columns.prompt); found columns: prompt, completion"
     elif case == "empty":
         (tmp_path / "empty.jsonl").write_text("")
-        over = {"data": {"trainUri": f"file://{tmp_path}/empty.jsonl"}}
+        over = {"dataset": {"trainUri": f"file://{tmp_path}/empty.jsonl"}}
         expect_text = "the dataset is empty"
     elif case == "no-weights":
         bare = tmp_path / "bare-model"
@@ -168,20 +175,29 @@ def test_bad_input_is_one_line_exit_2_and_reason(case, tiny_model, dataset, tmp_
         expect_reason, expect_text = "InvalidModel", "no weights in"
     elif case == "unsupported-file":
         (tmp_path / "train.txt").write_text("hello\n")
-        over = {"data": {"trainUri": f"file://{tmp_path}/train.txt"}}
+        over = {"dataset": {"trainUri": f"file://{tmp_path}/train.txt"}}
         expect_text = "unsupported file type '.txt'; use .jsonl, .json, .csv, .parquet or a saved datasets directory"
     elif case == "unsupported-format":
-        over = {"data": {"format": "alpaca"}}
-        expect_reason, expect_text = "InvalidConfig", "data.format: Input should be 'auto', 'instruction', 'chat', 'completion' or 'text'"
+        rendered_over = {"format": "alpaca"}
+        expect_reason, expect_text = "InvalidConfig", ("dataset.format: Input should be 'auto', 'instruction', 'chat', 'completion', 'text', "
+                                                      "'preference', 'unpaired' or 'prompts'")
     elif case == "bad-json-line":
         train.write_text(train.read_text() + "{not json\n")
         expect_text = f"{train}:17: not valid JSON"
+    elif case == "answers-not-numbers":  # the lookup task answers with words; the trainer's pre-flight, before any step
+        first = json.loads(train.read_text().splitlines()[0])
+        over = {"evaluation": {"testSplit": 0.2, "metrics": ["mae"]}}
+        expect_text = f"file://{train}:1: evaluation.metrics mae needs a number in every answer: the answer {first['completion']!r} has none"
+    elif case == "test-split-leaves-no-rows":
+        over = {"evaluation": {"testSplit": 0.01}}
+        expect_text = "evaluation.testSplit 0.01 of 16 usable rows leaves no test rows; raise it to at least 0.062 or set evaluation.testUri"
 
     from kubetune_trainer.__main__ import main
     from kubetune_trainer.config import parse_config
     from kubetune_trainer.errors import InvalidConfig
 
     cfg = base_config(tiny_model, train, **over)
+    cfg["dataset"].update(rendered_over)
     monkeypatch.setenv("KUBETUNE_WORKDIR", str(tmp_path / "work"))
     monkeypatch.setenv("KUBETUNE_TERMINATION_LOG", str(tmp_path / "termination.json"))
     try:
@@ -210,3 +226,19 @@ def test_s3_dataset_problems_name_the_uri_not_the_download_cache(minio, bucket, 
         load_table(f"s3://{bucket}/data/bad.jsonl", cache)
     assert str(bad.value).startswith(f"s3://{bucket}/data/bad.jsonl:2: not valid JSON")
     assert str(cache) not in str(missing.value) + str(bad.value)
+
+
+def test_s3_answers_without_numbers_are_refused_naming_the_uri_and_line(minio, bucket, tmp_path):
+    """The trainer's pre-flight for remote data: a numeric metric on an s3:// dataset
+    whose answer on line 3 is not a number, refused before any model is loaded."""
+    from kubetune_contract.sections import EvaluationSpec
+    from kubetune_trainer.data import load_table
+    from kubetune_trainer.errors import InvalidDataset
+    from kubetune_trainer.held_out import check_answers
+
+    rows = [{"prompt": "a", "completion": " 12"}, {"prompt": "b", "completion": " 7"}, {"prompt": "c", "completion": " twelve"}]
+    minio.client().put_object(Bucket=bucket, Key="data/priced.jsonl", Body="".join(json.dumps(r) + "\n" for r in rows).encode())
+    uri, cache = f"s3://{bucket}/data/priced.jsonl", tmp_path / "cache"
+    with pytest.raises(InvalidDataset) as refused:
+        check_answers(load_table(uri, cache), "completion", None, EvaluationSpec(testSplit=0.3, metrics=["mae"]), uri, cache)
+    assert str(refused.value) == f"{uri}:3: evaluation.metrics mae needs a number in every answer: the answer ' twelve' has none"

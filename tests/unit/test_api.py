@@ -11,14 +11,15 @@ import pytest
 import yaml
 
 from kubetune_operator.api import load_manifests, parse_job
-from kubetune_operator.api.crd import build_crd
+from kubetune_operator.api.manifest import parse_document
+from kubetune_operator.api.crd import build_crd, build_crds
 from kubetune_operator.api.reference import BEGIN, END, spec_reference
 from kubetune_operator.api.yamlio import dump_yaml
 
 from .bad_manifests import BAD_CASES, minimal_manifest
 
 ROOT = Path(__file__).resolve().parents[2]
-EXAMPLES = sorted((ROOT / "examples").glob("*.yaml"))
+EXAMPLES = sorted((ROOT / "examples").rglob("*.yaml"))
 
 
 def test_there_are_at_least_40_distinct_bad_manifests():
@@ -62,10 +63,10 @@ def test_auto_strategy_resolution(method, gpus, nodes, strategy):
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
 def test_every_example_validates_and_round_trips(path):
-    (parsed,) = load_manifests(path)
+    (parsed,) = load_manifests(path, parse_document)
     assert not parsed.problems, [p.render() for p in parsed.problems]
     original = yaml.safe_load(path.read_text())
-    assert parsed.job.to_manifest() == original
+    assert (parsed.job or parsed.sweep).to_manifest() == original
 
 
 def test_yaml_problems_carry_file_and_line(tmp_path):
@@ -79,7 +80,7 @@ def test_yaml_problems_carry_file_and_line(tmp_path):
     rendered = sorted(p.render(str(manifest)) for p in parsed.problems)
     assert rendered == [
         f"{manifest}:12: spec.lora.r: 0 is out of range; must be >= 1",
-        f"{manifest}:13: spec.lora.rank: unknown field; valid fields: alpha, dropout, r, targetModules",
+        f"{manifest}:13: spec.lora.rank: unknown field; valid fields: alpha, dropout, modulesToSave, r, targetModules, useDora",
     ]
 
 
@@ -103,9 +104,13 @@ def test_invalid_yaml_and_wrong_kind_are_reported_not_raised(tmp_path):
     assert "is not a FineTuneJob" in parsed.problems[0].message
 
 
-def test_crd_file_is_generated_from_the_model():
-    """A stale crds/finetunejob.yaml fails here: run `make crds`."""
-    assert (ROOT / "crds" / "finetunejob.yaml").read_text() == dump_yaml(build_crd())
+def test_crd_files_are_generated_from_the_models():
+    """A stale crds/<kind>.yaml fails here: run `make crds`."""
+    crds = build_crds()
+    assert [c["spec"]["names"]["kind"] for c in crds] == ["FineTuneJob", "FineTuneSweep"]
+    for crd in crds:
+        name = f"{crd['spec']['names']['singular']}.yaml"
+        assert (ROOT / "crds" / name).read_text() == dump_yaml(crd), f"crds/{name} is stale: run make crds"
 
 
 def test_chart_crd_copy_matches_when_present():
@@ -118,7 +123,7 @@ def test_chart_crd_copy_matches_when_present():
 def test_crd_has_printer_columns_status_and_short_name():
     crd = build_crd()
     version = crd["spec"]["versions"][0]
-    assert [c["name"] for c in version["additionalPrinterColumns"]] == ["Phase", "Model", "Method", "Progress", "Loss", "Age"]
+    assert [c["name"] for c in version["additionalPrinterColumns"]] == ["Phase", "Model", "Method", "Progress", "Loss", "Eval", "Age"]
     assert version["subresources"] == {"status": {}}
     assert crd["spec"]["names"]["shortNames"] == ["ftj"]
     spec = version["schema"]["openAPIV3Schema"]["properties"]["spec"]

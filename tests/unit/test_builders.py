@@ -17,6 +17,7 @@ from kubetune_operator.builders import (
     build_training_job,
     serving_endpoint,
 )
+from kubetune_operator.api.spec import vllm_lora_rank
 from kubetune_operator.builders.meta import child_name, training_job_name
 from kubetune_operator.settings import Settings, load_settings
 
@@ -211,6 +212,8 @@ def test_multinode_is_an_indexed_job_with_rendezvous_service():
     built = build_training_job(job, CFG)
     spec, pod = built["spec"], built["spec"]["template"]["spec"]
     assert (spec["completions"], spec["parallelism"], spec["completionMode"]) == (4, 4, "Indexed")
+    # No second live pod of an index while its predecessor still terminates.
+    assert spec["podReplacementPolicy"] == "Failed"
     assert pod["subdomain"] == "llama3-70b-full-train"
     container = pod["containers"][0]
     assert container["command"] == [
@@ -227,6 +230,14 @@ def test_multinode_is_an_indexed_job_with_rendezvous_service():
     assert service["spec"]["publishNotReadyAddresses"] is True
     assert service["metadata"]["name"] == pod["subdomain"]
     assert service["spec"]["selector"] == built["spec"]["template"]["metadata"]["labels"]
+
+
+def test_a_queued_job_is_created_suspended_for_kueue_to_admit():
+    queued = build_training_job(example("quickstart.yaml", queueName="training"), CFG)
+    assert queued["spec"]["suspend"] is True
+    assert queued["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "training"
+    assert build_training_job(example("quickstart.yaml"), CFG)["spec"]["suspend"] is False
+    assert "podReplacementPolicy" not in queued["spec"]  # one node: the Job's default
 
 
 def test_single_node_has_no_headless_service_and_multi_gpu_uses_torchrun():
@@ -248,19 +259,36 @@ def test_serving_adapter_mode():
     vllm = pod["containers"][0]
     assert vllm["image"] == "registry.local/vllm:1"
     assert vllm["args"] == [
-        "--model", "Qwen/Qwen2.5-7B-Instruct",
-        "--enable-lora", "--lora-modules", "sql-assistant=/models/adapter", "--max-lora-rank", "16",
-        "--host", "0.0.0.0", "--port", "8000", "--max-model-len=8192",
+        "--model", "Qwen/Qwen2.5-7B-Instruct", "--served-model-name", "sql-assistant-base",
+        "--enable-lora", "--max-loras", "1", "--max-lora-rank", "16", "--lora-modules", "sql-assistant=/models/adapters/sql-assistant",
+        "--host=$(POD_IP)", "--port", "8000", "--max-model-len=8192",
     ]
+    # vLLM binds the pod's own address (the kubelet expands $(POD_IP) from the container's env).
+    env = {e["name"]: e for e in vllm["env"]}
+    assert env["POD_IP"]["valueFrom"]["fieldRef"]["fieldPath"] == "status.podIP"
     assert vllm["readinessProbe"]["httpGet"] == {"path": "/health", "port": "http"}
     assert vllm["resources"]["limits"] == {"nvidia.com/gpu": "1"}
+    # vLLM's last log lines become its termination message: the operator reports a crash's cause from it.
+    assert vllm["terminationMessagePolicy"] == "FallbackToLogsOnError"
+    # Never fewer ready pods while what is served changes; a terminating pod keeps answering a moment.
+    assert deployment["spec"]["strategy"] == {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}}
+    assert vllm["lifecycle"]["preStop"]["sleep"]["seconds"] > 0
+    assert pod["terminationGracePeriodSeconds"] > vllm["lifecycle"]["preStop"]["sleep"]["seconds"]
     # The adapter comes from the job's output prefix (operator bucket by default).
     (fetch,) = pod["initContainers"]
-    assert fetch["command"][-2:] == ["s3://kt-bucket/ml-team/sql-assistant/output/adapter", "/models/adapter"]
+    assert fetch["command"][-2:] == ["s3://kt-bucket/ml-team/sql-assistant/output/adapter", "/models/adapters/sql-assistant"]
     assert {e["name"] for e in fetch["env"]} >= {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}
     service = build_serving_service(job, CFG)
     assert service["spec"]["selector"] == deployment["spec"]["selector"]["matchLabels"]
     assert serving_endpoint(job) == "http://sql-assistant-serve.ml-team.svc:8000/v1"
+
+
+@pytest.mark.parametrize("r,max_lora_rank", [(1, 1), (2, 8), (8, 8), (16, 16), (24, 32), (33, 64), (300, 320), (512, 512)])
+def test_max_lora_rank_is_the_smallest_vllm_accepts_that_holds_r(r, max_lora_rank):
+    job = example("serving.yaml", lora={"r": r})
+    args = build_serving_deployment(job, CFG)["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert args[args.index("--max-lora-rank") + 1] == str(max_lora_rank)
+    assert vllm_lora_rank(r) == max_lora_rank
 
 
 def test_serving_merged_mode_uses_status_output_uri():
@@ -270,8 +298,83 @@ def test_serving_merged_mode_uses_status_output_uri():
     doc["status"] = {"output": {"mergedUri": "s3://out/merged-here"}}
     job = parse_job(doc).job
     pod = build_serving_deployment(job, CFG)["spec"]["template"]["spec"]
-    assert pod["containers"][0]["args"][:4] == ["--model", "/models/merged", "--served-model-name", "sql-assistant"]
+    args = pod["containers"][0]["args"]
+    assert args[:4] == ["--model", "/models/merged", "--served-model-name", "sql-assistant"]
+    assert "--enable-lora" not in args and "--lora-modules" not in args
     assert pod["initContainers"][0]["command"][-2:] == ["s3://out/merged-here", "/models/merged"]
+
+
+def test_full_fine_tuning_serves_its_merged_model_not_an_adapter():
+    doc = example("serving.yaml").to_manifest()
+    doc["spec"]["method"] = "full"
+    doc["spec"]["serving"].pop("mode")
+    doc["spec"]["output"] = {}
+    job = parse_job(doc).job
+    assert job is not None
+    args = build_serving_deployment(job, CFG)["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert args[:4] == ["--model", "/models/merged", "--served-model-name", "sql-assistant"]
+    assert "--enable-lora" not in args
+
+
+def _member(name: str, created: str, phase: str = "Succeeded", r: int = 8, **serving):
+    doc = example("serving.yaml", namespace="team", uid=f"uid-{name}").to_manifest()
+    doc["metadata"].update(name=name, creationTimestamp=created)
+    doc["spec"]["lora"] = {"r": r}
+    doc["spec"]["serving"] = {"enabled": True, "pool": "coding", "replicas": 1, "gpus": 0, **serving}
+    doc["status"] = {"phase": phase, "output": {"adapterUri": f"s3://out/{name}/adapter"}}
+    return doc
+
+
+def test_a_pool_serves_every_trained_member_on_one_deployment():
+    from kubetune_operator.builders.serving import build_plan_deployment
+    from kubetune_operator.builders.serving_plan import pool_plan
+    from kubetune_operator.controllers.servingpool.members import assemble, candidates
+
+    bodies = [_member("writing", "2026-01-02T00:00:00Z", r=24), _member("coding", "2026-01-01T00:00:00Z"),
+              _member("analysis", "2026-01-03T00:00:00Z", phase="Running")]
+    assembly = assemble(candidates(bodies, "coding"))
+    assert assembly.first.metadata.name == "coding"
+    assert [j.metadata.name for j in assembly.members] == ["coding", "writing"]  # analysis still trains
+    deployment = build_plan_deployment(pool_plan("coding", assembly.members, CFG), CFG)
+    assert deployment["metadata"]["name"] == "coding-pool"
+    assert deployment["metadata"]["labels"]["kubetune.io/pool"] == "coding"
+    assert "kubetune.io/job" not in deployment["metadata"]["labels"]
+    # One owner reference per member, none the controller: it goes with the last member.
+    assert [(o["name"], o["uid"], o["controller"]) for o in deployment["metadata"]["ownerReferences"]] == [
+        ("coding", "uid-coding", False), ("writing", "uid-writing", False)]
+    args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert args[args.index("--max-loras") + 1] == "2"
+    assert args[args.index("--max-lora-rank") + 1] == "32"  # the largest member's r (24) rounded up
+    i = args.index("--lora-modules")
+    assert args[i + 1:i + 3] == ["coding=/models/adapters/coding", "writing=/models/adapters/writing"]
+    fetch = deployment["spec"]["template"]["spec"]["initContainers"][0]["command"]
+    assert fetch[-4:] == ["s3://out/coding/adapter", "/models/adapters/coding", "s3://out/writing/adapter", "/models/adapters/writing"]
+
+
+@pytest.mark.parametrize("field,change,named", [
+    ("model", {"uri": "hf://other/base"}, "spec.model.uri"),
+    ("serving", {"replicas": 2}, "spec.serving.replicas"),
+    ("serving", {"extraArgs": ["--max-model-len=4096"]}, "spec.serving.extraArgs"),
+    ("serving", {"image": "registry.local/vllm:2"}, "spec.serving.image"),
+])
+def test_a_pool_member_that_disagrees_is_refused_naming_the_field(field, change, named):
+    from kubetune_operator.controllers.servingpool.members import assemble, candidates
+
+    first, late = _member("first", "2026-01-01T00:00:00Z"), _member("late", "2026-01-02T00:00:00Z")
+    late["spec"][field] = {**late["spec"].get(field, {}), **change}
+    assembly = assemble(candidates([late, first], "coding"))
+    assert [j.metadata.name for j in assembly.members] == ["first"]
+    assert named in assembly.refused["late"] and "(set by its first member, first)" in assembly.refused["late"]
+
+
+def test_a_failed_job_sets_no_terms_and_is_not_served():
+    from kubetune_operator.controllers.servingpool.members import assemble, candidates
+
+    failed, ok = _member("failed", "2026-01-01T00:00:00Z", phase="Failed"), _member("ok", "2026-01-02T00:00:00Z")
+    ok["spec"]["serving"]["replicas"] = 3
+    assembly = assemble(candidates([failed, ok], "coding"))
+    assert assembly.first.metadata.name == "ok" and [j.metadata.name for j in assembly.members] == ["ok"]
+    assert not assembly.refused
 
 
 def test_names_stay_dns_labels():
@@ -320,3 +423,12 @@ def test_operator_command_line():
                         "--peering=kubetune", "--liveness=http://0.0.0.0:8081/healthz"]
     argv = kopf_argv(Settings(watched_namespaces=("a", "b"), liveness_port=0), ["--standalone", "--verbose"])
     assert argv[6:] == ["--namespace=a", "--namespace=b", "--standalone", "--verbose"]
+
+
+def test_render_shows_a_pool_member_s_pool_deployment():
+    from kubetune_operator.render.objects import render_objects
+
+    job = example("serving.yaml", uid=None, serving={"enabled": True, "pool": "coding", "mode": "adapter"})
+    names = [(o["kind"], o["metadata"]["name"]) for o in render_objects(job, CFG)]
+    assert ("Deployment", "coding-pool") in names and ("Service", "coding-pool") in names
+    assert ("Deployment", "sql-assistant-serve") not in names

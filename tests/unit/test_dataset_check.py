@@ -45,7 +45,7 @@ def test_good_instruction_jsonl_reports_format_rows_and_lengths(tmp_path):
         ("latin1.jsonl", '{"instruction": "caf\xe9", "output": "x"}\n'.encode("latin-1"), "latin1.jsonl:1: not valid UTF-8"),
         ("chat.jsonl", lines({"messages": [{"role": "user", "content": "hi"}]}), "chat.jsonl:1: no non-empty assistant message"),
         ("roles.jsonl", lines({"messages": [{"role": "bot", "content": "hi"}]}), "roles.jsonl:1: messages[0].role 'bot' is not one of"),
-        ("unknown.jsonl", lines({"question": "q", "answer": "a"}), "unknown.jsonl:1: cannot detect the format from fields (answer, question)"),
+        ("unknown.jsonl", lines({"question": "q", "answer": "a"}), "unknown.jsonl:1: cannot detect the format from columns [answer, question]"),
         ("rows.csv", "prompt,completion\nhello,world\nhi,\n", "rows.csv:3: field 'completion' is empty"),
         ("ragged.csv", "text\nfine\nsplit,too,far\n", "ragged.csv:3: more values than the 1 header columns"),
         ("notes.txt", "just some prose\n", "notes.txt: unsupported file type .txt"),
@@ -93,3 +93,42 @@ def test_cli_exit_codes_and_no_traceback(tmp_path):
     assert ok.returncode == 0 and ok.stdout.strip().endswith("OK")
     failed = subprocess.run(cli + [bad], capture_output=True, text=True)
     assert failed.returncode == 1 and "not a text file" in failed.stdout and "Traceback" not in failed.stdout + failed.stderr
+
+
+def test_dataset_columns_are_honoured_as_the_trainer_honours_them(tmp_path):
+    from kubetune_contract.sections import ColumnMapping
+
+    data = write(tmp_path, "qa.jsonl", lines({"question": "q1", "answer": "a1"}, {"question": "q2", "answer": " "}))
+    assert "cannot detect the format from columns [answer, question]" in format_report(check_dataset(data))
+    report = check_dataset(data, columns=ColumnMapping(prompt="question", completion="answer"))
+    assert report.format == "completion" and report.rows == 2 and report.bad_rows == ["line 2: field 'answer' is empty"]
+
+
+def test_validate_a_job_with_its_dataset_uses_the_jobs_format_and_columns(tmp_path):
+    data = write(tmp_path, "qa.jsonl", lines({"question": "q1", "answer": "a1"}, {"question": "q2", "answer": ""}))
+    manifest = tmp_path / "job.yaml"
+    manifest.write_text(
+        "apiVersion: kubetune.io/v1alpha1\nkind: FineTuneJob\nmetadata:\n  name: qa\nspec:\n"
+        "  model:\n    uri: hf://org/m\n  method: lora\n  dataset:\n    trainUri: s3://bucket-one/qa.jsonl\n"
+        "    format: completion\n    columns:\n      prompt: question\n      completion: answer\n")
+    out = subprocess.run([sys.executable, "-m", "kubetune_operator.cli", "validate", str(manifest), "--dataset", data],
+                         capture_output=True, text=True)
+    assert out.returncode == 1, out.stdout + out.stderr
+    assert f"{data}:2: field 'answer' is empty" in out.stdout
+    assert "format completion, 2 rows, 1 bad" in out.stdout
+
+
+def test_validate_sources_checks_each_source_with_its_own_format_naming_its_index(tmp_path):
+    good = write(tmp_path, "pairs.jsonl", lines({"prompt": "p", "completion": "c"}))
+    bad = write(tmp_path, "qa.jsonl", lines({"question": "q1", "answer": "a1"}, {"question": "q2", "answer": ""}))
+    manifest = tmp_path / "job.yaml"
+    manifest.write_text(
+        "apiVersion: kubetune.io/v1alpha1\nkind: FineTuneJob\nmetadata:\n  name: qa\nspec:\n"
+        "  model:\n    uri: hf://org/m\n  method: lora\n  dataset:\n    sources:\n"
+        f"    - uri: file://{good}\n      weight: 0.7\n"
+        f"    - uri: file://{bad}\n      weight: 0.3\n      format: completion\n      columns:\n        prompt: question\n        completion: answer\n")
+    out = subprocess.run([sys.executable, "-m", "kubetune_operator.cli", "validate", str(manifest), "--sources"],
+                         capture_output=True, text=True)
+    assert out.returncode == 1, out.stdout + out.stderr
+    assert f"dataset.sources[1]: file://{bad}:2: field 'answer' is empty" in out.stdout
+    assert f"dataset.sources[0]: file://{good}: OK" in out.stdout

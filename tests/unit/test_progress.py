@@ -1,8 +1,9 @@
-"""The trainer's /metrics text into status.progress / status.metrics / status.checkpoint."""
+"""The trainer's /metrics text into status.progress / status.metrics / status.checkpoint.
+The checkpoint URI is the one the trainer published, never one rebuilt from the step."""
 
 from __future__ import annotations
 
-from kubetune_operator.progress import format_eta, parse_trainer_metrics, progress_patch
+from kubetune_operator.progress import TrainerReading, format_eta, progress_patch, read_trainer_metrics
 
 TEXT = """\
 # HELP kubetune_trainer_step Optimizer steps done.
@@ -25,6 +26,8 @@ kubetune_trainer_eval_loss{job="q",namespace="ns",rank="0"} NaN
 kubetune_trainer_tokens_per_second{job="q",namespace="ns",rank="0"} 1234.5
 # TYPE kubetune_trainer_last_committed_step gauge
 kubetune_trainer_last_committed_step{job="q",namespace="ns",rank="0"} 20.0
+# TYPE kubetune_trainer_last_committed_checkpoint_info gauge
+kubetune_trainer_last_committed_checkpoint_info{job="q",namespace="ns",rank="0",uri="s3://b/ns/q/checkpoints/step-00000020"} 1.0
 # TYPE kubetune_trainer_up gauge
 kubetune_trainer_up{job="q",namespace="ns",rank="0"} 1.0
 # TYPE process_cpu_seconds_total counter
@@ -33,27 +36,46 @@ process_cpu_seconds_total 12.0
 
 
 def test_parse_rank_zero_only_and_drop_nan():
-    values = parse_trainer_metrics(TEXT)
-    assert values["step"] == 20.0
-    assert "eval_loss" not in values
-    assert values["up"] == 1.0
-    assert parse_trainer_metrics(TEXT, rank="1") == {"step": 19.0}
+    reading = read_trainer_metrics(TEXT)
+    assert reading.values["step"] == 20.0
+    assert "eval_loss" not in reading.values
+    assert reading.values["up"] == 1.0
+    assert reading.checkpoint_uri == "s3://b/ns/q/checkpoints/step-00000020"
+    assert read_trainer_metrics(TEXT, rank="1") == TrainerReading({"step": 19.0}, None)
 
 
 def test_progress_patch_golden():
-    patch = progress_patch(parse_trainer_metrics(TEXT), "s3://b/ns/q/checkpoints/")
+    patch = progress_patch(read_trainer_metrics(TEXT))
     assert patch == {
         "progress": {"step": 20, "totalSteps": 60, "epoch": 0.667, "percent": 33.3, "eta": "12m34s", "summary": "20/60 (33%)"},
         "metrics": {"trainLoss": 2.456789, "tokensPerSecond": 1234.5},
-        "checkpoint": {"uri": "s3://b/ns/q/checkpoints/step-20/", "step": 20},
+        "checkpoint": {"uri": "s3://b/ns/q/checkpoints/step-00000020", "step": 20},
     }
 
 
 def test_before_the_first_step_and_checkpoint():
-    patch = progress_patch({"step": 0.0, "total_steps": 60.0, "last_committed_step": 0.0}, "s3://b/c")
+    patch = progress_patch(TrainerReading({"step": 0.0, "total_steps": 60.0, "last_committed_step": 0.0}))
     assert patch == {"progress": {"step": 0, "totalSteps": 60, "percent": 0.0, "summary": "0/60 (0%)"}}
-    assert progress_patch({}, "s3://b/c") == {}
+    assert progress_patch(TrainerReading()) == {}
+
+
+def test_a_committed_step_without_a_published_uri_reports_no_checkpoint():
+    # An older trainer published only the step: the operator does not guess the path.
+    assert "checkpoint" not in progress_patch(TrainerReading({"step": 40.0, "last_committed_step": 40.0}))
 
 
 def test_eta_format():
     assert [format_eta(s) for s in (0, 59.9, 61, 3600 * 5 + 61)] == ["0s", "59s", "1m01s", "5h01m"]
+
+
+def test_a_preference_jobs_rewards_reach_status_metrics():
+    """The trainer's own gauges for a dpo job, as its endpoint renders them, into status.metrics."""
+    from prometheus_client import generate_latest
+
+    from kubetune_trainer.metrics import TrainerMetrics
+
+    m = TrainerMetrics(namespace="ns", job="q", rank=0)
+    m.loss.set(0.41)
+    m.rewards_chosen.set(0.25), m.rewards_rejected.set(-0.5), m.reward_margin.set(0.75), m.preference_accuracy.set(0.875)
+    patch = progress_patch(read_trainer_metrics(generate_latest(m.registry).decode()))
+    assert patch["metrics"] == {"trainLoss": 0.41, "tokensPerSecond": 0.0, "rewardMargin": 0.75, "rewardAccuracy": 0.875}

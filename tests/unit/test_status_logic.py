@@ -6,6 +6,7 @@ import json
 
 from kubetune_operator.api.status import FineTuneJobStatus, Reason
 from kubetune_operator.status_logic import (
+    apply_report,
     Observation,
     count_attempts,
     next_status,
@@ -227,7 +228,7 @@ def test_transition_events():
 
 
 def test_status_patch_is_minimal_and_round_trips():
-    from kubetune_operator.status_logic import apply_patch, status_patch
+    from kubetune_operator.runtime.merge_patch import apply_patch, status_patch
 
     old = {"phase": "Running", "progress": {"step": 1, "eta": "5s"}, "attempts": 1, "conditions": [{"type": "A"}]}
     new = {"phase": "Running", "progress": {"step": 2, "eta": None}, "attempts": 1, "conditions": [{"type": "A"}], "metrics": {"trainLoss": 1.0}}
@@ -242,3 +243,11 @@ def test_finished_job_removed_by_ttl_keeps_the_verdict():
     assert ok["phase"] == "Succeeded"
     failed = {"phase": "Failed", "conditions": [{"type": "Failed", "status": "True", "reason": "InvalidModel"}]}
     assert next_status(failed, Observation(job=None), now=NOW, generation=1) == failed
+
+
+def test_outputs_are_whatever_the_exporters_produced_by_the_contracts_naming():
+    status: dict = {}
+    apply_report(status, {"output": {"adapterUri": "s3://b/o/adapter", "ggufUri": "s3://b/o/gguf", "reportUri": "s3://b/o/report.html",
+                                     "mergedUri": None, "adapter": "s3://b/o/x", "Evil Uri": "s3://b/o/y", "countUri": 3}})
+    # A new format (gguf) needs no change here; keys that do not follow <name>Uri, and non-URIs, are dropped.
+    assert status["output"] == {"adapterUri": "s3://b/o/adapter", "ggufUri": "s3://b/o/gguf", "reportUri": "s3://b/o/report.html"}

@@ -5,21 +5,29 @@ Every verb below is used by the operator or by Kopf; tests/chart proves with
 `kubectl auth can-i` that each is granted and that nothing broader is.
 Deliberately absent: any access to Secrets (jobs reference them by name only),
 pods/exec, pods/log, delete on anything (children are garbage-collected
-through ownerReferences), and RBAC objects.
+through ownerReferences; a failed multi-node attempt's pods are evicted), and
+RBAC objects.
 */}}
 {{- define "kubetune.namespacedRules" -}}
-# FineTuneJobs: Kopf watches them and patches metadata (finalizer, progress
-# annotations); the operator writes .status through the status subresource.
+# FineTuneJobs and FineTuneSweeps: Kopf watches them and patches metadata
+# (finalizer, progress annotations); the operator writes .status through the
+# status subresource. A sweep's trials are FineTuneJobs the operator creates
+# from the sweep's template (which the API server validated as a FineTuneJob
+# spec), patches (a pruned trial's stop annotation, the sweep's suspend, the
+# promoted trial's serving) and never deletes: they go with their sweep.
 - apiGroups: [kubetune.io]
   resources: [finetunejobs]
+  verbs: [get, list, watch, patch, create]
+- apiGroups: [kubetune.io]
+  resources: [finetunesweeps]
   verbs: [get, list, watch, patch]
 - apiGroups: [kubetune.io]
-  resources: [finetunejobs/status]
+  resources: [finetunejobs/status, finetunesweeps/status]
   verbs: [get, patch]
 # Children carry ownerReferences with blockOwnerDeletion, which needs update on
 # the owner's finalizers where OwnerReferencesPermissionEnforcement is on.
 - apiGroups: [kubetune.io]
-  resources: [finetunejobs/finalizers]
+  resources: [finetunejobs/finalizers, finetunesweeps/finalizers]
   verbs: [update]
 # Children: trainer config, training Jobs, rendezvous/serving Services, vLLM.
 - apiGroups: [""]
@@ -35,6 +43,18 @@ through ownerReferences), and RBAC objects.
 - apiGroups: [""]
   resources: [pods]
   verbs: [get, list, watch]
+# A multi-node attempt one of whose pods failed: its other pods are evicted
+# (a disruption, which the Job's pod failure policy does not count against
+# backoffLimit), so the group restarts together. Eviction, not delete.
+- apiGroups: [""]
+  resources: [pods/eviction]
+  verbs: [create]
+# Kueue (spec.queueName): a queued job's Workload says why it waits or was
+# preempted (list), and a queued job is suspended through it (patch
+# spec.active: Kueue re-admits a Job suspended directly).
+- apiGroups: [kueue.x-k8s.io]
+  resources: [workloads]
+  verbs: [list, patch]
 # Events on FineTuneJobs (ours and Kopf's).
 - apiGroups: ["", events.k8s.io]
   resources: [events]

@@ -17,16 +17,10 @@ import statistics
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
-FORMAT_FIELDS: dict[str, tuple[str, ...]] = {
-    "chat": ("messages",),
-    "instruction": ("instruction", "output"),
-    "completion": ("prompt", "completion"),
-    "text": ("text",),
-}
-CHAT_ROLES = {"system", "user", "assistant", "tool"}
-
+from kubetune_contract.formats import detect_format, row_length, row_problem, undetectable
+from kubetune_contract.sections import ColumnMapping
 
 @dataclass
 class Row:
@@ -37,6 +31,7 @@ class Row:
 @dataclass
 class DatasetReport:
     source: str
+    label: str | None = None  # what the file is to the job, e.g. dataset.sources[1]; prefixes every line
     format: str | None = None
     rows: int = 0
     errors: list[str] = field(default_factory=list)  # fatal, file-level
@@ -154,55 +149,6 @@ def _rows(path: Path) -> Iterator[Row | str]:
         raise DatasetError(f"unsupported file type {suffix or '(none)'}; expected .jsonl, .json, .csv or .parquet")
 
 
-# --------------------------------------------------------------------------- row checks
-
-
-def detect_format(row: dict) -> str | None:
-    for name, fields in FORMAT_FIELDS.items():
-        if all(f in row for f in fields):
-            return name
-    return None
-
-
-def _nonempty_string(row: dict, key: str) -> str | None:
-    if key not in row or row[key] is None:
-        return f"missing field {key!r}"
-    if not isinstance(row[key], str):
-        return f"field {key!r} must be a string, got {type(row[key]).__name__}"
-    if not row[key].strip():
-        return f"field {key!r} is empty"
-    return None
-
-
-def check_row(row: object, fmt: str) -> tuple[str | None, int]:
-    """(problem or None, character length of the trainable text)."""
-    if not isinstance(row, dict):
-        return f"expected an object with fields {', '.join(FORMAT_FIELDS[fmt])}, got {type(row).__name__}", 0
-    if fmt == "chat":
-        messages = row.get("messages")
-        if not isinstance(messages, list) or not messages:
-            return "field 'messages' must be a non-empty list of {role, content}", 0
-        length = 0
-        for i, message in enumerate(messages):
-            if not isinstance(message, dict):
-                return f"messages[{i}] must be an object with role and content", 0
-            if message.get("role") not in CHAT_ROLES:
-                return f"messages[{i}].role {message.get('role')!r} is not one of {', '.join(sorted(CHAT_ROLES))}", 0
-            if not isinstance(message.get("content"), str):
-                return f"messages[{i}].content must be a string", 0
-            length += len(message["content"])
-        if not any(m["role"] == "assistant" and m["content"].strip() for m in messages):
-            return "no non-empty assistant message to train on", 0
-        return None, length
-    for key in FORMAT_FIELDS[fmt]:
-        problem = _nonempty_string(row, key)
-        if problem:
-            return problem, 0
-    if fmt == "instruction" and row.get("input") not in (None, "") and not isinstance(row.get("input"), str):
-        return f"field 'input' must be a string, got {type(row['input']).__name__}", 0
-    return None, sum(len(str(row.get(k) or "")) for k in (*FORMAT_FIELDS[fmt], "input"))
-
-
 # --------------------------------------------------------------------------- entry points
 
 
@@ -219,7 +165,15 @@ def _local_copy(uri: str) -> Path:
     return target
 
 
-def check_dataset(uri: str, declared_format: str = "auto", max_errors: int = 50) -> DatasetReport:
+RowCheck = Callable[[dict, str], "str | None"]  # (row, format) -> what is wrong with it, or None
+
+
+def check_dataset(uri: str, declared_format: str = "auto", max_errors: int = 50, columns: ColumnMapping | None = None,
+                  row_check: RowCheck | None = None, objective: str | None = None) -> DatasetReport:
+    """Every problem of the file as the trainer would see it: the same format
+    detection and row checks (`kubetune_contract.formats`), `columns` mapped;
+    `row_check` adds a job's own (its evaluation's answer checks); `objective`
+    (a job's) limits detection to the formats it reads."""
     report = DatasetReport(source=uri)
     try:
         path = _local_copy(uri)
@@ -235,20 +189,17 @@ def check_dataset(uri: str, declared_format: str = "auto", max_errors: int = 50)
                 continue
             report.rows += 1
             if fmt is None:
-                fmt = detect_format(item.data) if isinstance(item.data, dict) else None
+                fmt = detect_format(item.data, columns, objective) if isinstance(item.data, dict) else None
                 if fmt is None:
-                    keys = ", ".join(sorted(item.data)) if isinstance(item.data, dict) else type(item.data).__name__
-                    raise DatasetError(
-                        f"{item.where}: cannot detect the format from fields ({keys}); expected one of: "
-                        + "; ".join(f"{n} ({', '.join(f)})" for n, f in FORMAT_FIELDS.items())
-                    )
-            problem, length = check_row(item.data, fmt)
+                    keys = list(item.data) if isinstance(item.data, dict) else [type(item.data).__name__]
+                    raise DatasetError(f"{item.where}: {undetectable(keys, objective, columns)}")
+            problem = row_problem(item.data, fmt, columns) or (row_check(item.data, fmt) if row_check else None)
             if problem:
                 report.bad_row_count += 1
                 if len(report.bad_rows) < max_errors:
                     report.bad_rows.append(f"{item.where}: {problem}")
                 continue
-            report.lengths.append(length)
+            report.lengths.append(row_length(item.data, fmt, columns))
             digest = hashlib.sha256(json.dumps(item.data, sort_keys=True, default=str).encode()).hexdigest()
             if digest in seen:
                 report.duplicate_count += 1
@@ -295,3 +246,9 @@ def format_report(report: DatasetReport) -> str:
         lines.append(f"{report.source}: warning: {duplicate}")
     lines.append(f"{report.source}: {'OK' if report.ok else 'FAILED'}")
     return "\n".join(lines)
+
+
+def labelled(report: DatasetReport) -> str:
+    """format_report, each line prefixed with what the file is to the job (dataset.sources[i])."""
+    text = format_report(report)
+    return "\n".join(f"{report.label}: {line}" for line in text.splitlines()) if report.label else text

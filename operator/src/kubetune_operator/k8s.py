@@ -24,7 +24,6 @@ from . import metrics
 
 log = logging.getLogger("kubetune.k8s")
 
-FIELD_MANAGER = "kubetune-operator"
 COMPONENT = "kubetune-operator"
 
 # kind -> (API prefix, plural)
@@ -37,6 +36,8 @@ RESOURCES = {
     "Job": ("/apis/batch/v1", "jobs"),
     "Deployment": ("/apis/apps/v1", "deployments"),
     "FineTuneJob": ("/apis/kubetune.io/v1alpha1", "finetunejobs"),
+    "Workload": ("/apis/kueue.x-k8s.io/v1beta2", "workloads"),  # Kueue's (read for queued jobs' status)
+    "FineTuneSweep": ("/apis/kubetune.io/v1alpha1", "finetunesweeps"),
 }
 # Errors that are part of normal flow, not API failures worth counting.
 EXPECTED_STATUSES = {404, 409}
@@ -98,7 +99,6 @@ class Kube:
     def __init__(self, api_client: k8s_client.ApiClient, qps: float = 50, burst: int = 100, fanout: int = 16):
         self.api = api_client
         self.limiter = RateLimiter(qps, burst)
-        self.requests = 0  # made by this client (for the benchmark)
         # For requests made side by side (one pass's creates); threads start as needed.
         self._fanout = ThreadPoolExecutor(max_workers=fanout, thread_name_prefix="kubetune-api")
 
@@ -122,7 +122,6 @@ class Kube:
     def request(self, method: str, path: str, body=None, *, query: dict | None = None, content_type: str | None = None,
                 accept: str = "application/json", timeout: float = 30) -> dict:
         self.limiter.acquire()
-        self.requests += 1
         metrics.API_REQUESTS.labels(kind=_kind_of(path), verb=method).inc()
         headers = {"Accept": accept}
         if content_type:
@@ -180,9 +179,6 @@ class Kube:
                 return False
             raise
 
-    def list(self, kind: str, namespace: str, label_selector: str) -> list[dict]:
-        return self.request("GET", self.path(kind, namespace), query={"labelSelector": label_selector}).get("items", [])
-
     def create_if_absent(self, obj: dict) -> tuple[dict, bool]:
         """(the object as stored, created?). An existing object is returned as is:
         deterministic names make a retried or restarted reconcile a no-op."""
@@ -214,16 +210,30 @@ class Kube:
     def merge_patch(self, kind: str, namespace: str, name: str, patch: dict, subresource: str | None = None) -> dict:
         return self.request("PATCH", self.path(kind, namespace, name, subresource), patch, content_type="application/merge-patch+json")
 
-    def apply(self, obj: dict) -> dict:
-        """Server-side apply (for objects whose spec the operator keeps converged)."""
+    def apply(self, obj: dict, field_manager: str = COMPONENT) -> dict:
+        """Server-side apply: create or converge the fields this manager owns
+        (fields it applied before and no longer sends are removed)."""
         meta = obj["metadata"]
-        return self.request(
-            "PATCH", self.path(obj["kind"], meta["namespace"], meta["name"]), obj,
-            query={"fieldManager": FIELD_MANAGER, "force": "true"}, content_type="application/apply-patch+yaml",
-        )
+        return self.request("PATCH", self.path(obj["kind"], meta["namespace"], meta["name"]), obj,
+                            query={"fieldManager": field_manager, "force": "true"}, content_type="application/apply-patch+yaml")
 
-    def patch_status(self, namespace: str, name: str, status: dict) -> dict:
-        return self.merge_patch("FineTuneJob", namespace, name, {"status": status}, subresource="status")
+    def list(self, kind: str, namespace: str, label_selector: str) -> list[dict]:
+        return self.request("GET", self.path(kind, namespace), query={"labelSelector": label_selector}).get("items") or []
+
+    def evict(self, namespace: str, name: str) -> bool:
+        """Evict a pod (the Eviction API: graceful, honours PodDisruptionBudgets, and
+        marks the pod DisruptionTarget). False when it is already gone."""
+        body = {"apiVersion": "policy/v1", "kind": "Eviction", "metadata": {"name": name, "namespace": namespace}}
+        try:
+            self.request("POST", self.path("Pod", namespace, name, "eviction"), body)
+            return True
+        except ApiError as exc:
+            if exc.status == 404:
+                return False
+            raise
+
+    def patch_status(self, kind: str, namespace: str, name: str, status: dict) -> dict:
+        return self.merge_patch(kind, namespace, name, {"status": status}, subresource="status")
 
     def event(self, owner: dict, type_: str, reason: str, message: str) -> None:
         """A core/v1 Event on the FineTuneJob. Failing to post one never fails a reconcile."""

@@ -14,11 +14,11 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from .api import load_manifests
-from .render.trainer_config import RenderDefaults, render_trainer_config
+from .render.trainer_config import Placement, render_trainer_config
 
 TRAINER_PYTHON_ENV = "KUBETUNE_TRAINER_PYTHON"
 
@@ -28,7 +28,7 @@ def build_local_config(job, workdir: Path) -> dict:
     ns = job.metadata.namespace or "default"
     return render_trainer_config(
         spec, namespace=ns, name=job.metadata.name,
-        defaults=RenderDefaults(
+        placement=Placement(
             checkpoint_uri=f"file://{(workdir / 'checkpoints').resolve()}",
             output_uri=f"file://{(workdir / 'output').resolve()}",
             s3_endpoint=os.environ.get("AWS_ENDPOINT_URL"),
@@ -58,12 +58,18 @@ def run_local(manifest_path: str | Path, workdir: str | Path | None, extra_env: 
     if len(parsed) != 1:
         print(f"{manifest_path}: holds {len(parsed)} FineTuneJobs; kubetune run takes exactly one", file=sys.stderr)
         return 2
-    job = parsed[0].job
-    workdir = Path(workdir or ".kubetune") / job.metadata.name
+    code, _ = run_job(parsed[0].job, Path(workdir or ".kubetune"), extra_env)
+    return code
+
+
+def run_job(job, workdir: Path, extra_env: Mapping[str, str] | None = None,
+            watch: Callable[[subprocess.Popen], None] | None = None) -> tuple[int, dict | None]:
+    """Run one job's trainer under `workdir/<name>`: (its exit code, its termination
+    report or None). `watch(child)` is called about every second while it runs."""
+    workdir = workdir / job.metadata.name
     workdir.mkdir(parents=True, exist_ok=True)
-    config = build_local_config(job, workdir)
     config_path = workdir / "config.json"
-    config_path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+    config_path.write_text(json.dumps(build_local_config(job, workdir), indent=2, sort_keys=True) + "\n")
     termination = workdir / "termination-log.json"
     termination.unlink(missing_ok=True)
     env = {
@@ -81,18 +87,31 @@ def run_local(manifest_path: str | Path, workdir: str | Path | None, extra_env: 
         child = subprocess.Popen(cmd, env=env)
     except OSError as exc:
         print(f"kubetune run: cannot start the trainer ({python}): {exc.strerror}", file=sys.stderr)
-        return 1
+        return 1, None
+    code = _wait(child, watch)
+    return code, _report(termination)
+
+
+def _wait(child: subprocess.Popen, watch) -> int:
     # Ctrl-C / SIGTERM reach the trainer as SIGTERM: it checkpoints, then exits 143.
     previous = {s: signal.signal(s, lambda signum, _f: child.send_signal(signal.SIGTERM)) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
-        code = child.wait()
+        while watch is not None and child.poll() is None:
+            watch(child)
+            try:
+                child.wait(timeout=1.0)
+            except subprocess.TimeoutExpired:
+                pass
+        return child.wait()
     finally:
         for s, h in previous.items():
             signal.signal(s, h)
-    if termination.is_file():
-        try:
-            result = json.loads(termination.read_text())
-            print(f"kubetune run: {result.get('reason')}: {result.get('message')}; outputs: {json.dumps(result.get('output'))}", file=sys.stderr)
-        except json.JSONDecodeError:
-            pass
-    return code
+
+
+def _report(termination: Path) -> dict | None:
+    try:
+        result = json.loads(termination.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    print(f"kubetune run: {result.get('reason')}: {result.get('message')}; outputs: {json.dumps(result.get('output'))}", file=sys.stderr)
+    return result

@@ -23,9 +23,15 @@ PHASE_TRANSITIONS = Counter(
     "kubetune_operator_phase_transitions_total", "FineTuneJob phase changes.", ["from", "to"], registry=REGISTRY
 )
 # Requests made by the operator's own client (Kopf's watches and metadata patches
-# are not included); the benchmark reports requests per job from it.
+# are not included): what the operator costs the API server, per kind and verb.
 API_REQUESTS = Counter("kubetune_operator_api_requests_total", "Kubernetes API requests made by the operator's client.", ["kind", "verb"], registry=REGISTRY)
 JOB_ATTEMPTS = Gauge("kubetune_operator_job_attempts", "Training pods started per FineTuneJob.", ["namespace", "job"], registry=REGISTRY)
+
+SWEEP_TRIALS = Gauge("kubetune_operator_sweep_trials", "A FineTuneSweep's trials by state (running, succeeded, failed, pruned).",
+                     ["namespace", "sweep", "state"], registry=REGISTRY)
+SWEEP_BEST = Gauge("kubetune_operator_sweep_best_objective", "The best trial's objective so far, per FineTuneSweep.",
+                   ["namespace", "sweep"], registry=REGISTRY)
+SWEEP_STATES = ("running", "succeeded", "failed", "pruned")
 
 for _phase in PHASES:
     JOBS.labels(phase=_phase).set(0)
@@ -59,3 +65,25 @@ class PhaseBook:
 
 def serve(port: int) -> None:
     start_http_server(port, registry=REGISTRY)
+
+
+def record_sweep(key: tuple[str, str], status: dict) -> None:
+    """The sweep gauges from the status just written."""
+    counts = status.get("counts") or {}
+    for state in SWEEP_STATES:
+        SWEEP_TRIALS.labels(namespace=key[0], sweep=key[1], state=state).set(counts.get(state, 0))
+    best = (status.get("best") or {}).get("objective")
+    if best is not None:
+        SWEEP_BEST.labels(namespace=key[0], sweep=key[1]).set(best)
+
+
+def forget_sweep(namespace: str, sweep: str) -> None:
+    for state in SWEEP_STATES:
+        try:
+            SWEEP_TRIALS.remove(namespace, sweep, state)
+        except KeyError:
+            pass
+    try:
+        SWEEP_BEST.remove(namespace, sweep)
+    except KeyError:
+        pass

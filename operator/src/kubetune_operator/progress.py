@@ -1,32 +1,48 @@
-"""Read a trainer's Prometheus endpoint into `status.progress` and
-`status.metrics`: the operator shows the same numbers Grafana does."""
+"""Read a trainer's Prometheus endpoint into `status.progress`, `status.metrics`
+and `status.checkpoint`: the operator shows the same numbers Grafana does, and
+the checkpoint URI the trainer published (never one rebuilt here)."""
 
 from __future__ import annotations
 
 import math
 import urllib.request
+from dataclasses import dataclass, field
 
+from kubetune_contract import metric_names as m
 from prometheus_client.parser import text_string_to_metric_families
 
-PREFIX = "kubetune_trainer_"
-WANTED = ("step", "total_steps", "epoch", "progress_ratio", "eta_seconds", "loss", "eval_loss", "tokens_per_second", "last_committed_step", "up")
+# Gauges read for status, by their short names (without the prefix).
+WANTED = {name.removeprefix(m.PREFIX) for name in (
+    m.STEP, m.TOTAL_STEPS, m.EPOCH, m.PROGRESS_RATIO, m.ETA_SECONDS, m.LOSS, m.EVAL_LOSS, m.EVAL_STEP, m.TOKENS_PER_SECOND,
+    m.LAST_COMMITTED_STEP, m.UP, m.REWARD_MARGIN, m.PREFERENCE_ACCURACY, m.REWARD_MEAN)}
 
 
-def parse_trainer_metrics(text: str, rank: str = "0") -> dict[str, float]:
-    """{short name: value} for the trainer gauges of one rank (non-finite values dropped)."""
-    values: dict[str, float] = {}
+@dataclass
+class TrainerReading:
+    """One scrape of one rank: finite gauge values by short name, and the URI of
+    the newest committed checkpoint as the trainer published it."""
+
+    values: dict[str, float] = field(default_factory=dict)
+    checkpoint_uri: str | None = None
+    tracking_degraded: str | None = None  # which tracker degraded and why, once one has
+
+
+def read_trainer_metrics(text: str, rank: str = "0") -> TrainerReading:
+    reading = TrainerReading()
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
-            if not sample.name.startswith(PREFIX):
+            if not sample.name.startswith(m.PREFIX) or sample.labels.get("rank", rank) != rank:
                 continue
-            short = sample.name[len(PREFIX):]
-            if short not in WANTED:
+            if sample.name == m.LAST_COMMITTED_CHECKPOINT_INFO:
+                reading.checkpoint_uri = sample.labels.get("uri") or None
                 continue
-            if sample.labels.get("rank", rank) != rank:
+            if sample.name == m.TRACKING_DEGRADED_INFO:
+                reading.tracking_degraded = sample.labels.get("reason") or None
                 continue
-            if math.isfinite(sample.value):
-                values[short] = sample.value
-    return values
+            short = sample.name.removeprefix(m.PREFIX)
+            if short in WANTED and math.isfinite(sample.value):
+                reading.values[short] = sample.value
+    return reading
 
 
 def format_eta(seconds: float) -> str:
@@ -40,9 +56,7 @@ def format_eta(seconds: float) -> str:
     return f"{secs}s"
 
 
-def progress_patch(values: dict[str, float], checkpoint_uri: str) -> dict:
-    """The status fields these numbers fill (camelCase, ready to merge into status)."""
-    out: dict = {}
+def _progress(values: dict[str, float]) -> dict:
     progress: dict = {}
     if "step" in values:
         progress["step"] = int(values["step"])
@@ -51,13 +65,9 @@ def progress_patch(values: dict[str, float], checkpoint_uri: str) -> dict:
     if "epoch" in values:
         progress["epoch"] = round(values["epoch"], 3)
     if "progress_ratio" in values:
-        percent = min(max(values["progress_ratio"], 0.0), 1.0) * 100
+        progress["percent"] = round(min(max(values["progress_ratio"], 0.0), 1.0) * 100, 1)
     elif progress.get("totalSteps") and "step" in progress:
-        percent = min(100.0, 100.0 * progress["step"] / progress["totalSteps"])
-    else:
-        percent = None
-    if percent is not None:
-        progress["percent"] = round(percent, 1)
+        progress["percent"] = round(min(100.0, 100.0 * progress["step"] / progress["totalSteps"]), 1)
     if "eta_seconds" in values:
         progress["eta"] = format_eta(values["eta_seconds"])
     if "step" in progress and "totalSteps" in progress:
@@ -65,17 +75,26 @@ def progress_patch(values: dict[str, float], checkpoint_uri: str) -> dict:
         if "percent" in progress:
             summary += f" ({progress['percent']:.0f}%)"
         progress["summary"] = summary
+    return progress
+
+
+def progress_patch(reading: TrainerReading) -> dict:
+    """The status fields these numbers fill (camelCase, ready to merge into status)."""
+    out: dict = {}
+    progress = _progress(reading.values)
     if progress:
         out["progress"] = progress
-    metrics = {}
-    for short, key in (("loss", "trainLoss"), ("eval_loss", "evalLoss"), ("tokens_per_second", "tokensPerSecond")):
-        if short in values:
-            metrics[key] = round(values[short], 6)
+    metrics = {key: round(reading.values[short], 6) for short, key in
+               (("loss", "trainLoss"), ("eval_loss", "evalLoss"), ("tokens_per_second", "tokensPerSecond"),
+                ("reward_margin", "rewardMargin"), ("preference_accuracy", "rewardAccuracy"), ("reward_mean", "rewardMean"))
+               if short in reading.values}
+    if "eval_loss" in reading.values and reading.values.get("eval_step"):
+        metrics["evalStep"] = int(reading.values["eval_step"])
     if metrics:
         out["metrics"] = metrics
-    committed = int(values.get("last_committed_step", 0))
-    if committed > 0:
-        out["checkpoint"] = {"uri": f"{checkpoint_uri.rstrip('/')}/step-{committed}/", "step": committed}
+    committed = int(reading.values.get("last_committed_step", 0))
+    if committed > 0 and reading.checkpoint_uri:
+        out["checkpoint"] = {"uri": reading.checkpoint_uri, "step": committed}
     return out
 
 

@@ -24,7 +24,7 @@ class Settings:
     allowed_image_prefixes: tuple[str, ...] = ("ghcr.io/kubetune/",)
     image_pull_policy: str = "IfNotPresent"
     # Replaces `kubetune-train --config ...` for single-process jobs, for trainer
-    # images with another entrypoint (and the operator benchmark's no-op trainer).
+    # images with another entrypoint.
     trainer_command: tuple[str, ...] | None = None
     # Where checkpoints and outputs go when the spec gives no URI:
     # <bucket uri>/<namespace>/<name>/{checkpoints,output}.
@@ -33,7 +33,7 @@ class Settings:
     default_s3_endpoint: str | None = None
     default_s3_region: str | None = None
     # Serving.
-    vllm_image: str = "vllm/vllm-openai:v0.11.0"
+    vllm_image: str = "vllm/vllm-openai:v0.32.0"
     # An image that pulls the artifact from S3 before vLLM starts (init step);
     # the trainer image has boto3 and a non-root user, so it is the default.
     fetch_image: str | None = None

@@ -10,8 +10,16 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 
-from .api.status import ConditionType as C
-from .api.status import Reason as R
+from kubetune_contract.outputs import OUTPUT_KEY
+
+from . import queueing
+from .api.status import STOP_ANNOTATION, ConditionType as C, Reason as R
+from .dataset_status import dataset_fields
+from .evaluation_status import best_checkpoint, evaluation_status, fit_condition
+from .serving_gate import gate_conditions
+from .serving_status import outcome_conditions, serving_verdict
+from .tracking_status import tracking_fields
+
 
 # Trainer termination-message reasons that name the cause of a failure better
 # than the Job's own reason (BackoffLimitExceeded says only "it kept failing").
@@ -52,6 +60,13 @@ class Observation:
     spec_suspend: bool = False
     serving_enabled: bool = False
     nodes: int = 1
+    serving_pods: list[dict] = field(default_factory=list)  # the vLLM Deployment's pods
+    serving_member: str | None = None  # a pool member: the model name the pool must serve for it
+    serving_refusal: str | None = None  # why the job cannot be served (a pool it disagrees with)
+    serving_gate: object | None = None  # spec.serving.gate (a ServingGate), judged once training succeeded
+    queue_name: str | None = None  # spec.queueName, and its Kueue Workload (queueing.slim_workload)
+    workload: dict | None = None
+    stop: tuple[str, str] | None = None  # (reason, message) when asked to stop for good (STOP_ANNOTATION)
 
 
 # --------------------------------------------------------------------------- helpers
@@ -167,9 +182,13 @@ def training_outcome(obs: Observation, previous_phase: str | None) -> Outcome:
     failed = _job_condition(job, "Failed")
     if failed:
         return _failure(failed, obs.pods)
+    if obs.stop is not None and (job.get("spec") or {}).get("suspend"):
+        return _stopping(job, obs)
     if (job.get("spec") or {}).get("suspend"):
         if obs.spec_suspend:
             return Outcome("Suspended", R.SUSPENDED, "suspended: pods stopped, checkpoints kept; set spec.suspend=false to resume")
+        if obs.queue_name:
+            return Outcome("Queued", *queueing.waiting(obs.queue_name, obs.workload))
         # Not ours: Kueue keeps the Job suspended until it admits it.
         return Outcome("Pending", R.PODS_PENDING, "waiting for the queue to admit the Job")
     if _running(obs.pods):
@@ -189,6 +208,24 @@ def training_outcome(obs: Observation, previous_phase: str | None) -> Outcome:
         # A pod failed and the Job is starting the next one: still training.
         return Outcome("Running", R.RESTARTED, "a trainer pod failed; the Job is starting a new one that resumes from the newest checkpoint")
     return Outcome("Pending", R.PODS_PENDING, "waiting for the trainer pod to start")
+
+
+def _stopping(job: dict, obs: Observation) -> Outcome:
+    """Asked to stop for good: its pods get SIGTERM (the trainer commits a
+    checkpoint first); Stopped once none is left."""
+    reason, message = obs.stop
+    if (job.get("status") or {}).get("active"):
+        return Outcome("Running", R.STOPPING, _clip(f"stopping ({reason}: {message}); the trainer checkpoints before it exits"))
+    return Outcome("Stopped", reason, _clip(message), latest_report(obs.pods))
+
+
+def stop_request(annotations: dict | None) -> tuple[str, str] | None:
+    """(reason, message) of a STOP_ANNOTATION `"<Reason>: <message>"`, or None."""
+    value = (annotations or {}).get(STOP_ANNOTATION)
+    if not value:
+        return None
+    reason, _, message = value.partition(":")
+    return (reason.strip() or R.STOPPING), (message.strip() or "stopped on request")
 
 
 def _failure(condition: dict, pods: list[dict]) -> Outcome:
@@ -213,23 +250,11 @@ def _failure(condition: dict, pods: list[dict]) -> Outcome:
 # --------------------------------------------------------------------------- serving
 
 
-def serving_outcome(deployment: dict | None, was_ready: bool) -> tuple[bool, str, str]:
-    """(ready, reason, message) of the serving Deployment."""
-    if deployment is None:
-        return False, R.SERVING_PENDING, "creating the vLLM Deployment"
-    status = deployment.get("status") or {}
-    want = (deployment.get("spec") or {}).get("replicas", 1)
-    available = status.get("availableReplicas") or 0
-    conds = {c.get("type"): c for c in status.get("conditions") or []}
-    if conds.get("Available", {}).get("status") == "True" and available >= min(want, 1):
-        return True, R.SERVING_READY, f"{available}/{want} vLLM replicas available"
-    progressing = conds.get("Progressing", {})
-    if progressing.get("status") == "False" or conds.get("ReplicaFailure", {}).get("status") == "True":
-        detail = progressing.get("message") or conds.get("ReplicaFailure", {}).get("message") or "the Deployment is not progressing"
-        return False, R.SERVING_FAILED, _clip(detail)
-    if was_ready:
-        return False, R.SERVING_FAILED, f"vLLM became unavailable: {available}/{want} replicas available"
-    return False, R.SERVING_PENDING, f"waiting for vLLM: {available}/{want} replicas available"
+def serving_outcome(deployment: dict | None, was_ready: bool, obs: Observation | None = None) -> tuple[bool, str, str]:
+    """(ready, reason, message) of the serving Deployment (`serving_status.serving_verdict`)."""
+    obs = obs or Observation(job=None)
+    return serving_verdict(deployment, obs.serving_pods, was_ready, member=obs.serving_member, refusal=obs.serving_refusal)
+
 
 
 # --------------------------------------------------------------------------- conditions
@@ -272,7 +297,13 @@ def apply_report(status: dict, report: dict) -> None:
     checkpoint = report.get("checkpoint") or {}
     if checkpoint.get("uri"):
         status["checkpoint"] = {"uri": str(checkpoint["uri"]), "step": checkpoint.get("step") if isinstance(checkpoint.get("step"), int) else None}
-    output = {k: str(v) for k, v in (report.get("output") or {}).items() if k in ("adapterUri", "mergedUri", "reportUri") and v}
+        if best_checkpoint(checkpoint):
+            status["checkpoint"]["best"] = best_checkpoint(checkpoint)
+    if evaluation_status(report):
+        status["evaluation"] = evaluation_status(report)
+    status.update({**tracking_fields(report), **dataset_fields(report)})
+    # Whatever the trainer's exporters produced, by the contract's naming.
+    output = {k: v for k, v in (report.get("output") or {}).items() if isinstance(v, str) and v and OUTPUT_KEY.match(str(k))}
     if output:
         status["output"] = output
     step, total = report.get("step"), report.get("totalSteps")
@@ -290,8 +321,8 @@ def next_status(current: dict, obs: Observation, *, now: str, generation: int | 
     """The status to write, given the current one and what the cluster shows."""
     status = {k: v for k, v in current.items()}
     previous_phase = current.get("phase")
-    if obs.job is None and previous_phase == "Failed":
-        # A failed job's verdict stands once its Job is gone.
+    if obs.job is None and previous_phase in ("Failed", "Stopped"):
+        # A failed (or stopped) job's verdict stands once its Job is gone.
         return status
     outcome = training_outcome(obs, previous_phase)
     conditions = list(current.get("conditions") or [])
@@ -302,25 +333,39 @@ def next_status(current: dict, obs: Observation, *, now: str, generation: int | 
         status["startTime"] = job_status["startTime"]
     if outcome.report:
         apply_report(status, outcome.report)
+    fitted = fit_condition(outcome.report, outcome.reason if outcome.phase == "Failed" else None)
+    if fitted and outcome.phase in ("Succeeded", "Failed"):
+        conditions = set_condition(conditions, C.FIT, *fitted, now, generation)
 
     training_on = outcome.phase == "Running"
     conditions = set_condition(conditions, C.TRAINING, "True" if training_on else "False", outcome.reason, outcome.message, now, generation)
-    if outcome.phase in ("Succeeded", "Failed"):
+    if outcome.phase == "Stopped":
+        conditions = set_condition(conditions, C.STOPPED, "True", outcome.reason, outcome.message, now, generation)
+    if outcome.phase in ("Succeeded", "Failed", "Stopped"):
         status["completionTime"] = job_status.get("completionTime") or current.get("completionTime") or now
     if outcome.phase == "Succeeded":
         conditions = set_condition(conditions, C.SUCCEEDED, "True", R.COMPLETED, outcome.message, now, generation)
     if outcome.phase == "Failed":
         conditions = set_condition(conditions, C.FAILED, "True", outcome.reason, outcome.message, now, generation)
+    for type_, *verdict in outcome_conditions(obs.serving_enabled, outcome.phase, outcome.reason, outcome.report):
+        conditions = set_condition(conditions, type_, *verdict, now, generation)
+    running = obs.job is not None and not (obs.job.get("spec") or {}).get("suspend")
+    if admission := queueing.admission(obs.queue_name, obs.workload, outcome.phase, outcome.reason, outcome.message, running):
+        conditions = set_condition(conditions, C.ADMITTED, *admission, now, generation)
     if outcome.phase == "Suspended":
         conditions = set_condition(conditions, C.SUSPENDED, "True", R.SUSPENDED, outcome.message, now, generation)
     elif any(c.get("type") == C.SUSPENDED for c in conditions):
         conditions = set_condition(conditions, C.SUSPENDED, "False", R.RESUMED, "resumed: training continues from the newest committed checkpoint", now, generation)
 
-    phase = outcome.phase
-    if outcome.phase == "Succeeded" and obs.serving_enabled:
+    phase, serve = outcome.phase, outcome.phase == "Succeeded" and obs.serving_enabled
+    if serve and previous_phase != "Serving":  # judged once, before serving starts
+        serve, gated = gate_conditions(obs.serving_gate, status.get("evaluation"))
+        for type_, *verdict in gated:
+            conditions = set_condition(conditions, type_, *verdict, now, generation)
+    if serve:
         # Once Serving, losing availability is a failure, not "pending" again.
         was_ready = previous_phase == "Serving" or bool((current.get("serving") or {}).get("ready"))
-        ready, reason, message = serving_outcome(obs.deployment, was_ready)
+        ready, reason, message = serving_outcome(obs.deployment, was_ready, obs)
         conditions = set_condition(conditions, C.SERVING, "True" if ready else "False", reason, message, now, generation)
         serving = dict(current.get("serving") or {})
         serving["ready"] = ready
@@ -342,7 +387,7 @@ def transition_event(old: str | None, new: str, status: dict) -> tuple[str, str,
         return None
     reason_by_type = {c.get("type"): c for c in status.get("conditions") or []}
     detail = ""
-    key = {"Failed": C.FAILED, "Serving": C.SERVING, "Suspended": C.SUSPENDED}.get(new, C.TRAINING)
+    key = {"Failed": C.FAILED, "Serving": C.SERVING, "Suspended": C.SUSPENDED, "Stopped": C.STOPPED}.get(new, C.TRAINING)
     cond = reason_by_type.get(key) or reason_by_type.get(C.VALID)
     if cond:
         detail = f"{cond.get('reason')}: {cond.get('message')}"
@@ -352,37 +397,3 @@ def transition_event(old: str | None, new: str, status: dict) -> tuple[str, str,
     if new == "Succeeded" and (status.get("output") or {}).get("adapterUri"):
         message += f"; adapter at {status['output']['adapterUri']}"
     return ("Warning" if new == "Failed" else "Normal", f"Phase{new}", _clip(message))
-
-
-def status_patch(old: dict, new: dict) -> dict:
-    """The JSON merge patch turning `old` into `new` (None in `new` means absent;
-    lists are replaced whole). Empty when nothing changed."""
-    patch: dict = {}
-    for key in old.keys() - new.keys():
-        if old[key] is not None:
-            patch[key] = None
-    for key, value in new.items():
-        before = old.get(key)
-        if value is None:
-            if before is not None:
-                patch[key] = None
-        elif isinstance(value, dict) and isinstance(before, dict):
-            inner = status_patch(before, value)
-            if inner:
-                patch[key] = inner
-        elif value != before:
-            patch[key] = value
-    return patch
-
-
-def apply_patch(old: dict, patch: dict) -> dict:
-    """`old` with a merge patch applied (what the API server will store)."""
-    out = dict(old)
-    for key, value in patch.items():
-        if value is None:
-            out.pop(key, None)
-        elif isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = apply_patch(out[key], value)
-        else:
-            out[key] = value
-    return out

@@ -15,7 +15,7 @@ import os
 import sys
 
 from .config import TrainerConfig, load_config, redact
-from .errors import EXIT_ERROR, EXIT_OK, TrainerError
+from .errors import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_OK, TrainerError
 
 
 def parse(argv: list[str] | None = None) -> TrainerConfig:
@@ -81,19 +81,35 @@ def main(cfg: TrainerConfig | None = None) -> int:
     except KeyboardInterrupt:
         reason, message, code = "Interrupted", "interrupted", 130
     except Exception as exc:  # noqa: BLE001 - anything else is retryable; keep the traceback in the log
-        log.exception("training failed")
-        reason, message, code = "Error", f"{type(exc).__name__}: {str(exc).splitlines()[0][:500] if str(exc) else ''}", EXIT_ERROR
+        reason, message, code = _failure(exc, topo, log)
     finally:
         if metrics:
             metrics.up.set(0)
     if topo.is_main:
+        checkpoint = {**state.checkpoint, **({"best": state.best} if state.best else {})}
         text = termination_message(reason, message, step=state.step, total_steps=state.total_steps, metrics=state.metrics,
-                                   checkpoint=state.checkpoint, output=state.output)
+                                   checkpoint=checkpoint, output=state.output, evaluation=state.evaluation,
+                                   export_failures=state.export_failures, tracking=state.tracking,
+                                   dataset=state.dataset)
         write_termination_message(text)
         print(f"kubetune-train: {reason}: {message}" if message else f"kubetune-train: {reason}", file=sys.stderr)
     if metrics:
         metrics.stop()
     return code
+
+
+def _failure(exc: Exception, topo, log) -> tuple[str, str, int]:
+    """(reason, message, exit code) of an unexpected error. A collective that
+    failed because a peer is gone waits to be ended with its attempt (`peers`)."""
+    from .peers import lost_peer, wait_to_be_ended
+
+    first = f"{type(exc).__name__}: {str(exc).splitlines()[0][:500] if str(exc) else ''}"
+    if topo.distributed and lost_peer(exc):
+        log.error("lost a peer: %s", first)
+        ended = wait_to_be_ended()
+        return "PeerLost", f"another process of this run is gone ({first})", EXIT_INTERRUPTED if ended else EXIT_ERROR
+    log.exception("training failed")
+    return "Error", first, EXIT_ERROR
 
 
 def entrypoint() -> None:

@@ -10,11 +10,13 @@ import logging
 import math
 import time
 from collections import deque
+from dataclasses import dataclass
 from pathlib import Path
 
 from transformers import TrainerCallback
 
 from . import distributed
+from .metrics import PREFERENCE_LOGS
 
 log = logging.getLogger("kubetune.train")
 
@@ -76,8 +78,9 @@ class MetricsCallback(TrainerCallback):
         self.world = world_size
         self.window: deque[tuple[float, int, int, int]] = deque(maxlen=window)
         self.last: dict = {}
-        self.history: list[dict] = []
         self._counted = 0
+        # (step, tokens/s) at each logged training loss: the report's throughput curve
+        self.throughput: list[tuple[int, float]] = []
 
     def on_train_begin(self, args, state, control, **kw):
         if self.m:
@@ -110,17 +113,30 @@ class MetricsCallback(TrainerCallback):
 
     def on_log(self, args, state, control, logs=None, **kw):
         logs = logs or {}
-        entry = {"step": state.global_step}
-        for key, attr, out in (("loss", "loss", "trainLoss"), ("eval_loss", "eval_loss", "evalLoss"),
-                               ("learning_rate", "learning_rate", "learningRate"), ("grad_norm", "grad_norm", "gradNorm")):
-            if key in logs and logs[key] is not None:
+        for key, out in (("loss", "trainLoss"), ("eval_loss", "evalLoss"), ("learning_rate", "learningRate"), ("grad_norm", "gradNorm")):
+            if logs.get(key) is not None:
                 value = float(logs[key])
-                entry[out] = value
                 self.last[out] = value
                 if self.m:
-                    getattr(self.m, attr).set(value)
-        if len(entry) > 1:
-            self.history.append(entry)
+                    getattr(self.m, key).set(value)
+        if logs.get("loss") is not None and "tokensPerSecond" in self.last:
+            self.throughput.append((state.global_step, self.last["tokensPerSecond"]))
+        if self.m and logs.get("eval_loss") is not None:
+            self.m.eval_step.set(state.global_step)
+        for key, out, gauge in PREFERENCE_LOGS:
+            if logs.get(key) is not None:
+                self.last[out] = float(logs[key])
+                if self.m:
+                    getattr(self.m, gauge).set(float(logs[key]))
+        self._grpo_rewards(logs)
+
+    def _grpo_rewards(self, logs: dict) -> None:
+        """GRPO's `reward` and `rewards/<name>/mean` (training logs only, not eval_ ones)."""
+        if self.m is None:
+            return
+        for key, value in logs.items():
+            if key.startswith("rewards/") and key.endswith("/mean") and value is not None:
+                self.m.reward.labels(**self.m.labels, reward=key[len("rewards/"):-len("/mean")]).set(float(value))
 
     def on_train_end(self, args, state, control, **kw):
         if self.m:
@@ -147,21 +163,42 @@ class ProgressCallback(TrainerCallback):
 
 
 class CheckpointCallback(TrainerCallback):
-    """After the Trainer writes checkpoint-N locally, rank 0 hands it to the uploader."""
+    """After the Trainer writes checkpoint-N locally, each node's local rank 0 hands
+    what its node wrote to its uploader (node 0's commits the step).
 
-    def __init__(self, uploader, is_main: bool):
+    What the loop waits here (the barrier and the snapshot; the upload itself
+    runs in the background) is kubetune_trainer_checkpoint_blocked_seconds.
+    """
+
+    def __init__(self, uploader, is_main: bool, metrics=None, keep_local: int = 2):
         self.uploader = uploader
         self.is_main = is_main
-        self.blocked: list[float] = []  # seconds the loop waited per checkpoint (bench)
+        self.m = metrics
+        self.keep_local = keep_local
 
     def on_save(self, args, state, control, **kw):
         start = time.monotonic()
-        # Every rank has written its shards/RNG state before rank 0 snapshots.
+        # Every rank has written its shards/RNG state before the snapshots.
         distributed.barrier()
-        if self.is_main and self.uploader is not None:
+        if self.uploader is not None:
             local = Path(args.output_dir) / f"checkpoint-{state.global_step}"
             self.uploader.submit(local, state.global_step)
-        self.blocked.append(time.monotonic() - start)
+            if not self.is_main:
+                prune_local(Path(args.output_dir), self.keep_local)
+        if self.m:
+            self.m.checkpoint_blocked_seconds.observe(time.monotonic() - start)
+
+
+def prune_local(output_dir: Path, keep: int) -> None:
+    """The Trainer rotates local checkpoints (save_total_limit) on global rank 0
+    only: other nodes would keep every one they wrote. Their uploader works on a
+    hard-linked snapshot, so older local copies can go."""
+    import shutil
+
+    found = sorted((p for p in output_dir.glob("checkpoint-*") if p.name.split("-")[-1].isdigit()),
+                   key=lambda p: int(p.name.split("-")[-1]))
+    for old in found[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 class StopFlag:
@@ -253,3 +290,41 @@ class EarlyStopping(TrainerCallback):
             log.info("early stopping at step %d: eval loss has not improved for %d evaluations (best %.4f)", state.global_step, self.bad, self.best)
             control.should_training_stop = True
             control.should_save = True
+
+
+@dataclass
+class LoopCallbacks:
+    """The callbacks one run hands the Trainer, kept by name so the lifecycle can
+    read their outcome (why training stopped, what was measured)."""
+
+    counter: TokenCounter
+    metrics: MetricsCallback
+    watchdog: LossWatchdog
+    stop: StopCallback
+    checkpoint: CheckpointCallback
+    early: EarlyStopping | None
+    best: TrainerCallback | None = None  # best_checkpoint.KeepBest with training.keepBest
+
+    def all(self) -> list[TrainerCallback]:
+        chosen = [self.metrics, ProgressCallback(self.metrics), self.watchdog, self.stop, self.checkpoint]
+        return chosen + ([self.early] if self.early else []) + ([self.best] if self.best else [])
+
+
+def loop_callbacks(cfg, *, metrics, flag: StopFlag, uploader, topo, has_eval: bool) -> LoopCallbacks:
+    counter = TokenCounter()
+    early = cfg.training.early_stopping
+    return LoopCallbacks(
+        counter=counter,
+        metrics=MetricsCallback(metrics, counter, world_size=topo.world_size),
+        watchdog=LossWatchdog(cfg.watchdog.factor, cfg.watchdog.warmup_logs, cfg.watchdog.margin),
+        stop=StopCallback(flag, topo.distributed),
+        checkpoint=CheckpointCallback(uploader, topo.is_main, metrics),
+        early=EarlyStopping(early.patience, early.threshold) if early and has_eval else None,
+        best=_keep_best(uploader) if cfg.training.keep_best and has_eval else None,
+    )
+
+
+def _keep_best(uploader):
+    from .best_checkpoint import KeepBest
+
+    return KeepBest(uploader)

@@ -9,7 +9,15 @@ tokenisation, masking and packing:
   chat template marks assistant turns ({% generation %}); otherwise a
   conversational prompt/completion pair (loss on the final assistant turn)
 - text                                           → text (loss on everything)
+- preference (prompt/chosen/rejected)            → the same columns (DPO, ORPO), strings or messages
+- unpaired (prompt/completion/label)             → the same columns (KTO)
+- prompts (prompt, optional answer)              → the same columns (GRPO; answers as text)
 
+A preference or unpaired row with any problem is refused with its file and
+line (a pair with nothing to prefer teaches the wrong thing quietly).
+
+Format detection and the row checks are the contract's
+(`kubetune_contract.formats`), shared with `kubetune validate --dataset`.
 Problems are `InvalidDataset` errors naming the file, line or column and what
 would be valid.
 """
@@ -18,24 +26,16 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .config import Columns, DataConfig
+from kubetune_contract.formats import FORMATS, columns_of, detect_format, row_problem, undetectable
+from kubetune_contract.sections import ColumnMapping, DatasetSpec, EvaluationSpec
+
 from .errors import InvalidDataset
 from .storage import fetch, local_path
 
-log = logging.getLogger("kubetune.data")
 
-FORMATS = ("instruction", "chat", "completion", "text")
-FIELDS = {
-    "instruction": ("instruction", "input", "output"),
-    "completion": ("prompt", "completion"),
-    "chat": ("messages",),
-    "text": ("text",),
-}
-REQUIRED = {"instruction": ("instruction", "output"), "completion": ("prompt", "completion"), "chat": ("messages",), "text": ("text",)}
 SUFFIXES = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
 ALPACA = "### Instruction:\n{instruction}\n\n{input_block}### Response:\n"
 
@@ -50,12 +50,17 @@ class PreparedData:
     train: object  # datasets.Dataset
     eval: object | None
     format: str  # the detected/declared user format
-    shape: str  # "prompt_completion" | "messages" | "text"
+    shape: str  # "prompt_completion" | "messages" | "text" | "preference" | "unpaired"
     completion_only_loss: bool
     assistant_only_loss: bool
     stats: dict = field(default_factory=dict)
-    # (prompt text ready for generate(), expected answer) for task metrics
-    eval_pairs: list[tuple[str, str]] = field(default_factory=list)
+    # Held-out test rows (evaluation.testUri / testSplit), in the same shape;
+    # never seen by training, early stopping or checkpoint selection.
+    test: object | None = None
+    # dataset.sources: the mixed epoch (mixing.MixPlan), the order training reads it in.
+    mix: object | None = None
+    # dataset.streaming: the streaming.TrainingStream that `train` iterates
+    stream: object | None = None
 
 
 # --------------------------------------------------------------------------- loading
@@ -77,6 +82,24 @@ def _read_jsonl(path: Path) -> list[dict]:
     return rows
 
 
+def _mixed_types(path: Path) -> str | None:
+    """`file:line: field 'label' is a str, line 1's is a bool`: the first row whose
+    field has another JSON type than the first row that had it."""
+    first: dict[str, tuple[int, type]] = {}
+    with path.open(encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            for key, value in json.loads(line).items():
+                if value is None:
+                    continue
+                seen = first.setdefault(key, (lineno, type(value)))
+                if seen[1] is not type(value):
+                    return (f"{path}:{lineno}: field {key!r} is {value!r} ({type(value).__name__}), but line {seen[0]}'s is a "
+                            f"{seen[1].__name__}; every row's field must have one type")
+    return None
+
+
 def _load_file(path: Path):
     import datasets
 
@@ -85,7 +108,11 @@ def _load_file(path: Path):
         raise InvalidDataset(f"{path}: unsupported file type {suffix or '(none)'!r}; use .jsonl, .json, .csv, .parquet or a saved datasets directory")
     try:
         if suffix == ".jsonl":
-            return datasets.Dataset.from_list(_read_jsonl(path))
+            rows = _read_jsonl(path)
+            try:
+                return datasets.Dataset.from_list(rows)
+            except (TypeError, ValueError) as exc:  # Arrow: one column, two types
+                raise InvalidDataset(_mixed_types(path) or f"{path}: cannot read as jsonl: {str(exc).splitlines()[0][:200]}") from None
         if suffix == ".json":
             data = json.loads(path.read_text(encoding="utf-8"))
             if isinstance(data, dict):  # {"data": [...]} / {"train": [...]}
@@ -154,54 +181,80 @@ def load_table(uri: str, cache_dir: Path, s3_endpoint: str | None = None, s3_reg
 # --------------------------------------------------------------------------- formats
 
 
-def _mapping(columns: Columns, fmt: str) -> dict[str, str]:
-    """field → the user's column name."""
-    return {f: getattr(columns, f) or f for f in FIELDS[fmt]}
+def dataset_format(cfg, column_names: list[str], source: str, objective: str = "sft") -> str:
+    """The declared format, or the one of the objective's that the columns show (honouring dataset.columns)."""
+    if cfg.format != "auto":
+        return cfg.format
+    fmt = detect_format(column_names, cfg.columns, objective)
+    if fmt is None:
+        raise InvalidDataset(f"{source}: {undetectable(column_names, objective, cfg.columns)}")
+    return fmt
 
 
-def detect_format(column_names: list[str], columns: Columns, source: str) -> str:
-    cols = set(column_names)
-    for fmt in ("chat", "completion", "instruction", "text"):
-        m = _mapping(columns, fmt)
-        if all(m[f] in cols for f in REQUIRED[fmt]):
-            return fmt
-    raise InvalidDataset(
-        f"{source}: cannot detect the format from columns [{', '.join(sorted(cols))}]; expected messages (chat), "
-        "prompt+completion (completion), instruction+output (instruction) or text (text); set dataset.format and dataset.columns"
-    )
+CHECKED_FORMATS = ("preference", "unpaired", "prompts")
 
 
-def check_columns(column_names: list[str], columns: Columns, fmt: str, source: str) -> None:
-    m = _mapping(columns, fmt)
-    for f in REQUIRED[fmt]:
+def check_rows(ds, fmt: str, columns: ColumnMapping | None, source: str, cache_dir: Path) -> None:
+    """Preference and unpaired rows: the first unusable one is refused with its file:line."""
+    if fmt not in CHECKED_FORMATS:
+        return
+    from .held_out import _row_location
+
+    for i, row in enumerate(ds):
+        problem = row_problem(row, fmt, columns)
+        if problem:
+            raise InvalidDataset(f"{_row_location(source, i, cache_dir)}: {problem}")
+
+
+def check_columns(column_names: list[str], columns: ColumnMapping | None, fmt: str, source: str) -> None:
+    m = columns_of(fmt, columns)
+    for f in FORMATS[fmt].required:
         if m[f] not in column_names:
-            hint = f" (mapped by dataset.columns.{f})" if getattr(columns, f) else f" (set dataset.columns.{f} if yours is named differently)"
+            mapped = columns is not None and getattr(columns, f)
+            hint = f" (mapped by dataset.columns.{f})" if mapped else f" (set dataset.columns.{f} if yours is named differently)"
             raise InvalidDataset(f"{source}: format {fmt} needs column {m[f]!r}{hint}; found columns: {', '.join(column_names) or 'none'}")
 
 
-def _check_messages(messages, source: str, index: int) -> list[dict]:
-    if not isinstance(messages, list) or not messages:
-        raise InvalidDataset(f"{source}: row {index + 1}: messages must be a non-empty list of {{role, content}}")
-    for m in messages:
-        if not isinstance(m, dict) or "role" not in m or "content" not in m:
-            raise InvalidDataset(f"{source}: row {index + 1}: each message needs 'role' and 'content'")
-        if m["role"] not in ("system", "user", "assistant", "tool"):
-            raise InvalidDataset(f"{source}: row {index + 1}: unknown role {m['role']!r}; valid: system, user, assistant, tool")
-    if messages[-1]["role"] != "assistant":
-        raise InvalidDataset(f"{source}: row {index + 1}: the last message must be the assistant's answer")
-    return [{"role": m["role"], "content": str(m["content"])} for m in messages]
+def held_out_file_rows(uri: str, fmt: str, columns: ColumnMapping | None, use_messages: bool, cache_dir: Path,
+                       s3_endpoint=None, s3_region=None) -> list[dict]:
+    """A held-out file (evalUri): loaded whole (it is small), checked like the
+    training rows, in the training shape."""
+    raw = load_table(uri, cache_dir, s3_endpoint, s3_region)
+    if len(raw) == 0:
+        raise InvalidDataset(f"{uri}: the evaluation dataset is empty")
+    check_columns(raw.column_names, columns, fmt, uri)
+    check_rows(raw, fmt, columns, uri, cache_dir)
+    return normalise(raw, fmt, columns, uri, use_messages, cache_dir)[0]
 
 
 def _blank(v) -> bool:
     return v is None or (isinstance(v, str) and not v.strip())
 
 
-def normalise(ds, fmt: str, columns: Columns, source: str, use_messages: bool) -> tuple[list[dict], int]:
-    """Rows in TRL's shape for fmt; returns (rows, rows dropped for a blank required field)."""
-    m = _mapping(columns, fmt)
+def _messages(row: dict, column: str, columns: ColumnMapping | None, where: str) -> list[dict]:
+    problem = row_problem(row, "chat", columns)
+    if problem:
+        raise InvalidDataset(f"{where}: {problem}")
+    return [{"role": m["role"], "content": m["content"]} for m in row[column]]
+
+
+def normalise(ds, fmt: str, columns: ColumnMapping | None, source: str, use_messages: bool,
+              cache_dir: Path | None = None) -> tuple[list[dict], int]:
+    """Rows in TRL's shape for fmt; returns (rows, rows dropped for a blank required field).
+    With `cache_dir` (where s3:// files were fetched) a bad row is named by its file:line."""
+    from .held_out import _row_location
+
+    where = (lambda i: _row_location(source, i, cache_dir)) if cache_dir is not None else (lambda i: f"{source}: row {i + 1}")
+    m = columns_of(fmt, columns)
     out, dropped = [], 0
     for i, row in enumerate(ds):
-        if any(_blank(row.get(m[f])) for f in REQUIRED[fmt]):
+        if fmt in CHECKED_FORMATS:  # check_rows refused the bad ones, with their lines
+            problem = row_problem(row, fmt, columns)
+            if problem:
+                raise InvalidDataset(f"{where(i)}: {problem}")
+            out.append({f: _answer(row.get(m[f])) if f == "answer" else row[m[f]] for f in FORMATS[fmt].fields})
+            continue
+        if any(_blank(row.get(m[f])) for f in FORMATS[fmt].required):
             dropped += 1
             continue
         if fmt == "instruction":
@@ -210,11 +263,16 @@ def normalise(ds, fmt: str, columns: Columns, source: str, use_messages: bool) -
         elif fmt == "completion":
             out.append({"prompt": str(row[m["prompt"]]), "completion": str(row[m["completion"]])})
         elif fmt == "chat":
-            msgs = _check_messages(row[m["messages"]], source, i)
+            msgs = _messages(row, m["messages"], columns, where(i))
             out.append({"messages": msgs} if use_messages else {"prompt": msgs[:-1], "completion": msgs[-1:]})
         else:
             out.append({"text": str(row[m["text"]])})
     return out, dropped
+
+
+def _answer(value):
+    """A prompts row's answer as text (a number in the file is a number in the reward), or None."""
+    return None if value is None else str(value)
 
 
 def dedupe(rows: list[dict]) -> tuple[list[dict], int]:
@@ -256,7 +314,22 @@ def _texts(rows: list[dict], tokenizer) -> list[str]:
     return [r["text"] for r in rows]
 
 
+def _joined(prompt, answer, tokenizer) -> str:
+    if isinstance(prompt, list):
+        return tokenizer.apply_chat_template(prompt + answer, tokenize=False)
+    return prompt + answer
+
+
 def token_lengths(rows: list[dict], tokenizer) -> list[int]:
+    if rows and "chosen" in rows[0]:  # a pair is as long as its longer sequence
+        chosen = token_lengths([{"text": _joined(r["prompt"], r["chosen"], tokenizer)} for r in rows], tokenizer)
+        rejected = token_lengths([{"text": _joined(r["prompt"], r["rejected"], tokenizer)} for r in rows], tokenizer)
+        return [max(c, r) for c, r in zip(chosen, rejected)]
+    if rows and set(rows[0]) == {"prompt", "answer"}:  # GRPO prompts: the completions are sampled
+        return token_lengths([{"text": r["prompt"] if isinstance(r["prompt"], str) else
+                               tokenizer.apply_chat_template(r["prompt"], tokenize=False)} for r in rows], tokenizer)
+    if rows and "label" in rows[0]:
+        return token_lengths([{"text": _joined(r["prompt"], r["completion"], tokenizer)} for r in rows], tokenizer)
     texts = _texts(rows, tokenizer)
     lengths: list[int] = []
     for i in range(0, len(texts), 1000):
@@ -265,63 +338,50 @@ def token_lengths(rows: list[dict], tokenizer) -> list[int]:
     return lengths
 
 
-def eval_pairs(rows: list[dict], tokenizer, limit: int) -> list[tuple[str, str]]:
-    pairs = []
-    for r in rows[:limit]:
-        if "messages" in r:
-            pairs.append((tokenizer.apply_chat_template(r["messages"][:-1], tokenize=False, add_generation_prompt=True), r["messages"][-1]["content"]))
-        elif "prompt" in r and isinstance(r["prompt"], list):
-            pairs.append((tokenizer.apply_chat_template(r["prompt"], tokenize=False, add_generation_prompt=True), r["completion"][0]["content"]))
-        elif "prompt" in r:
-            pairs.append((r["prompt"], r["completion"]))
-    return pairs
+def content_hash(ds) -> str:
+    """sha256 of the training data as loaded, row by row (the model card names it)."""
+    h = hashlib.sha256()
+    for row in ds:
+        h.update(json.dumps(row, sort_keys=True, default=str).encode())
+        h.update(b"\n")
+    return h.hexdigest()
 
 
-def prepare(cfg: DataConfig, tokenizer, *, seed: int, cache_dir: Path, s3_endpoint=None, s3_region=None, generate_samples: int = 0) -> PreparedData:
-    import datasets
+def prepare(cfg: DatasetSpec, tokenizer, *, seed: int, cache_dir: Path, s3_endpoint=None, s3_region=None,
+            evaluation: EvaluationSpec | None = None, objective: str = "sft", count: bool = False,
+            resume_dir: Path | None = None) -> PreparedData:
+    """`count` and `resume_dir` apply to dataset.streaming only: whether to count
+    the rows before training, and the checkpoint a resumed stream continues from."""
+    if cfg.streaming:
+        from .streaming import prepare_stream
+
+        return prepare_stream(cfg, tokenizer, seed=seed, cache_dir=cache_dir, s3_endpoint=s3_endpoint, s3_region=s3_region,
+                              evaluation=evaluation, objective=objective, count=count, resume_dir=resume_dir)
+    if cfg.sources:  # several sources mixed by weight
+        from .mixed_data import prepare_mixed
+
+        return prepare_mixed(cfg, tokenizer, seed=seed, cache_dir=cache_dir, s3_endpoint=s3_endpoint, s3_region=s3_region,
+                             evaluation=evaluation, objective=objective)
+    from .source_rows import finish, read_source
 
     source = cfg.train_uri
-    raw = load_table(cfg.train_uri, cache_dir, s3_endpoint, s3_region)
-    if len(raw) == 0:
-        raise InvalidDataset(f"{source}: the dataset is empty")
-    fmt = cfg.format if cfg.format != "auto" else detect_format(raw.column_names, cfg.columns, source)
-    check_columns(raw.column_names, cfg.columns, fmt, source)
-    use_messages = fmt == "chat" and has_generation_markers(getattr(tokenizer, "chat_template", None))
-    if fmt == "chat" and not getattr(tokenizer, "chat_template", None):
-        raise InvalidDataset(f"{source}: chat data needs a tokenizer with a chat template; the model's tokenizer has none")
-    rows, dropped = normalise(raw, fmt, cfg.columns, source, use_messages)
-    stats = {"format": fmt, "rows": len(raw), "droppedBlank": dropped, "duplicatesDropped": 0}
+    read = read_source(source, cfg, tokenizer, cache_dir=cache_dir, s3_endpoint=s3_endpoint, s3_region=s3_region,
+                       evaluation=evaluation, objective=objective)
+    fmt, use_messages, rows, dropped = read.format, read.use_messages, read.rows, read.dropped
+    from .held_out import test_rows as held_out_rows
+
+    stats = {"format": fmt, "rows": read.rows_read, "droppedBlank": dropped, "duplicatesDropped": 0, "sha256": read.sha256}
     if cfg.dedupe:
         rows, stats["duplicatesDropped"] = dedupe(rows)
     if not rows:
         raise InvalidDataset(f"{source}: no usable rows ({dropped} had a blank required field)")
+    rows, test_rows = held_out_rows(evaluation, rows, fmt, cfg, use_messages, seed, cache_dir, s3_endpoint, s3_region)
 
     eval_rows: list[dict] = []
     if cfg.eval_uri:
-        eraw = load_table(cfg.eval_uri, cache_dir, s3_endpoint, s3_region)
-        if len(eraw) == 0:
-            raise InvalidDataset(f"{cfg.eval_uri}: the evaluation dataset is empty")
-        check_columns(eraw.column_names, cfg.columns, fmt, cfg.eval_uri)
-        eval_rows, _ = normalise(eraw, fmt, cfg.columns, cfg.eval_uri, use_messages)
+        eval_rows = held_out_file_rows(cfg.eval_uri, fmt, cfg.columns, use_messages, cache_dir, s3_endpoint, s3_region)
     elif cfg.eval_split:
         rows, eval_rows = split(rows, cfg.eval_split, seed)
 
-    lengths = token_lengths(rows, tokenizer)
-    stats.update(
-        trainRows=len(rows), evalRows=len(eval_rows), maxSeqLength=cfg.max_seq_length,
-        truncated=sum(1 for n in lengths if n > cfg.max_seq_length),
-        trainTokens=sum(min(n, cfg.max_seq_length) for n in lengths),
-        longestTokens=max(lengths) if lengths else 0,
-    )
-    if stats["truncated"]:
-        log.warning("%d of %d training rows exceed maxSeqLength %d tokens and are truncated", stats["truncated"], len(rows), cfg.max_seq_length)
-    shape = "messages" if use_messages else ("text" if fmt == "text" else "prompt_completion")
-    return PreparedData(
-        train=datasets.Dataset.from_list(rows),
-        eval=datasets.Dataset.from_list(eval_rows) if eval_rows else None,
-        format=fmt, shape=shape,
-        completion_only_loss=shape == "prompt_completion",
-        assistant_only_loss=shape == "messages",
-        stats=stats,
-        eval_pairs=eval_pairs(eval_rows, tokenizer, generate_samples) if generate_samples else [],
-    )
+    return finish(rows, eval_rows, test_rows, fmt=fmt, use_messages=use_messages, cfg=cfg, tokenizer=tokenizer, stats=stats)
+

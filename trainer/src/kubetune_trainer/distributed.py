@@ -1,10 +1,12 @@
 """Process topology from the environment (torchrun, the operator, or none).
 
 The same code runs single-process and under `torchrun --nnodes N
---nproc-per-node G`: torchrun sets RANK/WORLD_SIZE/LOCAL_RANK/LOCAL_WORLD_SIZE/
-MASTER_ADDR/MASTER_PORT, and accelerate (through TrainingArguments) initialises
-the process group from them. Rank 0 alone logs, serves the job-level metrics
-and uploads; local rank 0 of each node downloads what the node needs.
+--nproc-per-node G`: torchrun sets RANK/WORLD_SIZE/LOCAL_RANK/MASTER_ADDR/
+MASTER_PORT, and per node GROUP_RANK/GROUP_WORLD_SIZE; the run joins the
+process group from them before building anything (`init_process_group`) and
+the Trainer adopts that group. Rank 0 alone logs, serves the job-level metrics
+and commits checkpoints; local rank 0 of each node downloads what the node
+needs and uploads the checkpoint files its node wrote.
 """
 
 from __future__ import annotations
@@ -18,7 +20,8 @@ class Topology:
     rank: int
     world_size: int
     local_rank: int
-    local_world_size: int
+    node_rank: int = 0  # torchrun's GROUP_RANK: the pod's completion index
+    nodes: int = 1
 
     @property
     def is_main(self) -> bool:
@@ -32,19 +35,14 @@ class Topology:
     def distributed(self) -> bool:
         return self.world_size > 1
 
-    @property
-    def nodes(self) -> int:
-        return max(1, self.world_size // max(1, self.local_world_size))
-
 
 def topology() -> Topology:
     env = os.environ
-    world = int(env.get("WORLD_SIZE", "1"))
-    local_world = int(env.get("LOCAL_WORLD_SIZE", str(world)))
-    return Topology(
-        rank=int(env.get("RANK", "0")), world_size=world,
-        local_rank=int(env.get("LOCAL_RANK", "0")), local_world_size=local_world,
-    )
+    rank, world = int(env.get("RANK", "0")), int(env.get("WORLD_SIZE", "1"))
+    per_node = int(env.get("LOCAL_WORLD_SIZE", str(world)))
+    return Topology(rank=rank, world_size=world, local_rank=int(env.get("LOCAL_RANK", "0")),
+                    node_rank=int(env.get("GROUP_RANK", str(rank // per_node))),
+                    nodes=int(env.get("GROUP_WORLD_SIZE", str(max(1, world // per_node)))))
 
 
 def barrier() -> None:
@@ -77,3 +75,30 @@ def broadcast_object(obj):
     box = [obj]
     dist.broadcast_object_list(box, src=0)
     return box[0]
+
+
+def init_process_group(topo: Topology, strategy: str, cuda: bool) -> None:
+    """Join the process group early, so downloads can be coordinated; the Trainer adopts it."""
+    import torch
+
+    if not topo.distributed or torch.distributed.is_initialized():
+        return
+    if cuda:
+        torch.cuda.set_device(topo.local_rank)
+    if strategy == "deepspeed":
+        # DeepSpeed keeps its own view of the group (ZeRO-3's zero.Init during
+        # from_pretrained reads it); it initialises torch's too.
+        import deepspeed
+
+        deepspeed.init_distributed(dist_backend="nccl" if cuda else "gloo")
+    else:
+        torch.distributed.init_process_group("nccl" if cuda else "gloo")
+
+
+def local_main_first(topo: Topology, fn):
+    """fn() on local rank 0 first (it downloads), then on the others (cache hits)."""
+    result = fn() if topo.is_local_main else None
+    barrier()
+    if not topo.is_local_main:
+        result = fn()
+    return result

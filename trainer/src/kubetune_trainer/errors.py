@@ -16,7 +16,7 @@ EXIT_INTERRUPTED = 143
 
 REASONS = (
     "Completed", "LossDiverged", "InvalidDataset", "InvalidModel", "InvalidConfig",
-    "CheckpointFailed", "Interrupted", "Error",
+    "CheckpointFailed", "Interrupted", "PeerLost", "Error",
 )
 
 

@@ -2,25 +2,28 @@
 
 The termination message is the container's last word to the operator
 (≤ 4 KiB JSON at /dev/termination-log, overridable by KUBETUNE_TERMINATION_LOG);
-metrics.json and report.html/.md are uploaded next to the adapter.
+its `output` holds `<name>Uri` for each output the run produced, and nothing
+for those it did not. metrics.json and report.html/.md are uploaded under
+`output.uri`, next to the exported formats.
 """
 
 from __future__ import annotations
 
-import base64
-import html
-import io
 import json
 import logging
 import math
 import os
 from pathlib import Path
 
+from .metrics import PREFERENCE_LOGS
+
 log = logging.getLogger("kubetune.report")
 
 TERMINATION_LOG_ENV = "KUBETUNE_TERMINATION_LOG"
 DEFAULT_TERMINATION_LOG = "/dev/termination-log"
 MAX_BYTES = 4096
+REPORT_PAGE = "report.html"
+PREDICTIONS = "predictions.jsonl"  # every test row: prompt, reference, base and tuned answers
 
 
 def _clean(v):
@@ -28,23 +31,64 @@ def _clean(v):
         return None
     if isinstance(v, dict):
         return {k: _clean(x) for k, x in v.items()}
+    if isinstance(v, list):
+        return [_clean(x) for x in v]
     return v
 
 
 def termination_message(reason: str, message: str, *, step: int | None = None, total_steps: int | None = None,
-                        metrics: dict | None = None, checkpoint: dict | None = None, output: dict | None = None) -> str:
-    """The JSON the operator reads; trimmed (message first) to stay under 4 KiB."""
+                        metrics: dict | None = None, checkpoint: dict | None = None, output: dict | None = None,
+                        evaluation: dict | None = None, export_failures: dict | None = None, tracking: dict | None = None,
+                        dataset: dict | None = None) -> str:
+    """The JSON the operator reads; trimmed to stay under 4 KiB: the message
+    first, then the evaluation's detail (`_evaluation_trims`), never the
+    outputs; each export failure reason is capped at 600 characters."""
     body = {
         "reason": reason, "message": message, "step": step, "totalSteps": total_steps,
         "metrics": _clean({k: (metrics or {}).get(k) for k in ("trainLoss", "evalLoss", "tokensPerSecond")}),
         "checkpoint": checkpoint or {"uri": None, "step": None},
-        "output": output or {"adapterUri": None, "mergedUri": None, "reportUri": None},
+        "output": output or {},
     }
+    if evaluation:
+        body["evaluation"] = _clean(evaluation)
+    if export_failures:
+        body["exportFailures"] = {name: str(why)[:600] for name, why in export_failures.items()}
+    if tracking:
+        body["tracking"] = tracking
+    if dataset:
+        body["dataset"] = dataset
     text = json.dumps(body, separators=(",", ":"))
     while len(text.encode()) > MAX_BYTES and len(body["message"]) > 20:
         body["message"] = body["message"][: len(body["message"]) // 2] + "..."
         text = json.dumps(body, separators=(",", ":"))
+    for trim in _evaluation_trims():
+        if len(text.encode()) <= MAX_BYTES or "evaluation" not in body:
+            break
+        trim(body["evaluation"])
+        text = json.dumps(body, separators=(",", ":"))
+    if len(text.encode()) > MAX_BYTES and "dataset" in body:  # the report lists the sources too
+        body.pop("dataset")
+        text = json.dumps(body, separators=(",", ":"))
     return text
+
+
+def _evaluation_trims():
+    """What goes first when the evaluation does not fit: the verdict (the report has
+    it), the fit message's detail, the baselines, then every metric but the primary."""
+    def verdict(e):
+        e.pop("verdict", None)
+
+    def fit_message(e):
+        if e.get("fit", {}).get("message"):
+            e["fit"]["message"] = e["fit"]["message"][:300]
+
+    def baselines(e):
+        e.pop("baselines", None)
+
+    def metrics(e):
+        e["metrics"] = {k: v for k, v in (e.get("metrics") or {}).items() if k == e.get("primary")}
+
+    return (verdict, fit_message, baselines, metrics)
 
 
 def write_termination_message(text: str) -> None:
@@ -59,56 +103,43 @@ def write_termination_message(text: str) -> None:
 # --------------------------------------------------------------------------- report
 
 
-def _png(history: list[dict], key: str, title: str) -> str | None:
-    points = [(h["step"], h[key]) for h in history if key in h and h[key] is not None and math.isfinite(h[key])]
-    if not points:
-        return None
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return None
-    fig, ax = plt.subplots(figsize=(5, 3), dpi=100)
-    ax.plot([p[0] for p in points], [p[1] for p in points], marker="o" if len(points) < 30 else None, linewidth=1.5)
-    ax.set_title(title)
-    ax.set_xlabel("step")
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    plt.close(fig)
-    return base64.b64encode(buf.getvalue()).decode()
-
-
-def _rows(d: dict) -> list[tuple[str, str]]:
+def history(log_history: list[dict], throughput: list[tuple[int, float]] | None = None) -> list[dict]:
+    """The Trainer's log history as the report's curves (camelCase, logged values
+    only), with the tokens/s measured at each logged step."""
     out = []
-    for k, v in d.items():
-        if isinstance(v, float):
-            v = f"{v:.4g}"
-        out.append((k, str(v)))
-    return out
+    for e in log_history:
+        row = {"step": e.get("step")}
+        for k, name in (("loss", "trainLoss"), ("eval_loss", "evalLoss"), ("learning_rate", "learningRate"), ("grad_norm", "gradNorm"),
+                        *((key, out) for key, out, _ in PREFERENCE_LOGS)):
+            if e.get(k) is not None:
+                row[name] = float(e[k])
+        if len(row) > 1:
+            out.append(row)
+    out += [{"step": step, "tokensPerSecond": tps} for step, tps in throughput or []]
+    return sorted(out, key=lambda r: r["step"] or 0)
 
 
-def write_report(out_dir: Path, summary: dict, history: list[dict]) -> list[Path]:
-    """metrics.json, report.md and report.html (with PNG curves when matplotlib is there)."""
+def write_report(out_dir: Path, summary: dict, history: list[dict], *, predictions: list[dict] | None = None,
+                 config: dict | None = None) -> list[Path]:
+    """metrics.json, predictions.jsonl, report.md (+ its chart files) and report.html."""
+    import yaml
+
+    from .reporting import content, html, markdown
+
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "metrics.json").write_text(json.dumps({**summary, "history": history}, indent=1, default=str))
-    sections = {k: v for k, v in summary.items() if isinstance(v, dict)}
-    flat = {k: v for k, v in summary.items() if not isinstance(v, dict)}
-
-    md = [f"# Fine-tuning report: {summary.get('job', '')}", ""]
-    for title, d in [("Run", flat), *sections.items()]:
-        md += [f"## {title}", "", "| | |", "|---|---|", *[f"| {k} | {v} |" for k, v in _rows(d)], ""]
-    (out_dir / "report.md").write_text("\n".join(md))
-
-    charts = [(_png(history, k, t), t) for k, t in (("trainLoss", "training loss"), ("evalLoss", "eval loss"), ("learningRate", "learning rate"))]
-    parts = [f"<!doctype html><meta charset=utf-8><title>kubetune report</title><h1>Fine-tuning report: {html.escape(str(summary.get('job', '')))}</h1>"]
-    for title, d in [("Run", flat), *sections.items()]:
-        parts.append(f"<h2>{html.escape(title)}</h2><table>" + "".join(f"<tr><th align=left>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>" for k, v in _rows(d)) + "</table>")
-    for png, title in charts:
-        if png:
-            parts.append(f"<h2>{title}</h2><img alt='{title}' src='data:image/png;base64,{png}'>")
-    (out_dir / "report.html").write_text("\n".join(parts))
-    return [out_dir / "metrics.json", out_dir / "report.md", out_dir / "report.html"]
+    written = [out_dir / "metrics.json"]
+    written[0].write_text(json.dumps(_clean({**summary, "history": history}), indent=1, default=str))
+    if predictions:
+        written.append(out_dir / PREDICTIONS)
+        written[-1].write_text("".join(json.dumps(_clean(p)) + "\n" for p in predictions))
+    report = content.build(summary, history, predictions or [], yaml.safe_dump(config or {}, sort_keys=False))
+    chart_files = []
+    for i, chart in enumerate(report.charts):
+        name = f"report-charts/{i + 1}-{'-'.join(chart.title.split()[:3])}.png"
+        (out_dir / name).parent.mkdir(exist_ok=True)
+        (out_dir / name).write_bytes(chart.png)
+        chart_files.append(name)
+        written.append(out_dir / name)
+    (out_dir / "report.md").write_text(markdown.render(report, chart_files))
+    (out_dir / REPORT_PAGE).write_text(html.render(report))
+    return written + [out_dir / "report.md", out_dir / REPORT_PAGE]

@@ -58,10 +58,6 @@ class ObjectInfo:
     size: int
 
 
-class TransientError(Exception):
-    pass
-
-
 def _is_transient(exc: BaseException) -> bool:
     try:
         from botocore.exceptions import (BotoCoreError, ClientError, ConnectionError as BotoConnectionError,
@@ -69,7 +65,7 @@ def _is_transient(exc: BaseException) -> bool:
     except ImportError:  # pragma: no cover
         return isinstance(exc, (ConnectionError, TimeoutError))
     if isinstance(exc, (EndpointConnectionError, BotoConnectionError, ReadTimeoutError, ConnectTimeoutError,
-                        ConnectionError, TimeoutError, TransientError)):
+                        ConnectionError, TimeoutError)):
         return True
     if isinstance(exc, ClientError):
         code = exc.response.get("Error", {}).get("Code", "")
@@ -79,8 +75,9 @@ def _is_transient(exc: BaseException) -> bool:
 
 
 def retry(fn: Callable[[], T], *, what: str, deadline_s: float = 60.0, base_s: float = 0.5, max_s: float = 8.0,
-          on_retry: Callable[[BaseException], None] | None = None) -> T:
-    """Call fn until it succeeds, a non-transient error occurs, or deadline_s passes."""
+          on_retry: Callable[[], None] | None = None) -> T:
+    """Call fn until it succeeds, a non-transient error occurs, or deadline_s passes;
+    `on_retry` is told of each failed attempt that will be retried."""
     start = time.monotonic()
     attempt = 0
     while True:
@@ -95,7 +92,7 @@ def retry(fn: Callable[[], T], *, what: str, deadline_s: float = 60.0, base_s: f
             delay = min(delay, max(0.0, deadline_s - elapsed))
             log.warning("%s failed (%s: %s); retry %d in %.1fs", what, type(exc).__name__, str(exc).splitlines()[0][:200], attempt, delay)
             if on_retry:
-                on_retry(exc)
+                on_retry()
             time.sleep(delay)
 
 
@@ -292,6 +289,17 @@ class S3Backend:
 
 def open_store(uri: str, s3_endpoint: str | None = None, s3_region: str | None = None, deadline_s: float = 60.0) -> Store:
     return Store(uri, endpoint=s3_endpoint, region=s3_region, deadline_s=deadline_s)
+
+
+def put_tree(store: Store, src: Path, key: str) -> str:
+    """Upload a file, or every file under a directory, as `key`; returns its URI."""
+    if src.is_file():
+        store.put_file(key, src)
+    else:
+        for p in sorted(src.rglob("*")):
+            if p.is_file():
+                store.put_file(f"{key}/{p.relative_to(src)}", p)
+    return join(store.uri, key)
 
 
 def fetch(uri: str, dst_dir: Path, *, s3_endpoint=None, s3_region=None) -> Path:

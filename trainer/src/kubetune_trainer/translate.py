@@ -1,8 +1,11 @@
-"""Pure translators from `TrainerConfig` to the library configs.
+"""Pure translators from `TrainerConfig` to the library configs every recipe shares.
 
-No side effects and no training here, so each is unit-tested with plain
-asserts. torch/peft/trl are imported inside the functions: the config module
-and these signatures stay importable without them.
+`BitsAndBytesConfig`, `LoraConfig`, the precision, the DeepSpeed JSON and the
+`TrainingArguments` fields common to all of TRL's trainer configs; each recipe
+adds its objective's own fields (`recipes/sft.py`: `to_sft_config`). No side
+effects and no training here, so each is unit-tested with plain asserts.
+torch/peft are imported inside the functions: these signatures stay
+importable without them.
 """
 
 from __future__ import annotations
@@ -10,14 +13,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from .config import TrainerConfig
-
-DTYPES = {"bfloat16": "bfloat16", "float16": "float16", "float32": "float32"}
+from kubetune_contract.config import TrainerConfig
 
 
 def to_bnb_config(cfg: TrainerConfig):
     """BitsAndBytesConfig for qlora (4-bit) or 8-bit lora; None when not quantising."""
-    q = cfg.resolved_quantization
+    q = cfg.quantization
     if q is None:
         return None
     import torch
@@ -29,22 +30,24 @@ def to_bnb_config(cfg: TrainerConfig):
         load_in_4bit=True,
         bnb_4bit_quant_type=q.quant_type,
         bnb_4bit_use_double_quant=q.double_quant,
-        bnb_4bit_compute_dtype=getattr(torch, DTYPES[q.compute_dtype]),
+        bnb_4bit_compute_dtype=getattr(torch, q.compute_dtype),
         # Keep non-quantised weights (norms, embeddings) in the compute dtype.
         bnb_4bit_quant_storage=torch.uint8,
     )
 
 
 def to_lora_config(cfg: TrainerConfig):
-    """peft.LoraConfig; None for full fine-tuning."""
-    lora = cfg.resolved_lora
-    if lora is None:
+    """peft.LoraConfig; None for full fine-tuning, and with model.adapterFrom
+    (the model arrives with that adapter loaded, trainable: `adapter_source`)."""
+    lora = cfg.lora
+    if lora is None or cfg.model.adapter_from:
         return None
     from peft import LoraConfig
 
     targets: Any = "all-linear" if lora.target_modules == ["all-linear"] else list(lora.target_modules)
     return LoraConfig(
         r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, target_modules=targets,
+        use_dora=lora.use_dora, modules_to_save=list(lora.modules_to_save) or None,
         bias="none", task_type="CAUSAL_LM",
     )
 
@@ -64,7 +67,7 @@ def render_deepspeed_config(cfg: TrainerConfig, precision: str) -> dict | None:
     if cfg.distributed.strategy != "deepspeed":
         return None
     ds = cfg.distributed.deepspeed
-    stage = ds.zero_stage if ds else 2
+    stage = ds.zero_stage
     zero: dict[str, Any] = {"stage": stage, "overlap_comm": True, "contiguous_gradients": True}
     if stage >= 2:
         zero.update(reduce_bucket_size="auto", allgather_bucket_size=5e8 if stage == 2 else None)
@@ -76,9 +79,9 @@ def render_deepspeed_config(cfg: TrainerConfig, precision: str) -> dict | None:
             # final adapter/model can be written without a conversion step.
             stage3_gather_16bit_weights_on_model_save=True,
         )
-    if ds and ds.offload_optimizer:
+    if ds.offload_optimizer:
         zero["offload_optimizer"] = {"device": "cpu", "pin_memory": True}
-    if ds and ds.offload_params:
+    if ds.offload_params:
         zero["offload_param"] = {"device": "cpu", "pin_memory": True}
     return {
         "train_micro_batch_size_per_gpu": "auto",
@@ -98,24 +101,13 @@ def render_deepspeed_config(cfg: TrainerConfig, precision: str) -> dict | None:
     }
 
 
-def to_sft_config(
-    cfg: TrainerConfig,
-    *,
-    output_dir: Path | str,
-    has_eval: bool,
-    cuda: bool = False,
-    bf16_supported: bool = False,
-    completion_only_loss: bool | None = None,
-    assistant_only_loss: bool = False,
-    dataset_text_field: str = "text",
-):
-    """trl.SFTConfig for this run. Checkpoints are written locally every
-    checkpoint.everySteps; the checkpoint callback uploads them."""
-    from trl import SFTConfig
-
+def training_arguments(cfg: TrainerConfig, *, output_dir: Path | str, has_eval: bool, cuda: bool = False,
+                       bf16_supported: bool = False) -> dict[str, Any]:
+    """The `transformers.TrainingArguments` fields of this run, for any TRL trainer
+    config. Checkpoints are written locally every checkpoint.everySteps; the
+    checkpoint callback uploads them."""
     t = cfg.training
     precision = resolve_precision(cfg, cuda, bf16_supported)
-    strategy = cfg.distributed.strategy
     kwargs: dict[str, Any] = dict(
         output_dir=str(output_dir),
         learning_rate=t.learning_rate,
@@ -128,8 +120,8 @@ def to_sft_config(
         max_grad_norm=t.max_grad_norm,
         seed=t.seed,
         data_seed=t.seed,
-        # transformers 5 renamed gradient_checkpointing; TRL's SFTConfig still
-        # defaults the old alias to True, so both are set explicitly.
+        # transformers 5 renamed gradient_checkpointing; TRL's configs still
+        # default the old alias to True, so both are set explicitly.
         gradient_checkpointing=t.gradient_checkpointing,
         activation_checkpointing=t.gradient_checkpointing,
         activation_checkpointing_kwargs={"use_reentrant": False} if t.gradient_checkpointing else None,
@@ -146,36 +138,37 @@ def to_sft_config(
         save_total_limit=2,
         eval_strategy=("steps" if t.eval_every_steps else "epoch") if has_eval else "no",
         eval_steps=t.eval_every_steps if has_eval and t.eval_every_steps else None,
-        report_to=[] if cfg.tracking.backend == "none" else [cfg.tracking.backend],
+        # Never the Trainer's own integrations: they call the tracker on the loop
+        # (kubetune_trainer.tracking calls it off the loop, with short timeouts).
+        report_to=[],
         disable_tqdm=True,
         dataloader_num_workers=0,
-        max_length=cfg.data.max_seq_length,
-        packing=cfg.data.packing,
-        # bfd packing is padding-free: sequences are concatenated with
-        # position_ids restarting per example, so no pad tokens at all.
-        packing_strategy="bfd",
-        dataset_text_field=dataset_text_field,
-        completion_only_loss=completion_only_loss,
-        assistant_only_loss=assistant_only_loss,
-        # Our data module already shuffles/splits by seed; TRL must not reorder.
-        shuffle_dataset=False,
-        dataset_num_proc=None,
         run_name=f"{cfg.job.namespace}/{cfg.job.name}",
-        trust_remote_code=cfg.model.trust_remote_code,
     )
+    if cfg.dataset.sources:
+        # The mix is already shuffled by training.seed (mixing.plan); reading it in
+        # that order makes each source's rows consumed exact. Otherwise each
+        # trainer's own default stands (KTO's is sequential, and it needs it).
+        kwargs["train_sampling_strategy"] = "sequential"
+    if t.keep_best and has_eval:
+        # The Trainer tracks the best validation loss and keeps that checkpoint
+        # locally; best_checkpoint.KeepBest and .restore do the rest.
+        kwargs.update(metric_for_best_model="eval_loss", greater_is_better=False)
     if t.max_steps is not None:
         kwargs["max_steps"] = t.max_steps
     else:
-        kwargs["num_train_epochs"] = t.epochs if t.epochs is not None else 3.0
-    if strategy in ("ddp", "deepspeed", "fsdp") and not cuda:
+        kwargs["num_train_epochs"] = t.resolved_epochs
+    return {**kwargs, **_parallelism(cfg, precision, cuda)}
+
+
+def _parallelism(cfg: TrainerConfig, precision: str, cuda: bool) -> dict[str, Any]:
+    strategy = cfg.distributed.strategy
+    kwargs: dict[str, Any] = {}
+    if strategy in ("ddp", "deepspeed") and not cuda:
         kwargs["ddp_backend"] = "gloo"
     if strategy == "ddp":
         # LoRA leaves most parameters frozen; unused-parameter search is wasted work.
         kwargs["ddp_find_unused_parameters"] = False
     if strategy == "deepspeed":
         kwargs["deepspeed"] = render_deepspeed_config(cfg, precision)
-    if strategy == "fsdp":
-        kwargs["fsdp"] = "full_shard auto_wrap"
-        kwargs["fsdp_config"] = {"version": 2, "reshard_after_forward": True, "auto_wrap_policy": "TRANSFORMER_BASED_WRAP", "state_dict_type": "SHARDED_STATE_DICT", "activation_checkpointing": t.gradient_checkpointing}
-        kwargs["gradient_checkpointing"] = kwargs["activation_checkpointing"] = False  # FSDP's own activation checkpointing does it
-    return SFTConfig(**kwargs)
+    return kwargs

@@ -1,94 +1,14 @@
-"""Generate the FineTuneJob CustomResourceDefinition from the pydantic models.
-
-pydantic's JSON Schema is close to what the API server wants, but a CRD needs a
-*structural* OpenAPI v3 schema: no $ref, no `anyOf: [X, null]` for optionals,
-boolean `exclusiveMinimum`, no `title`. This module performs exactly that
-translation, so the models stay the single source of truth.
-"""
+"""Generate the CustomResourceDefinitions from the pydantic models (the
+structural translation is `schema.py`)."""
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
 
+from .schema import model_schema
 from .job import GROUP, KIND, PLURAL, SHORT_NAMES, SINGULAR, VERSION
 from .spec import FineTuneJobSpec
 from .status import FineTuneJobStatus
-
-# Keys that carry over unchanged from JSON Schema to the CRD's OpenAPI schema.
-_KEPT = {
-    "type", "description", "default", "enum", "pattern", "format",
-    "minimum", "maximum", "minLength", "maxLength", "minItems", "maxItems",
-    "minProperties", "maxProperties", "nullable",
-}
-
-
-def _resolve(schema: dict, defs: dict) -> dict:
-    if "$ref" in schema:
-        target = defs[schema["$ref"].rsplit("/", 1)[-1]]
-        merged = {**target, **{k: v for k, v in schema.items() if k != "$ref"}}
-        # A field's own rules (e.g. immutability) add to its type's rules.
-        rules = target.get("x-kubernetes-validations", []) + schema.get("x-kubernetes-validations", [])
-        if rules:
-            merged["x-kubernetes-validations"] = rules
-        return _resolve(merged, defs)
-    return schema
-
-
-def to_structural(schema: dict, defs: dict) -> dict:
-    """Translate one pydantic JSON Schema node into a structural CRD schema node."""
-    schema = _resolve(schema, defs)
-    if schema.get("x-kubernetes-int-or-string"):
-        out = {"x-kubernetes-int-or-string": True, "anyOf": [{"type": "integer"}, {"type": "string"}]}
-        for key in ("pattern", "description"):
-            if key in schema:
-                out[key] = schema[key]
-        return out
-    if "anyOf" in schema:
-        options = [o for o in schema["anyOf"] if o.get("type") != "null"]
-        if len(options) != 1:
-            raise ValueError(f"cannot express a union in a structural schema: {schema}")
-        inner = {k: v for k, v in schema.items() if k != "anyOf"}
-        if inner.get("default", 0) is None:
-            inner.pop("default")
-        return to_structural({**_resolve(options[0], defs), **inner}, defs)
-
-    out: dict[str, Any] = {}
-    for key, value in schema.items():
-        if key in _KEPT or key.startswith("x-kubernetes-"):
-            out[key] = value
-    if "const" in schema:
-        out["enum"] = [schema["const"]]
-    # JSON Schema 2020 has numeric exclusive bounds, OpenAPI v3 boolean flags.
-    for exclusive, bound in (("exclusiveMinimum", "minimum"), ("exclusiveMaximum", "maximum")):
-        if exclusive in schema:
-            out[bound] = schema[exclusive]
-            out[exclusive] = True
-    if "enum" in out and "type" not in out:
-        out["type"] = "integer" if all(isinstance(v, int) for v in out["enum"]) else "string"
-    if out.get("type") == "number" and all(isinstance(v, int) for v in out.get("enum", [1.5])):
-        out["type"] = "integer"
-
-    if "properties" in schema:
-        out["type"] = "object"
-        out["properties"] = {name: to_structural(sub, defs) for name, sub in schema["properties"].items()}
-        if schema.get("required"):
-            out["required"] = list(schema["required"])
-    elif isinstance(schema.get("additionalProperties"), dict):
-        out["type"] = "object"
-        out["additionalProperties"] = to_structural(schema["additionalProperties"], defs)
-    if "items" in schema:
-        out["items"] = to_structural(schema["items"], defs)
-    # A default of {} or [] adds nothing the server would not do anyway, and a
-    # default on a required field is meaningless.
-    if out.get("default") in ({}, []):
-        out.pop("default")
-    return out
-
-
-def model_schema(model) -> dict:
-    raw = model.model_json_schema(by_alias=True, mode="validation")
-    return to_structural(raw, raw.get("$defs", {}))
-
 
 PRINTER_COLUMNS = [
     {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
@@ -96,30 +16,75 @@ PRINTER_COLUMNS = [
     {"name": "Method", "type": "string", "jsonPath": ".spec.method"},
     {"name": "Progress", "type": "string", "jsonPath": ".status.progress.summary"},
     {"name": "Loss", "type": "number", "jsonPath": ".status.metrics.trainLoss"},
+    {"name": "Eval", "type": "string", "jsonPath": ".status.evaluation.summary"},
     {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
 ]
 
 
-def build_crd() -> dict:
-    """The complete CRD object, as written to crds/finetunejob.yaml."""
-    spec_schema = model_schema(FineTuneJobSpec)
-    status_schema = model_schema(FineTuneJobStatus)
+SWEEP_PRINTER_COLUMNS = [
+    {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
+    {"name": "Trials", "type": "string", "jsonPath": ".status.summary", "description": "finished / maxTrials"},
+    {"name": "Best", "type": "number", "jsonPath": ".status.best.objective", "description": "the best trial's objective"},
+    {"name": "Best trial", "type": "string", "jsonPath": ".status.best.name"},
+    {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+]
+
+
+@dataclass(frozen=True)
+class Kind:
+    """One custom resource kind and the models its CRD is generated from."""
+
+    kind: str
+    plural: str
+    singular: str
+    short_names: list[str]
+    description: str
+    spec: type
+    status: type
+    columns: list[dict]
+
+    @property
+    def file_name(self) -> str:
+        return f"{self.singular}.yaml"
+
+
+def _kinds() -> tuple[Kind, ...]:
+    from .sweep import SWEEP_KIND, SWEEP_PLURAL, SWEEP_SHORT_NAMES, SWEEP_SINGULAR, FineTuneSweepSpec, FineTuneSweepStatus
+
+    return (
+        Kind(KIND, PLURAL, SINGULAR, SHORT_NAMES,
+             "A fine-tuning job: base model + dataset + method, trained, checkpointed, reported and optionally served.",
+             FineTuneJobSpec, FineTuneJobStatus, PRINTER_COLUMNS),
+        Kind(SWEEP_KIND, SWEEP_PLURAL, SWEEP_SINGULAR, SWEEP_SHORT_NAMES,
+             "A hyper-parameter sweep: FineTuneJobs from one template, their parameters chosen by Optuna, the best one named.",
+             FineTuneSweepSpec, FineTuneSweepStatus, SWEEP_PRINTER_COLUMNS),
+    )
+
+
+def build_crds() -> list[dict]:
+    """Every CRD, as written to crds/<singular>.yaml."""
+    return [build_crd(kind) for kind in _kinds()]
+
+
+def build_crd(kind: Kind | None = None) -> dict:
+    """The complete CRD of one kind (default: FineTuneJob)."""
+    kind = kind or _kinds()[0]
     return {
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",
         "metadata": {
-            "name": f"{PLURAL}.{GROUP}",
+            "name": f"{kind.plural}.{GROUP}",
             "annotations": {"kubetune.io/generated-by": "kubetune crd (from kubetune_operator.api)"},
         },
         "spec": {
             "group": GROUP,
             "scope": "Namespaced",
             "names": {
-                "kind": KIND,
-                "listKind": f"{KIND}List",
-                "plural": PLURAL,
-                "singular": SINGULAR,
-                "shortNames": SHORT_NAMES,
+                "kind": kind.kind,
+                "listKind": f"{kind.kind}List",
+                "plural": kind.plural,
+                "singular": kind.singular,
+                "shortNames": kind.short_names,
                 "categories": ["kubetune", "all"],
             },
             "versions": [
@@ -128,18 +93,18 @@ def build_crd() -> dict:
                     "served": True,
                     "storage": True,
                     "subresources": {"status": {}},
-                    "additionalPrinterColumns": PRINTER_COLUMNS,
+                    "additionalPrinterColumns": kind.columns,
                     "schema": {
                         "openAPIV3Schema": {
                             "type": "object",
-                            "description": "A fine-tuning job: base model + dataset + method, trained, checkpointed, reported and optionally served.",
+                            "description": kind.description,
                             "required": ["spec"],
                             "properties": {
                                 "apiVersion": {"type": "string"},
                                 "kind": {"type": "string"},
                                 "metadata": {"type": "object"},
-                                "spec": spec_schema,
-                                "status": status_schema,
+                                "spec": model_schema(kind.spec),
+                                "status": model_schema(kind.status),
                             },
                         }
                     },

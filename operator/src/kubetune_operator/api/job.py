@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import ConfigDict, Field
 
-from .base import ApiModel
+from kubetune_contract.base import ApiModel
 from .spec import DNS_LABEL, FineTuneJobSpec
 from .status import FineTuneJobStatus
 

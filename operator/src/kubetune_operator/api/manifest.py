@@ -12,6 +12,7 @@ from pydantic import ValidationError
 
 from .errors import Problem, problems_from
 from .job import API_VERSION, KIND, FineTuneJob
+from .sweep import SWEEP_KIND, FineTuneSweep
 
 
 class ManifestLoader(yaml.SafeLoader):
@@ -31,7 +32,7 @@ class ParsedManifest:
     source: str
     job: FineTuneJob | None
     problems: list[Problem] = field(default_factory=list)
-    document: int = 0  # index within a multi-document file
+    sweep: FineTuneSweep | None = None
 
 
 def _line_index(node: yaml.Node, path: tuple = (), out: dict | None = None) -> dict[tuple, int]:
@@ -67,27 +68,59 @@ def _locate(problem_path: str, lines: dict[tuple, int]) -> int | None:
     return lines.get(())
 
 
+def _validated(model, data: dict, lines: dict[tuple, int]) -> tuple[object | None, list[Problem]]:
+    try:
+        # Manifests speak camelCase only, as the API server does.
+        return model.model_validate(data, by_alias=True, by_name=False), []
+    except ValidationError as exc:
+        return None, [Problem(p.path, p.message, _locate(p.path, lines)) for p in problems_from(exc, model)]
+
+
+def _kind_problem(data: object, kinds: tuple[str, ...], lines: dict[tuple, int]) -> Problem | None:
+    if not isinstance(data, dict):
+        return Problem("", f"expected a {' or '.join(kinds)} mapping, got {type(data).__name__}", lines.get(()))
+    if data.get("apiVersion") not in (None, API_VERSION) or data.get("kind") not in (None, *kinds):
+        got = f"{data.get('apiVersion')}/{data.get('kind')}"
+        return Problem("kind", f"{got} is not a {' or '.join(kinds)}; expected apiVersion {API_VERSION}, kind {' or '.join(kinds)}", lines.get(("kind",)))
+    return None
+
+
 def parse_job(data: object, lines: dict[tuple, int] | None = None, source: str = "<manifest>") -> ParsedManifest:
     """Validate one already-loaded document as a FineTuneJob."""
     lines = lines or {}
-    if not isinstance(data, dict):
-        return ParsedManifest(source, None, [Problem("", f"expected a FineTuneJob mapping, got {type(data).__name__}", lines.get(()))])
-    if data.get("kind") not in (None, KIND) or data.get("apiVersion") not in (None, API_VERSION):
-        got = f"{data.get('apiVersion')}/{data.get('kind')}"
-        return ParsedManifest(source, None, [Problem("kind", f"{got} is not a FineTuneJob; expected apiVersion {API_VERSION}, kind {KIND}", lines.get(("kind",)))])
-    try:
-        # Manifests speak camelCase only, as the API server does.
-        return ParsedManifest(source, FineTuneJob.model_validate(data, by_alias=True, by_name=False))
-    except ValidationError as exc:
-        problems = [
-            Problem(p.path, p.message, _locate(p.path, lines))
-            for p in problems_from(exc, FineTuneJob)
-        ]
-        return ParsedManifest(source, None, problems)
+    problem = _kind_problem(data, (KIND,), lines)
+    if problem:
+        return ParsedManifest(source, None, [problem])
+    job, problems = _validated(FineTuneJob, data, lines)
+    return ParsedManifest(source, job, problems)
 
 
-def load_manifests(path: str | Path) -> list[ParsedManifest]:
-    """Every FineTuneJob document in a YAML file, each parsed or with its problems."""
+def parse_sweep(data: object, lines: dict[tuple, int] | None = None, source: str = "<manifest>") -> ParsedManifest:
+    """Validate one already-loaded document as a FineTuneSweep, its search space against its template."""
+    from ..sweeps.space import problems as search_space_problems
+
+    lines = lines or {}
+    problem = _kind_problem(data, (SWEEP_KIND,), lines)
+    if problem:
+        return ParsedManifest(source, None, [problem])
+    sweep, problems = _validated(FineTuneSweep, data, lines)
+    if sweep is not None:
+        problems = [Problem(p.path, p.message, _locate(p.path, lines)) for p in search_space_problems(sweep.spec)]
+    return ParsedManifest(source, None, problems, sweep=None if problems else sweep)
+
+
+def parse_document(data: object, lines: dict[tuple, int] | None = None, source: str = "<manifest>") -> ParsedManifest:
+    """A FineTuneJob or a FineTuneSweep, by its kind."""
+    if isinstance(data, dict) and data.get("kind") == SWEEP_KIND:
+        return parse_sweep(data, lines, source)
+    if isinstance(data, dict) and data.get("kind") not in (None, KIND):
+        return ParsedManifest(source, None, [_kind_problem(data, (KIND, SWEEP_KIND), lines or {})])
+    return parse_job(data, lines, source)
+
+
+def load_manifests(path: str | Path, parse=parse_job) -> list[ParsedManifest]:
+    """Every document in a YAML file, each parsed (as a FineTuneJob unless `parse`
+    says otherwise: `parse_document` takes either kind) or with its problems."""
     source = str(path)
     try:
         text = Path(path).read_text(encoding="utf-8")
@@ -102,11 +135,10 @@ def load_manifests(path: str | Path) -> list[ParsedManifest]:
         reason = getattr(exc, "problem", None) or str(exc)
         return [ParsedManifest(source, None, [Problem("", f"not valid YAML: {reason}", line)])]
     results = []
-    for index, (node, doc) in enumerate(zip(nodes, docs)):
+    for node, doc in zip(nodes, docs):
         if doc is None:
             continue
-        parsed = parse_job(doc, _line_index(node) if node is not None else {}, source)
-        parsed.document = index
+        parsed = parse(doc, _line_index(node) if node is not None else {}, source)
         results.append(parsed)
     if not results:
         results.append(ParsedManifest(source, None, [Problem("", "the file holds no YAML document")]))

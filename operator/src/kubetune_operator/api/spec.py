@@ -1,10 +1,15 @@
 """`FineTuneJob.spec`: what a user asks for.
 
-This module is the single source of truth for the API: the CRD in `crds/` is
-generated from it (`kubetune crd`), and the README's spec reference too. Rules
-the API server can check are given to it as schema constraints and CEL rules
-(`x-kubernetes-validations`); each CEL rule is mirrored by a validator here with
-the same message, so `kubetune validate` and `kubectl apply` agree.
+The CRD in `crds/` is generated from these models (`kubetune crd`), and the
+README's spec reference too. The sections the trainer consumes as they are
+(model, dataset, lora, quantization, training, checkpoint, output, tracking,
+evaluation)
+are declared once in `kubetune_contract.sections`; this module adds what only
+the operator acts on (resources, distribution, serving, credentials, the Job's
+own settings) and composes the whole spec. Rules the API server can check are
+given to it as schema constraints and CEL rules; each cross-field rule is one
+`Rule` (CEL text, Python check, one message), so `kubetune validate`,
+`kubectl apply` and the trainer agree.
 """
 
 from __future__ import annotations
@@ -12,10 +17,42 @@ from __future__ import annotations
 import re
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, Field, field_validator, model_validator
+from pydantic import AfterValidator, Field
 
-from .base import ApiModel
-from .uris import UriType
+from kubetune_contract import evaluation_metrics
+from kubetune_contract.base import ApiModel, Rule
+from kubetune_contract.grpo import GrpoSpec
+from kubetune_contract.rules import (
+    ADAPTER_FROM_KEEPS_ITS_SHAPE,
+    ADAPTER_FROM_NEEDS_ADAPTER,
+    EARLY_STOPPING_NEEDS_EVAL,
+    FSDP_NOT_PROVEN,
+    FULL_EXPORTS_NO_ADAPTER,
+    KEEP_BEST_NEEDS_EVAL,
+    METHOD_RULES,
+    OBJECTIVE_RULES,
+    VALIDATION_METRICS_NEED_EVAL,
+    VALIDATION_METRICS_NEED_SFT,
+)
+from kubetune_contract.sections import (
+    CheckpointSpec,
+    ConcreteStrategy,
+    DatasetSpec,
+    DeepSpeedSpec,
+    EvaluationSpec,
+    KtoSpec,
+    LoraSpec,
+    Method,
+    ModelSpec,
+    Objective,
+    OutputSpec,
+    PreferenceSpec,
+    QuantizationSpec,
+    S3Location,
+    TrackingSpec,
+    TrainingSpec,
+    resolve_formats,
+)
 
 DNS_LABEL = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
 DNS_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$"
@@ -44,170 +81,8 @@ Quantity = Annotated[
 ]
 
 
-def cel(rule: str, message: str, field_path: str | None = None) -> dict:
-    """A CEL rule for `x-kubernetes-validations`."""
-    out = {"rule": rule, "message": message}
-    if field_path:
-        out["fieldPath"] = field_path
-    return out
-
-
 def immutable(what: str) -> dict:
-    return {"x-kubernetes-validations": [cel("self == oldSelf", f"{what} is immutable once the job is created")]}
-
-
-# --------------------------------------------------------------------------- model
-
-
-class ModelSpec(ApiModel):
-    """The base model to fine-tune."""
-
-    uri: UriType("hf", "s3", "pvc", "file", description="Where the base model lives: hf://org/name, s3://bucket/prefix, pvc://claim/path, or file://path (local runs and baked-in images).")
-    revision: str | None = Field(None, max_length=256, description="Hugging Face revision (branch, tag or commit) for hf:// models.")
-    trust_remote_code: bool = Field(False, description="Allow the model repository's own Python code to run. Off unless you trust the source.")
-
-    @model_validator(mode="after")
-    def _revision_only_for_hub(self):
-        if self.revision and not self.uri.startswith("hf://"):
-            raise ValueError("revision applies only to hf:// models; pin other sources by path")
-        return self
-
-
-# --------------------------------------------------------------------------- dataset
-
-DatasetFormat = Literal["auto", "instruction", "chat", "completion", "text"]
-
-
-class ColumnMapping(ApiModel):
-    """Which of your columns hold each field of the chosen format (defaults are the usual names)."""
-
-    instruction: str | None = Field(None, max_length=256, description="instruction format: the task (default `instruction`).")
-    input: str | None = Field(None, max_length=256, description="instruction format: optional context (default `input`).")
-    output: str | None = Field(None, max_length=256, description="instruction format: the answer trained on (default `output`).")
-    prompt: str | None = Field(None, max_length=256, description="completion format: the prompt (default `prompt`).")
-    completion: str | None = Field(None, max_length=256, description="completion format: the completion trained on (default `completion`).")
-    messages: str | None = Field(None, max_length=256, description="chat format: the list of {role, content} messages (default `messages`).")
-    text: str | None = Field(None, max_length=256, description="text format: the raw text (default `text`).")
-
-
-class DatasetSpec(ApiModel):
-    """Training (and optionally evaluation) data."""
-
-    model_config = ApiModel.model_config | {
-        "json_schema_extra": {
-            "x-kubernetes-validations": [
-                cel("!(has(self.evalUri) && has(self.evalSplit))", "set either evalUri or evalSplit, not both"),
-            ]
-        }
-    }
-
-    train_uri: UriType("hf", "s3", "pvc", "file", description="Training data: a JSONL/JSON/CSV/Parquet file or a saved `datasets` directory.")
-    eval_uri: UriType("hf", "s3", "pvc", "file", description="Held-out evaluation data (same formats).") | None = None
-    eval_split: float | None = Field(None, gt=0, lt=0.5, description="Fraction of the training data held out for evaluation (deterministic by seed) when no evalUri is given.")
-    format: DatasetFormat = Field("auto", description="Row format: instruction (alpaca), chat (messages), completion (prompt/completion), text, or auto-detect.")
-    columns: ColumnMapping | None = Field(None, description="Column names, when yours differ from the format's defaults.")
-    max_seq_length: int = Field(2048, ge=16, le=131072, description="Tokens per example; longer examples are truncated and counted in the report.")
-    packing: bool = Field(False, description="Pack several examples per sequence (padding-free where supported) for throughput.")
-    dedupe: bool = Field(False, description="Drop exact duplicate rows before training.")
-
-    @model_validator(mode="after")
-    def _one_eval_source(self):
-        if self.eval_uri and self.eval_split is not None:
-            raise ValueError("set either evalUri or evalSplit, not both")
-        return self
-
-
-# --------------------------------------------------------------------------- method
-
-Method = Literal["lora", "qlora", "full"]
-
-ALL_LINEAR = "all-linear"
-
-
-class LoraSpec(ApiModel):
-    """LoRA adapter shape (lora and qlora methods)."""
-
-    r: int = Field(16, ge=1, le=1024, description="Adapter rank.")
-    alpha: int = Field(32, ge=1, le=8192, description="Scaling numerator (the update is scaled by alpha/r).")
-    dropout: float = Field(0.05, ge=0, lt=1, description="Dropout on the adapter input.")
-    target_modules: list[Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.*-]+$")]] = Field(
-        default_factory=lambda: [ALL_LINEAR],
-        min_length=1,
-        max_length=64,
-        description="Module names to adapt, or `all-linear` for every linear layer except the output head.",
-        json_schema_extra={
-            "default": [ALL_LINEAR],  # default_factory values are not in pydantic's schema
-            "x-kubernetes-validations": [
-                cel("!self.exists(m, m == 'all-linear') || size(self) == 1", "all-linear cannot be combined with other module names")
-            ]
-        },
-    )
-
-    @field_validator("target_modules")
-    @classmethod
-    def _all_linear_alone(cls, modules: list[str]) -> list[str]:
-        if ALL_LINEAR in modules and len(modules) > 1:
-            raise ValueError("all-linear cannot be combined with other module names")
-        return modules
-
-
-class QuantizationSpec(ApiModel):
-    """bitsandbytes quantisation of the frozen base weights (qlora: 4-bit; lora: optionally 8-bit)."""
-
-    bits: Literal[4, 8] = Field(4, description="4 (QLoRA) or 8.")
-    quant_type: Literal["nf4", "fp4"] = Field("nf4", description="4-bit data type.")
-    double_quant: bool = Field(True, description="Quantise the quantisation constants too (saves ~0.4 bit/param).")
-    compute_dtype: Literal["bfloat16", "float16", "float32"] = Field("bfloat16", description="dtype the de-quantised matmuls run in.")
-
-
-# --------------------------------------------------------------------------- training
-
-LrScheduler = Literal["cosine", "linear", "constant", "constant_with_warmup", "cosine_with_restarts", "polynomial", "inverse_sqrt"]
-
-
-class EarlyStoppingSpec(ApiModel):
-    """Stop when eval loss stops improving (needs evaluation data)."""
-
-    patience: int = Field(3, ge=1, le=1000, description="Evaluations without improvement before stopping.")
-    threshold: float = Field(0.0, ge=0, description="Minimum decrease in eval loss that counts as improvement.")
-
-
-class TrainingSpec(ApiModel):
-    """Optimisation hyper-parameters. Defaults follow the conservative LoRA recipe."""
-
-    model_config = ApiModel.model_config | {
-        "json_schema_extra": {
-            "x-kubernetes-validations": [
-                cel("!(has(self.epochs) && has(self.maxSteps))", "set either epochs or maxSteps, not both"),
-            ]
-        }
-    }
-
-    epochs: float | None = Field(None, gt=0, le=1000, description="Passes over the training data (default 3 when maxSteps is not set).")
-    max_steps: int | None = Field(None, ge=1, le=10_000_000, description="Optimizer steps; overrides epochs.")
-    learning_rate: float = Field(2e-4, gt=0, le=1, description="Peak learning rate.")
-    lr_scheduler: LrScheduler = Field("cosine", description="Learning-rate schedule after warmup.")
-    warmup_ratio: float = Field(0.03, ge=0, lt=1, description="Fraction of steps spent warming up.")
-    batch_size: int = Field(4, ge=1, le=4096, description="Examples per device per step.")
-    gradient_accumulation_steps: int = Field(4, ge=1, le=4096, description="Micro-batches accumulated per optimizer step.")
-    weight_decay: float = Field(0.0, ge=0, le=1, description="AdamW weight decay.")
-    max_grad_norm: float = Field(1.0, ge=0, le=1000, description="Gradient clipping norm (0 disables).")
-    seed: int = Field(42, ge=0, le=2**32 - 1, description="Seed for init, data order and the eval split.")
-    gradient_checkpointing: bool = Field(True, description="Recompute activations to save memory (slower, much smaller).")
-    precision: Literal["auto", "bf16", "fp16", "fp32"] = Field("auto", description="Training precision; auto picks bf16 on GPUs that support it, fp32 on CPU.")
-    eval_every_steps: int | None = Field(None, ge=1, le=10_000_000, description="Evaluate every N steps (default: once per epoch when there is eval data).")
-    log_every_steps: int = Field(10, ge=1, le=100_000, description="Log and export metrics every N steps.")
-    early_stopping: EarlyStoppingSpec | None = Field(None, description="Stop early on an eval-loss plateau.")
-
-    @model_validator(mode="after")
-    def _epochs_xor_steps(self):
-        if self.epochs is not None and self.max_steps is not None:
-            raise ValueError("set either epochs or maxSteps, not both")
-        return self
-
-    @property
-    def resolved_epochs(self) -> float:
-        return self.epochs if self.epochs is not None else 3.0
+    return {"x-kubernetes-validations": [{"rule": "self == oldSelf", "message": f"{what} is immutable once the job is created"}]}
 
 
 # --------------------------------------------------------------------------- resources & distribution
@@ -232,72 +107,54 @@ class ResourcesSpec(ApiModel):
     tolerations: list[Toleration] = Field(default_factory=list, max_length=32, description="Taints the pods tolerate (e.g. GPU node taints).")
 
 
-Strategy = Literal["auto", "none", "ddp", "deepspeed", "fsdp"]
-
-
-class DeepSpeedSpec(ApiModel):
-    """DeepSpeed ZeRO settings (strategy deepspeed, or auto when it picks DeepSpeed)."""
-
-    model_config = ApiModel.model_config | {
-        "json_schema_extra": {
-            "x-kubernetes-validations": [
-                cel("!self.offloadParams || self.zeroStage == 3", "offloadParams needs zeroStage 3"),
-            ]
-        }
-    }
-
-    zero_stage: Literal[0, 1, 2, 3] = Field(2, description="ZeRO stage: 2 shards optimizer state and gradients, 3 also parameters.")
-    offload_optimizer: bool = Field(False, description="Keep optimizer state in CPU memory.")
-    offload_params: bool = Field(False, description="Keep parameters in CPU memory (stage 3 only).")
-
-    @model_validator(mode="after")
-    def _offload_params_stage3(self):
-        if self.offload_params and self.zero_stage != 3:
-            raise ValueError("offloadParams needs zeroStage 3")
-        return self
+Strategy = Literal["auto", ConcreteStrategy]
 
 
 class DistributedSpec(ApiModel):
     """Multi-GPU and multi-node training. `nodes: 4` alone is enough for most jobs."""
 
-    model_config = ApiModel.model_config | {
-        "json_schema_extra": {
-            "x-kubernetes-validations": [
-                cel("self.nodes == 1 || self.strategy != 'none'", "nodes > 1 needs a multi-node strategy (auto, ddp, deepspeed or fsdp)", ".strategy"),
-                cel("!has(self.deepspeed) || self.strategy in ['auto', 'deepspeed']", "deepspeed settings need strategy deepspeed or auto", ".deepspeed"),
-            ]
-        }
-    }
+    rules = (
+        Rule("nodes > 1 needs a multi-node strategy (auto, ddp or deepspeed)",
+             lambda d: d.nodes == 1 or d.strategy != "none",
+             cel="self.nodes == 1 || self.strategy != 'none'", field_path=".strategy"),
+        FSDP_NOT_PROVEN,
+        Rule("deepspeed settings need strategy deepspeed or auto",
+             lambda d: d.deepspeed is None or d.strategy in ("auto", "deepspeed"),
+             cel="!has(self.deepspeed) || self.strategy in ['auto', 'deepspeed']", field_path=".deepspeed"),
+    )
 
     nodes: int = Field(1, ge=1, le=256, description="Pods (nodes) to train on; >1 creates an Indexed Job and a headless Service for rendezvous.")
-    strategy: Strategy = Field("auto", description="auto: DDP for adapters, DeepSpeed ZeRO for full fine-tuning; none: a single process.")
+    strategy: Strategy = Field("auto", description="auto: DDP for adapters, DeepSpeed ZeRO for full fine-tuning; none: a single process; fsdp: refused until a GPU run proves it (use deepspeed, zeroStage 3).")
     deepspeed: DeepSpeedSpec | None = Field(None, description="ZeRO stage and offload.")
 
-    @model_validator(mode="after")
-    def _strategy_fits(self):
-        if self.nodes > 1 and self.strategy == "none":
-            raise ValueError("nodes > 1 needs a multi-node strategy (auto, ddp, deepspeed or fsdp)")
-        if self.deepspeed is not None and self.strategy not in ("auto", "deepspeed"):
-            raise ValueError("deepspeed settings need strategy deepspeed or auto")
-        return self
+
+# --------------------------------------------------------------------------- serving, credentials
 
 
-# --------------------------------------------------------------------------- storage
+# vLLM's --max-lora-rank takes one of these (vllm/config/lora.py); an adapter of
+# rank r needs the smallest one >= r.
+VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
+POOL_NAME_LENGTH = 40
 
 
-class CheckpointSpec(ApiModel):
-    """Where and how often to checkpoint. Jobs resume from the newest committed checkpoint."""
-
-    uri: UriType("s3", "pvc", "file", description="Checkpoint prefix (default: the operator's bucket, <namespace>/<name>/checkpoints).") | None = None
-    every_steps: int = Field(100, ge=1, le=10_000_000, description="Checkpoint every N optimizer steps (also on SIGTERM).")
-    keep_last: int = Field(3, ge=1, le=100, description="Committed checkpoints kept; older ones are deleted.")
+GateMetricName = Literal[tuple(evaluation_metrics.METRICS)]
 
 
-class OutputSpec(ApiModel):
-    """Where the result goes."""
+class ServingGate(ApiModel):
+    """What the tuned model must achieve on its evaluation to be served."""
 
-    uri: UriType("s3", "pvc", "file", description="Output prefix for the adapter, merged model and report (default: the operator's bucket, <namespace>/<name>/output).") | None = None
-    merge: bool = Field(False, description="Also write the base model with the adapter merged in.")
+    rules = (
+        Rule("set at most one of serving.gate.threshold and serving.gate.minImprovement",
+             lambda g: g.threshold is None or g.min_improvement is None,
+             cel="!(has(self.threshold) && has(self.minImprovement))"),
+    )
+
+    metric: GateMetricName = Field(
+        description=f"The metric to judge by: {', '.join(evaluation_metrics.METRICS)} (a task metric must be listed in evaluation.metrics).")
+    threshold: float | None = Field(
+        None, description="The tuned value must be better than this (lower for losses and errors, higher for scores; fractions as 0-1). Without it and without minImprovement the tuned model must beat the base model.")
+    min_improvement: float | None = Field(
+        None, gt=-1, le=100, description="The tuned model must improve on the base model by at least this fraction of the base value, in the metric's good direction (0.1: 10% better).")
 
 
 class ServingSpec(ApiModel):
@@ -306,9 +163,23 @@ class ServingSpec(ApiModel):
     enabled: bool = Field(False, description="Create a vLLM Deployment and Service after training succeeds.")
     replicas: int = Field(1, ge=0, le=64, description="vLLM replicas.")
     image: str | None = Field(None, max_length=512, pattern=IMAGE_REF, description="vLLM image (default: the operator's).")
-    mode: Literal["adapter", "merged"] = Field("adapter", description="adapter: base model + LoRA adapter (--enable-lora); merged: the merged model (needs output.merge).")
+    mode: Literal["adapter", "merged"] | None = Field(
+        None, description="adapter: the base model + this job's LoRA adapter (vLLM multi-LoRA); merged: the merged model (method full, or merged in output.formats). Default: adapter for lora/qlora, merged for full.")
     gpus: int = Field(1, ge=0, le=16, description="GPUs per serving replica.")
     extra_args: list[Annotated[str, Field(max_length=1024)]] = Field(default_factory=list, max_length=64, description="Extra vLLM arguments, e.g. --max-model-len=8192.")
+    pool: str | None = Field(
+        None, max_length=POOL_NAME_LENGTH, pattern=DNS_LABEL,
+        description="Serve with every job of this namespace that names the same pool and base model: one vLLM Deployment, each job's adapter under its own model name (status.serving.modelName). Members must agree on image, replicas, gpus and extraArgs.")
+    gate: ServingGate | None = Field(
+        None, description="Serve only when the evaluation passes this gate; a job that misses it ends Succeeded, unserved, with the numbers in its ServingGated condition.")
+
+    def resolved_mode(self, method: str) -> str:
+        return self.mode or ("merged" if method == "full" else "adapter")
+
+
+def vllm_lora_rank(r: int) -> int:
+    """The smallest --max-lora-rank vLLM accepts that serves rank `r`."""
+    return next(rank for rank in VLLM_LORA_RANKS if rank >= r)
 
 
 class SecretKeyRef(ApiModel):
@@ -318,14 +189,12 @@ class SecretKeyRef(ApiModel):
     key: str = Field(max_length=253, pattern=SECRET_KEY, description="Key within the Secret.")
 
 
-class S3Credentials(ApiModel):
+class S3Credentials(S3Location):
     """S3 (or S3-compatible) access for models, data, checkpoints and outputs."""
 
     secret_name: str = Field(max_length=253, pattern=DNS_SUBDOMAIN, description="Secret holding the access key pair.")
     access_key_id_key: str = Field("AWS_ACCESS_KEY_ID", max_length=253, pattern=SECRET_KEY, description="Key of the access key id in the Secret.")
     secret_access_key_key: str = Field("AWS_SECRET_ACCESS_KEY", max_length=253, pattern=SECRET_KEY, description="Key of the secret access key in the Secret.")
-    endpoint: str | None = Field(None, max_length=2048, pattern=r"^https?://[^\s/]+(/[^\s]*)?$", description="Endpoint of an S3-compatible store (MinIO, Ceph...); AWS when unset.")
-    region: str | None = Field(None, max_length=64, pattern=r"^[a-z0-9-]+$", description="Bucket region.")
 
 
 class CredentialsSpec(ApiModel):
@@ -336,59 +205,122 @@ class CredentialsSpec(ApiModel):
     tracking: SecretKeyRef | None = Field(None, description="API key of the experiment tracker (WANDB_API_KEY or MLFLOW_TRACKING_TOKEN).")
 
 
-class TrackingSpec(ApiModel):
-    """Optional experiment tracking; metrics always go to Prometheus regardless."""
-
-    backend: Literal["none", "wandb", "mlflow"] = Field("none", description="Experiment tracker.")
-    project: str | None = Field(None, max_length=128, description="W&B project or MLflow experiment name.")
-    uri: str | None = Field(None, max_length=2048, pattern=r"^https?://[^\s]+$", description="MLflow tracking URI or W&B host.")
-
-
 # --------------------------------------------------------------------------- the spec
+
+# CEL: the serving mode with its default (adapter for lora/qlora, merged for full).
+_CEL_SERVES = "has(self.serving) && self.serving.enabled"
+_CEL_ADAPTER_MODE = f"{_CEL_SERVES} && (has(self.serving.mode) ? self.serving.mode == 'adapter' : self.method != 'full')"
+
+
+def _serves_adapter(s) -> bool:
+    return s.serving.enabled and s.serving.resolved_mode(s.method) == "adapter"
+
+
+SERVING_MERGED_NEEDS_MERGE = Rule(
+    "serving.mode merged needs a merged model: method full, or merged in output.formats (output.merge: true)",
+    lambda s: not (s.serving.enabled and s.serving.resolved_mode(s.method) == "merged" and s.method != "full"
+                   and "merged" not in resolve_formats(s.method, s.output)),
+    cel=f"!({_CEL_SERVES} && has(self.serving.mode) && self.serving.mode == 'merged' && self.method != 'full') || "
+        "(has(self.output) && ((has(self.output.formats) && 'merged' in self.output.formats) || (has(self.output.merge) && self.output.merge)))",
+    field_path=".serving.mode",
+)
+SERVING_ADAPTER_NEEDS_ADAPTER = Rule(
+    "serving.mode adapter needs method lora or qlora: method full has no adapter; serve mode merged",
+    lambda s: not (s.serving.enabled and s.serving.mode == "adapter" and s.method == "full"),
+    cel=f"!({_CEL_SERVES} && has(self.serving.mode) && self.serving.mode == 'adapter' && self.method == 'full')",
+    field_path=".serving.mode",
+)
+SERVING_ADAPTER_NEEDS_EXPORT = Rule(
+    "serving.mode adapter needs adapter in output.formats",
+    lambda s: not _serves_adapter(s) or "adapter" in resolve_formats(s.method, s.output),
+    cel=f"!({_CEL_ADAPTER_MODE}) || !has(self.output) || !has(self.output.formats) || 'adapter' in self.output.formats",
+    field_path=".output.formats",
+)
+SERVING_LORA_RANK = Rule(
+    f"vLLM serves LoRA adapters up to rank {VLLM_LORA_RANKS[-1]}: lower lora.r, or set serving.mode merged",
+    lambda s: not _serves_adapter(s) or s.lora is None or s.lora.r <= VLLM_LORA_RANKS[-1],
+    cel=f"!({_CEL_ADAPTER_MODE}) || !has(self.lora) || self.lora.r <= {VLLM_LORA_RANKS[-1]}",
+    field_path=".lora.r",
+)
+SERVING_ADAPTER_LOADABLE = Rule(
+    "vLLM cannot load DoRA adapters or adapters with modulesToSave: set serving.mode merged, or drop lora.useDora and lora.modulesToSave",
+    lambda s: not _serves_adapter(s) or s.lora is None or not (s.lora.use_dora or s.lora.modules_to_save),
+    cel=f"!({_CEL_ADAPTER_MODE}) || !has(self.lora) || ((!has(self.lora.useDora) || !self.lora.useDora) && "
+        "(!has(self.lora.modulesToSave) || size(self.lora.modulesToSave) == 0))",
+    field_path=".lora",
+)
+SERVING_POOL_NEEDS_ADAPTER = Rule(
+    "serving.pool serves several adapters on one base model: it needs serving.mode adapter (method lora or qlora)",
+    lambda s: not (s.serving.enabled and s.serving.pool and not _serves_adapter(s)),
+    cel=f"!({_CEL_SERVES} && has(self.serving.pool)) || ({_CEL_ADAPTER_MODE})",
+    field_path=".serving.pool",
+)
+_TEST_LOSSES = [n for n in evaluation_metrics.LOSSES if evaluation_metrics.metric(n).split == "test"]
+_CEL_GATE = "has(self.serving) && has(self.serving.gate)"
+SERVING_GATE_EVALUATED = Rule(
+    "serving.gate.metric must be evaluated: a task metric listed in evaluation.metrics, testLoss or perplexity "
+    "with evaluation.testUri or evaluation.testSplit, evalLoss with dataset.evalUri or dataset.evalSplit",
+    lambda s: s.serving.gate is None or _gate_metric_evaluated(s),
+    cel=f"!({_CEL_GATE}) || (self.serving.gate.metric == 'evalLoss' ? (has(self.dataset.evalUri) || has(self.dataset.evalSplit)) : "
+        f"self.serving.gate.metric in {_TEST_LOSSES} ? (has(self.evaluation) && (has(self.evaluation.testUri) || has(self.evaluation.testSplit))) : "
+        "(has(self.evaluation) && has(self.evaluation.metrics) && self.serving.gate.metric in self.evaluation.metrics))",
+    field_path=".serving.gate.metric",
+)
+SERVING_GATE_NEEDS_BASE = Rule(
+    "serving.gate compares with the base model (no threshold): it needs evaluation.compareBase true",
+    lambda s: s.serving.gate is None or s.serving.gate.threshold is not None or s.evaluation.compare_base,
+    cel=f"!({_CEL_GATE}) || has(self.serving.gate.threshold) || !has(self.evaluation) || !has(self.evaluation.compareBase) || self.evaluation.compareBase",
+    field_path=".serving.gate",
+)
+
+
+def _gate_metric_evaluated(s) -> bool:
+    name = s.serving.gate.metric
+    if name == "evalLoss":
+        return s.dataset.has_eval
+    if name in _TEST_LOSSES:
+        return s.evaluation.has_test
+    return name in s.evaluation.metrics
+
+
+SERVING_RULES = (SERVING_MERGED_NEEDS_MERGE, SERVING_ADAPTER_NEEDS_ADAPTER, SERVING_ADAPTER_NEEDS_EXPORT, SERVING_LORA_RANK,
+                 SERVING_ADAPTER_LOADABLE, SERVING_POOL_NEEDS_ADAPTER, SERVING_GATE_EVALUATED, SERVING_GATE_NEEDS_BASE)
+WANDB_NEEDS_CREDENTIALS = Rule(
+    "tracking.backend wandb needs credentials.tracking (a Secret key holding WANDB_API_KEY), or tracking.mode offline",
+    lambda s: s.tracking.backend != "wandb" or s.tracking.mode == "offline" or s.credentials.tracking is not None,
+    cel="!has(self.tracking) || self.tracking.backend != 'wandb' || (has(self.tracking.mode) && self.tracking.mode == 'offline')"
+        " || (has(self.credentials) && has(self.credentials.tracking))",
+    field_path=".tracking.backend",
+)
 
 
 class FineTuneJobSpec(ApiModel):
     """What to fine-tune, on what, how, and what to do with the result."""
 
-    model_config = ApiModel.model_config | {
-        "json_schema_extra": {
-            "x-kubernetes-validations": [
-                cel("self.method != 'qlora' || !has(self.quantization) || self.quantization.bits == 4", "method qlora needs quantization.bits 4", ".quantization.bits"),
-                cel("self.method != 'full' || !has(self.quantization)", "method full cannot use quantization: quantized weights cannot be trained; use lora or qlora", ".quantization"),
-                cel("self.method != 'lora' || !has(self.quantization) || self.quantization.bits == 8", "method lora quantizes only to 8 bits; use method qlora for 4-bit", ".quantization.bits"),
-                cel("self.method != 'full' || !has(self.lora)", "lora settings apply only to methods lora and qlora", ".lora"),
-                cel(
-                    "!has(self.serving) || !self.serving.enabled || self.serving.mode != 'merged' || (has(self.output) && self.output.merge)",
-                    "serving.mode merged needs output.merge: true",
-                    ".serving.mode",
-                ),
-                cel(
-                    "!has(self.training) || !has(self.training.earlyStopping) || (has(self.dataset.evalUri) || has(self.dataset.evalSplit))",
-                    "training.earlyStopping needs evaluation data: set dataset.evalUri or dataset.evalSplit",
-                    ".training.earlyStopping",
-                ),
-                cel(
-                    "!has(self.tracking) || self.tracking.backend != 'wandb' || (has(self.credentials) && has(self.credentials.tracking))",
-                    "tracking.backend wandb needs credentials.tracking (a Secret key holding WANDB_API_KEY)",
-                    ".tracking.backend",
-                ),
-            ]
-        }
-    }
+    rules = (*METHOD_RULES, *SERVING_RULES, EARLY_STOPPING_NEEDS_EVAL, WANDB_NEEDS_CREDENTIALS, FULL_EXPORTS_NO_ADAPTER,
+             KEEP_BEST_NEEDS_EVAL, *OBJECTIVE_RULES, ADAPTER_FROM_NEEDS_ADAPTER, ADAPTER_FROM_KEEPS_ITS_SHAPE,
+             VALIDATION_METRICS_NEED_EVAL, VALIDATION_METRICS_NEED_SFT)
 
     model: ModelSpec = Field(description="The base model.", json_schema_extra=immutable("model"))
     dataset: DatasetSpec = Field(description="Training and evaluation data.", json_schema_extra=immutable("dataset"))
     method: Method = Field(description="lora: LoRA adapter on a bf16/fp32 base; qlora: LoRA on a 4-bit base; full: every weight.", json_schema_extra=immutable("method"))
+    objective: Objective = Field(
+        "sft", description="sft: supervised fine-tuning; grpo: group-relative policy optimisation on prompts with the rule-based rewards of spec.grpo; dpo: direct preference optimisation and orpo: odds-ratio preference optimisation, on pairwise preference rows; kto: Kahneman-Tversky optimisation on unpaired rows labelled desirable or not. Any method: with lora/qlora the reference model is the base with the adapter disabled (no second copy); with full, a frozen copy of the base (twice the weights' memory; ORPO needs no reference).",
+        json_schema_extra=immutable("objective"))
+    preference: PreferenceSpec | None = Field(None, description="DPO/ORPO settings (default beta 0.1, DPO loss sigmoid).")
+    kto: KtoSpec | None = Field(None, description="KTO settings (default beta 0.1, weights 1).")
+    grpo: GrpoSpec | None = Field(None, description="GRPO settings: sampling and the rule-based rewards (required by objective grpo).")
     lora: LoraSpec | None = Field(None, description="Adapter shape (lora/qlora; defaults r=16, alpha=32, all-linear).")
     quantization: QuantizationSpec | None = Field(None, description="Base-weight quantisation (qlora defaults to 4-bit nf4 with double quantisation).")
     training: TrainingSpec = Field(default_factory=TrainingSpec, description="Hyper-parameters.")
     resources: ResourcesSpec = Field(default_factory=ResourcesSpec, description="GPUs, CPU, memory and placement per pod.")
     distributed: DistributedSpec = Field(default_factory=DistributedSpec, description="Nodes and parallelism strategy.")
     checkpoint: CheckpointSpec = Field(default_factory=CheckpointSpec, description="Checkpoint location, frequency and retention.")
-    output: OutputSpec = Field(default_factory=OutputSpec, description="Output location and merging.")
+    output: OutputSpec = Field(default_factory=OutputSpec, description="Output location and formats (adapter, merged, GGUF, Ollama).")
     serving: ServingSpec = Field(default_factory=ServingSpec, description="vLLM serving of the result.")
     credentials: CredentialsSpec = Field(default_factory=CredentialsSpec, description="Secret references.")
-    tracking: TrackingSpec = Field(default_factory=TrackingSpec, description="W&B / MLflow.")
+    tracking: TrackingSpec = Field(default_factory=TrackingSpec, description="W&B / MLflow, and TensorBoard event files; never holds training up (the Tracking condition says when it was degraded).")
+    evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec, description="Held-out test evaluation of the base and the tuned model, task metrics and baselines.")
     image: str | None = Field(None, max_length=512, pattern=IMAGE_REF, description="Trainer image (default: the operator's; must match the operator's allowed prefixes).")
     suspend: bool = Field(False, description="Stop the pods, keep checkpoints; set back to false to resume from the newest checkpoint.")
     backoff_limit: int = Field(3, ge=0, le=100, description="Pod failures retried (each retry resumes from the newest checkpoint).")
@@ -396,26 +328,6 @@ class FineTuneJobSpec(ApiModel):
     ttl_seconds_after_finished: int | None = Field(None, ge=0, description="Delete the finished training Job (not this resource) after N seconds.")
     queue_name: str | None = Field(None, max_length=63, pattern=DNS_LABEL, description="Kueue LocalQueue to admit the job through.")
     priority_class_name: str | None = Field(None, max_length=253, pattern=DNS_SUBDOMAIN, description="PriorityClass of the training pods.")
-
-    @model_validator(mode="after")
-    def _cross_field_rules(self):
-        # Same rules, same messages as the CEL rules above.
-        q = self.quantization
-        if self.method == "qlora" and q is not None and q.bits != 4:
-            raise ValueError("method qlora needs quantization.bits 4")
-        if self.method == "full" and q is not None:
-            raise ValueError("method full cannot use quantization: quantized weights cannot be trained; use lora or qlora")
-        if self.method == "lora" and q is not None and q.bits != 8:
-            raise ValueError("method lora quantizes only to 8 bits; use method qlora for 4-bit")
-        if self.method == "full" and self.lora is not None:
-            raise ValueError("lora settings apply only to methods lora and qlora")
-        if self.serving.enabled and self.serving.mode == "merged" and not self.output.merge:
-            raise ValueError("serving.mode merged needs output.merge: true")
-        if self.training.early_stopping is not None and not (self.dataset.eval_uri or self.dataset.eval_split):
-            raise ValueError("training.earlyStopping needs evaluation data: set dataset.evalUri or dataset.evalSplit")
-        if self.tracking.backend == "wandb" and self.credentials.tracking is None:
-            raise ValueError("tracking.backend wandb needs credentials.tracking (a Secret key holding WANDB_API_KEY)")
-        return self
 
     # Resolved views: what the method implies when the user left a section out.
     @property
@@ -429,6 +341,13 @@ class FineTuneJobSpec(ApiModel):
         if self.method == "qlora":
             return self.quantization or QuantizationSpec()
         return self.quantization
+
+    @property
+    def resolved_deepspeed(self) -> DeepSpeedSpec | None:
+        """ZeRO settings when the strategy is DeepSpeed: ZeRO-3 for full fine-tuning, 2 for adapters."""
+        if self.resolved_strategy != "deepspeed":
+            return None
+        return self.distributed.deepspeed or DeepSpeedSpec(zero_stage=3 if self.method == "full" else 2)
 
     @property
     def resolved_strategy(self) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from ..api.job import FineTuneJob
 from ..settings import Settings
+from .meta import LABEL_SWEEP
 
 
 def _namespace(job: FineTuneJob) -> str:
@@ -22,10 +23,22 @@ def output_uri(job: FineTuneJob, cfg: Settings) -> str:
     return f"{cfg.default_bucket_uri}/{_namespace(job)}/{job.metadata.name}/output"
 
 
+def shared_uri(job: FineTuneJob, cfg: Settings) -> str | None:
+    """A sweep trial's prefix for work every trial of its sweep shares (the base
+    model's evaluation): beside the trials' own, None for a job outside a sweep."""
+    sweep = job.metadata.labels.get(LABEL_SWEEP)
+    if not sweep:
+        return None
+    if job.spec.checkpoint.uri:  # the template's location, with the trial's name appended (builders.trial)
+        return job.spec.checkpoint.uri.rstrip("/").removesuffix(f"/{job.metadata.name}") + "/shared"
+    return f"{cfg.default_bucket_uri}/{_namespace(job)}/{sweep}/shared"
+
+
 def uses_s3(job: FineTuneJob, cfg: Settings) -> bool:
     """Whether any location the trainer touches is on S3 (then it needs the S3 Secret)."""
     spec = job.spec
-    uris = [spec.model.uri, spec.dataset.train_uri, spec.dataset.eval_uri, checkpoint_uri(job, cfg), output_uri(job, cfg)]
+    uris = [spec.model.uri, *(s.uri for s in spec.dataset.training_sources), spec.dataset.eval_uri, checkpoint_uri(job, cfg), output_uri(job, cfg),
+            shared_uri(job, cfg)]
     return any(uri and uri.startswith("s3://") for uri in uris)
 
 

@@ -15,6 +15,9 @@ LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
 LABEL_COMPONENT = "app.kubernetes.io/component"
 LABEL_JOB = "kubetune.io/job"
 LABEL_QUEUE = "kueue.x-k8s.io/queue-name"
+LABEL_SWEEP = "kubetune.io/sweep"  # on a sweep's trial FineTuneJobs: the sweep's name
+LABEL_TRIAL = "kubetune.io/trial"  # ... and the trial's number
+TRIAL_ANNOTATION = "kubetune.io/trial"  # the trial's values and the sampler's bookkeeping (JSON)
 MANAGED_BY = "kubetune"
 TRAINER_APP = "kubetune-trainer"
 SERVING_APP = "kubetune-serving"
@@ -62,15 +65,16 @@ def common_labels(job: FineTuneJob, app: str, component: str) -> dict[str, str]:
 
 
 def owner_references(job: FineTuneJob) -> list[dict]:
-    """The FineTuneJob as controller owner: deleting it garbage-collects the child.
-    Empty when the job has no uid yet (`kubetune render` of a local file)."""
+    """The resource (a FineTuneJob, or a sweep owning its trials) as controller
+    owner: deleting it garbage-collects the child. Empty when it has no uid yet
+    (`kubetune render` of a local file)."""
     uid = (job.metadata.model_extra or {}).get("uid")
     if not uid:
         return []
     return [
         {
-            "apiVersion": API_VERSION,
-            "kind": KIND,
+            "apiVersion": getattr(job, "api_version", API_VERSION),
+            "kind": getattr(job, "kind", KIND),
             "name": job.metadata.name,
             "uid": uid,
             "controller": True,

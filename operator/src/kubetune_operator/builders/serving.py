@@ -1,54 +1,65 @@
-"""vLLM serving of a finished job: a Deployment (an init container pulls the
-artifact from S3 into a shared volume; vLLM serves it with an OpenAI-compatible
-API) and a ClusterIP Service in front of it."""
+"""vLLM serving: a Deployment (an init container pulls the weights from S3 into a
+shared volume; vLLM serves them with an OpenAI-compatible API) and a ClusterIP
+Service in front of it, built from a `ServingPlan` (one job, or a pool of jobs
+on one base model: `serving_plan`).
+
+What a real cluster needs and the tests rely on:
+- vLLM binds the pod's own IP (`--host=$(POD_IP)`, from the downward API);
+- a change of what is served (a pool member added or removed) rolls out
+  surge-only (`maxUnavailable: 0`): the old pod serves until the new one is
+  ready, and a `preStop` pause lets endpoints drop a terminating pod before
+  vLLM stops taking requests;
+- vLLM's last log lines become its termination message (`FallbackToLogsOnError`),
+  so the operator reports why it crashed without reading logs.
+"""
 
 from __future__ import annotations
 
 from ..api.job import FineTuneJob
+from ..api.spec import vllm_lora_rank
 from ..settings import Settings
-from . import locations
-from .meta import SERVING_APP, common_labels, object_meta, serving_name
+from .meta import serving_name
 from .pod import container_security_context, pod_security_context, resource_requirements, s3_env, token_env
+from .serving_plan import ServingPlan, exported_uri, job_plan
+
+__all__ = ["build_serving_deployment", "build_serving_objects", "build_serving_service", "exported_uri",
+           "plan_objects", "serving_endpoint", "service_endpoint", "vllm_args"]
 
 SERVING_PORT = 8000
 MODELS_DIR = "/models"
+VLLM_CONTAINER = "vllm"
+# Seconds a terminating vLLM pod keeps serving, so that EndpointSlices (and
+# kube-proxy, in a real cluster) stop sending it requests before it stops.
+PRESTOP_SLEEP_SECONDS = 5
 
-# Copies every object under an s3:// prefix into a directory. Runs in the
-# trainer image (python + boto3), reading credentials from the AWS_* env.
+# Copies every object under each s3:// prefix into its directory
+# (argv: uri dir [uri dir ...]). Runs in the trainer image (python + boto3),
+# reading credentials from the AWS_* env.
 FETCH_SCRIPT = """\
 import os, sys, boto3
-uri, dest = sys.argv[1], sys.argv[2]
-bucket, _, prefix = uri.removeprefix("s3://").partition("/")
-prefix = prefix.rstrip("/") + "/" if prefix else ""
 s3 = boto3.client("s3")
-count = 0
-for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
-    for item in page.get("Contents", []):
-        rel = item["Key"][len(prefix):]
-        if not rel or rel.endswith("/"):
-            continue
-        path = os.path.join(dest, rel)
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        s3.download_file(bucket, item["Key"], path)
-        count += 1
-if not count:
-    sys.exit(f"nothing found under {uri}")
-print(f"fetched {count} files from {uri} to {dest}")
+pairs = sys.argv[1:]
+for uri, dest in zip(pairs[::2], pairs[1::2]):
+    bucket, _, prefix = uri.removeprefix("s3://").partition("/")
+    prefix = prefix.rstrip("/") + "/" if prefix else ""
+    count = 0
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+        for item in page.get("Contents", []):
+            rel = item["Key"][len(prefix):]
+            if not rel or rel.endswith("/"):
+                continue
+            path = os.path.join(dest, rel)
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            s3.download_file(bucket, item["Key"], path)
+            count += 1
+    if not count:
+        sys.exit(f"nothing found under {uri}")
+    print(f"fetched {count} files from {uri} to {dest}")
 """
 
 
-def adapter_uri(job: FineTuneJob, cfg: Settings) -> str:
-    out = job.status.output if job.status else None
-    return (out.adapter_uri if out and out.adapter_uri else None) or f"{locations.output_uri(job, cfg)}/adapter"
-
-
-def merged_uri(job: FineTuneJob, cfg: Settings) -> str:
-    out = job.status.output if job.status else None
-    return (out.merged_uri if out and out.merged_uri else None) or f"{locations.output_uri(job, cfg)}/merged"
-
-
 def _model_source(uri: str, local: str) -> tuple[str, str | None]:
-    """(what vLLM's --model gets, the s3:// URI to fetch first or None)."""
+    """(what vLLM gets as a path or model id, the s3:// URI to fetch first or None)."""
     if uri.startswith("s3://"):
         return local, uri
     if uri.startswith("hf://"):
@@ -60,63 +71,60 @@ def _model_source(uri: str, local: str) -> tuple[str, str | None]:
     return f"/mnt/pvc/{claim}/{path}".rstrip("/"), None
 
 
-def _fetch_container(uri: str, dest: str, name: str, env: list[dict], cfg: Settings) -> dict:
+def vllm_args_of(plan: ServingPlan) -> tuple[list[str], list[tuple[str, str]]]:
+    """(vLLM arguments, [(s3 uri, local dir)] to fetch before it starts)."""
+    fetches: list[tuple[str, str]] = []
+
+    def source(uri: str, local: str) -> str:
+        path, fetch = _model_source(uri, local)
+        if fetch:
+            fetches.append((fetch, path))
+        return path
+
+    args = ["--model", source(plan.model_uri, f"{MODELS_DIR}/{'base' if plan.adapters else 'merged'}"),
+            "--served-model-name", plan.model_name]
+    if plan.adapters:
+        modules = [f"{a.name}={source(a.uri, f'{MODELS_DIR}/adapters/{a.name}')}" for a in plan.adapters]
+        args += ["--enable-lora", "--max-loras", str(len(plan.adapters)),
+                 "--max-lora-rank", str(vllm_lora_rank(max(a.rank for a in plan.adapters))), "--lora-modules", *modules]
+    args += ["--host=$(POD_IP)", "--port", str(SERVING_PORT), *plan.source.spec.serving.extra_args]
+    return args, fetches
+
+
+def vllm_args(job: FineTuneJob, cfg: Settings) -> tuple[list[str], list[tuple[str, str]]]:
+    return vllm_args_of(job_plan(job, cfg))
+
+
+def _fetch_container(fetches: list[tuple[str, str]], env: list[dict], cfg: Settings) -> dict:
     return {
-        "name": name,
+        "name": "fetch",
         "image": cfg.effective_fetch_image,
         "imagePullPolicy": cfg.image_pull_policy,
-        "command": ["python", "-c", FETCH_SCRIPT, uri, dest],
+        "command": ["python", "-c", FETCH_SCRIPT, *(part for pair in fetches for part in pair)],
         "env": env,
         "volumeMounts": [{"name": "models", "mountPath": MODELS_DIR}, {"name": "tmp", "mountPath": "/tmp"}],
         "securityContext": container_security_context(),
     }
 
 
-def vllm_args(job: FineTuneJob, cfg: Settings) -> tuple[list[str], list[tuple[str, str]]]:
-    """(vLLM arguments, [(s3 uri, local dir)] to fetch before it starts)."""
+def _vllm_container(plan: ServingPlan, args: list[str], cfg: Settings) -> dict:
+    job = plan.source
     serving = job.spec.serving
-    served_name = job.metadata.name
-    fetches: list[tuple[str, str]] = []
-    if serving.mode == "merged":
-        model, fetch = _model_source(merged_uri(job, cfg), f"{MODELS_DIR}/merged")
-        if fetch:
-            fetches.append((fetch, model))
-        args = ["--model", model, "--served-model-name", served_name]
-    else:
-        model, fetch = _model_source(job.spec.model.uri, f"{MODELS_DIR}/base")
-        if fetch:
-            fetches.append((fetch, model))
-        adapter, fetch = _model_source(adapter_uri(job, cfg), f"{MODELS_DIR}/adapter")
-        if fetch:
-            fetches.append((fetch, adapter))
-        lora = job.spec.resolved_lora
-        args = ["--model", model, "--enable-lora", "--lora-modules", f"{served_name}={adapter}"]
-        if lora is not None:
-            args += ["--max-lora-rank", str(lora.r)]
-    args += ["--host", "0.0.0.0", "--port", str(SERVING_PORT)]
-    args += list(serving.extra_args)
-    return args, fetches
-
-
-def build_serving_deployment(job: FineTuneJob, cfg: Settings) -> dict:
-    serving = job.spec.serving
-    ns = job.metadata.namespace or "default"
-    labels = common_labels(job, SERVING_APP, "serving")
-    args, fetches = vllm_args(job, cfg)
-    env = s3_env(job, cfg) if fetches else []
-    init = [_fetch_container(uri, dest, f"fetch-{i}", env, cfg) for i, (uri, dest) in enumerate(fetches)]
     probe = {"httpGet": {"path": "/health", "port": "http"}, "periodSeconds": 10, "timeoutSeconds": 5}
     container = {
-        "name": "vllm",
+        "name": VLLM_CONTAINER,
         "image": serving.image or cfg.vllm_image,
         "imagePullPolicy": cfg.image_pull_policy,
         "args": args,
-        "env": [{"name": "HOME", "value": "/tmp"}, {"name": "HF_HOME", "value": "/tmp/hf"}] + token_env(job),
+        "env": [{"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
+                {"name": "HOME", "value": "/tmp"}, {"name": "HF_HOME", "value": "/tmp/hf"}] + token_env(job),
         "ports": [{"name": "http", "containerPort": SERVING_PORT, "protocol": "TCP"}],
-        "readinessProbe": dict(probe, failureThreshold=3),
+        "readinessProbe": dict(probe, periodSeconds=2, failureThreshold=3),
         "livenessProbe": dict(probe, failureThreshold=6),
         # Loading weights can take many minutes; liveness waits for it.
         "startupProbe": dict(probe, failureThreshold=180),
+        "lifecycle": {"preStop": {"sleep": {"seconds": PRESTOP_SLEEP_SECONDS}}},
+        "terminationMessagePolicy": "FallbackToLogsOnError",
         "volumeMounts": [
             {"name": "models", "mountPath": MODELS_DIR},
             {"name": "tmp", "mountPath": "/tmp"},
@@ -127,55 +135,92 @@ def build_serving_deployment(job: FineTuneJob, cfg: Settings) -> dict:
     resources = resource_requirements(None, None, serving.gpus, job.spec.resources.gpu_resource_name)
     if resources:
         container["resources"] = resources
+    return container
+
+
+def _pod_spec(plan: ServingPlan, cfg: Settings) -> dict:
+    job = plan.source
+    args, fetches = vllm_args_of(plan)
     pod_spec: dict = {
         "automountServiceAccountToken": False,
         "enableServiceLinks": False,
         "securityContext": pod_security_context(),
-        "containers": [container],
+        "terminationGracePeriodSeconds": 30 + PRESTOP_SLEEP_SECONDS,
+        "containers": [_vllm_container(plan, args, cfg)],
         "volumes": [
             {"name": "models", "emptyDir": {}},
             {"name": "tmp", "emptyDir": {}},
             {"name": "dshm", "emptyDir": {"medium": "Memory"}},
         ],
     }
-    if init:
-        pod_spec["initContainers"] = init
-    if job.spec.resources.node_selector and serving.gpus:
+    if fetches:
+        pod_spec["initContainers"] = [_fetch_container(fetches, s3_env(job, cfg), cfg)]
+    if job.spec.resources.node_selector and job.spec.serving.gpus:
         pod_spec["nodeSelector"] = dict(job.spec.resources.node_selector)
-    if job.spec.resources.tolerations and serving.gpus:
+    if job.spec.resources.tolerations and job.spec.serving.gpus:
         pod_spec["tolerations"] = [t.model_dump(by_alias=True, exclude_none=True) for t in job.spec.resources.tolerations]
+    return pod_spec
+
+
+def _meta(plan: ServingPlan, annotations: bool) -> dict:
+    meta: dict = {"name": plan.name, "namespace": plan.namespace, "labels": dict(plan.labels)}
+    if annotations and plan.annotations:
+        meta["annotations"] = dict(plan.annotations)
+    if plan.owners:
+        meta["ownerReferences"] = [dict(owner) for owner in plan.owners]
+    return meta
+
+
+def build_plan_deployment(plan: ServingPlan, cfg: Settings) -> dict:
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
-        "metadata": object_meta(job, ns, serving_name(job.metadata.name), labels),
+        "metadata": _meta(plan, annotations=True),
         "spec": {
-            "replicas": serving.replicas,
-            "selector": {"matchLabels": labels},
-            "template": {"metadata": {"labels": labels}, "spec": pod_spec},
+            "replicas": plan.source.spec.serving.replicas,
+            "selector": {"matchLabels": dict(plan.labels)},
+            # What is served changes (pool members come and go): never fewer ready
+            # pods, except while none is ready yet (then the new template replaces
+            # the starting pods rather than starting beside them).
+            "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": "100%" if plan.starting else 0}},
+            "template": {"metadata": {"labels": dict(plan.labels)}, "spec": _pod_spec(plan, cfg)},
         },
     }
 
 
-def build_serving_service(job: FineTuneJob, cfg: Settings) -> dict:
-    ns = job.metadata.namespace or "default"
-    labels = common_labels(job, SERVING_APP, "serving")
+def build_plan_service(plan: ServingPlan) -> dict:
     return {
         "apiVersion": "v1",
         "kind": "Service",
-        "metadata": object_meta(job, ns, serving_name(job.metadata.name), labels),
+        "metadata": _meta(plan, annotations=False),
         "spec": {
             "type": "ClusterIP",
-            "selector": labels,
+            "selector": dict(plan.labels),
             "ports": [{"name": "http", "port": SERVING_PORT, "targetPort": "http", "protocol": "TCP"}],
         },
     }
 
 
+def plan_objects(plan: ServingPlan, cfg: Settings) -> list[dict]:
+    return [build_plan_deployment(plan, cfg), build_plan_service(plan)]
+
+
+def build_serving_deployment(job: FineTuneJob, cfg: Settings) -> dict:
+    return build_plan_deployment(job_plan(job, cfg), cfg)
+
+
+def build_serving_service(job: FineTuneJob, cfg: Settings) -> dict:
+    return build_plan_service(job_plan(job, cfg))
+
+
+def service_endpoint(name: str, namespace: str) -> str:
+    """The OpenAI-compatible base URL of a serving Service inside the cluster."""
+    return f"http://{name}.{namespace}.svc:{SERVING_PORT}/v1"
+
+
 def serving_endpoint(job: FineTuneJob) -> str:
-    """The OpenAI-compatible base URL inside the cluster."""
-    ns = job.metadata.namespace or "default"
-    return f"http://{serving_name(job.metadata.name)}.{ns}.svc:{SERVING_PORT}/v1"
+    return service_endpoint(serving_name(job.metadata.name), job.metadata.namespace or "default")
 
 
 def build_serving_objects(job: FineTuneJob, cfg: Settings) -> list[dict]:
-    return [build_serving_deployment(job, cfg), build_serving_service(job, cfg)]
+    return plan_objects(job_plan(job, cfg), cfg)

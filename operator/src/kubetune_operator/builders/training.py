@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 
 from ..api.job import FineTuneJob
+from ..render.trainer_config import Placement, render_trainer_config
 from ..settings import Settings
 from . import locations
 from .meta import (
@@ -47,17 +48,13 @@ def trainer_image(job: FineTuneJob, cfg: Settings) -> str:
 
 def trainer_config(job: FineTuneJob, cfg: Settings) -> dict:
     """The JSON the trainer reads (no secrets: those arrive as env from Secrets)."""
-    from ..render.trainer_config import render_trainer_config
-
-    checkpoint, output = locations.checkpoint_uri(job, cfg), locations.output_uri(job, cfg)
-    endpoint, region = locations.s3_endpoint(job, cfg), locations.s3_region(job, cfg)
-    return render_trainer_config(
-        job.spec,
-        namespace=job.metadata.namespace or "default",
-        name=job.metadata.name,
+    placement = Placement(
         # status.checkpoint and serving read these very locations.
-        defaults={"checkpointUri": checkpoint, "outputUri": output, "s3Endpoint": endpoint, "s3Region": region, "metricsPort": METRICS_PORT},
+        checkpoint_uri=locations.checkpoint_uri(job, cfg), output_uri=locations.output_uri(job, cfg),
+        s3_endpoint=locations.s3_endpoint(job, cfg), s3_region=locations.s3_region(job, cfg), metrics_port=METRICS_PORT,
+        shared_uri=locations.shared_uri(job, cfg),
     )
+    return render_trainer_config(job.spec, namespace=job.metadata.namespace or "default", name=job.metadata.name, placement=placement)
 
 
 def build_configmap(job: FineTuneJob, cfg: Settings) -> dict:
@@ -98,7 +95,7 @@ def _command(job: FineTuneJob, cfg: Settings) -> list[str]:
 
 def _pvc_claims(job: FineTuneJob, cfg: Settings) -> list[str]:
     spec = job.spec
-    uris = [spec.model.uri, spec.dataset.train_uri, spec.dataset.eval_uri, locations.checkpoint_uri(job, cfg), locations.output_uri(job, cfg)]
+    uris = [spec.model.uri, *(s.uri for s in spec.dataset.training_sources), spec.dataset.eval_uri, locations.checkpoint_uri(job, cfg), locations.output_uri(job, cfg)]
     claims = []
     for uri in uris:
         if uri and uri.startswith("pvc://"):
@@ -196,7 +193,10 @@ def build_training_job(job: FineTuneJob, cfg: Settings) -> dict:
         "parallelism": nodes,
         "completionMode": "Indexed" if nodes > 1 else "NonIndexed",
         "backoffLimit": spec.backoff_limit,
-        "suspend": spec.suspend,
+        # A queued Job starts suspended and Kueue un-suspends it on admission:
+        # created running, it would start before Kueue's webhook (or without
+        # Kueue at all) had a say.
+        "suspend": spec.suspend or spec.queue_name is not None,
         "podFailurePolicy": {
             "rules": [
                 {"action": "FailJob", "onExitCodes": {"containerName": TRAINER_CONTAINER, "operator": "In", "values": PERMANENT_EXIT_CODES}},
@@ -206,6 +206,10 @@ def build_training_job(job: FineTuneJob, cfg: Settings) -> dict:
         },
         "template": build_pod_template(job, cfg),
     }
+    if nodes > 1:
+        # A replacement starts once the pod it replaces has stopped: two live pods
+        # of one index would both answer to its rendezvous name.
+        job_spec["podReplacementPolicy"] = "Failed"
     if spec.active_deadline_seconds is not None:
         job_spec["activeDeadlineSeconds"] = spec.active_deadline_seconds
     if spec.ttl_seconds_after_finished is not None:

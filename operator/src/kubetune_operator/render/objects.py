@@ -10,18 +10,24 @@ from ..admission import disallowed_images
 from ..api.manifest import load_manifests
 from ..api.yamlio import dump_yaml_all
 from ..builders import build_serving_objects, build_training_objects
+from ..builders.serving import plan_objects
+from ..builders.serving_plan import pool_plan
 from ..settings import Settings, load_settings
 
 HEADER = """\
 # Rendered by `kubetune render` for {source} (FineTuneJob {name}, namespace {namespace}).
-# The operator adds ownerReferences to the FineTuneJob when it creates these.
+# The operator adds ownerReferences to the FineTuneJob when it creates these
+# (a serving pool's Deployment gets one per member and serves every member's adapter).
 """
 
 
 def render_objects(job, cfg: Settings) -> list[dict]:
-    """Training objects, then (with serving.enabled) the serving ones created after success."""
+    """Training objects, then (with serving.enabled) the serving ones created after
+    success: the job's own, or its serving pool's as if it were the pool's only member."""
     objects = build_training_objects(job, cfg)
-    if job.spec.serving.enabled:
+    if job.spec.serving.enabled and job.spec.serving.pool:
+        objects += plan_objects(pool_plan(job.spec.serving.pool, [job], cfg), cfg)
+    elif job.spec.serving.enabled:
         objects += build_serving_objects(job, cfg)
     return objects
 

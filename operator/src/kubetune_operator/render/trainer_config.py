@@ -1,9 +1,11 @@
-"""FineTuneJob spec → the trainer's config JSON (`kubetune_trainer.config.TrainerConfig`).
+"""FineTuneJob spec -> the trainer's config JSON (`kubetune_contract.config.TrainerConfig`).
 
-Pure and dependency-free: the operator image has no torch and must not import
-`kubetune_trainer`. Used by the operator's ConfigMap builder and by
-`kubetune run`, so a local run trains exactly what the cluster would. A
-contract test validates every rendered example against `TrainerConfig`.
+Pure and torch-free. Used by the operator's ConfigMap builder and by
+`kubetune run`, so a local run trains exactly what the cluster would. Every
+field is written out: the shared sections are dumped whole (their defaults are
+declared once, in `kubetune_contract.sections`), what the spec leaves to the
+operator is resolved here, and the result is validated as the trainer will
+validate it before it leaves this function.
 
 Secrets never appear here: S3 keys, HF and tracking tokens reach the trainer as
 environment variables from Secret references.
@@ -11,91 +13,66 @@ environment variables from Secret references.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
+
+from kubetune_contract.config import CONFIG_VERSION, CheckpointConfig, TrainerConfig, WatchdogConfig
+
+from kubetune_contract.sections import GgufSpec, resolve_formats
 
 from ..api.spec import FineTuneJobSpec
 
-CONFIG_VERSION = 1
-
 
 @dataclass(frozen=True)
-class RenderDefaults:
-    """What the spec may leave out and the environment decides."""
+class Placement:
+    """What the environment decides for a job: where its checkpoints and outputs go
+    when the spec names no location, where S3 is, which port /metrics listens on."""
 
-    checkpoint_uri: str | None = None
-    output_uri: str | None = None
-    s3_endpoint: str | None = None
-    s3_region: str | None = None
-    metrics_port: int = 9400
-
-    @classmethod
-    def coerce(cls, value: "RenderDefaults | Mapping | None") -> "RenderDefaults":
-        if value is None:
-            return cls()
-        if isinstance(value, RenderDefaults):
-            return value
-        # camelCase keys as the operator's builders pass them
-        return cls(
-            checkpoint_uri=value.get("checkpointUri"), output_uri=value.get("outputUri"),
-            s3_endpoint=value.get("s3Endpoint"), s3_region=value.get("s3Region"),
-            metrics_port=value.get("metricsPort", 9400),
-        )
+    checkpoint_uri: str
+    output_uri: str
+    s3_endpoint: str | None
+    s3_region: str | None
+    metrics_port: int
+    shared_uri: str | None = None  # a sweep trial's shared work (locations.shared_uri)
 
 
-def _drop_none(d: dict) -> dict:
-    return {k: v for k, v in d.items() if v is not None}
+def _full(section) -> dict | None:
+    return None if section is None else section.model_dump(by_alias=True, mode="json")
 
 
-def render_trainer_config(spec: FineTuneJobSpec, *, namespace: str, name: str,
-                          defaults: RenderDefaults | Mapping | None = None) -> dict:
-    d = RenderDefaults.coerce(defaults)
-    ds, t = spec.dataset, spec.training
-    columns = spec.dataset.columns.model_dump(by_alias=True, exclude_none=True) if ds.columns else {}
-    lora = spec.resolved_lora
-    quant = spec.resolved_quantization
-    strategy = spec.resolved_strategy
-    deepspeed = None
-    if strategy == "deepspeed":
-        z = spec.distributed.deepspeed
-        deepspeed = {"zeroStage": z.zero_stage if z else (3 if spec.method == "full" else 2),
-                     "offloadOptimizer": bool(z and z.offload_optimizer), "offloadParams": bool(z and z.offload_params)}
-    training = _drop_none({
-        # maxSteps wins; otherwise epochs (the spec's default is 3)
-        "maxSteps": t.max_steps,
-        "epochs": None if t.max_steps is not None else t.resolved_epochs,
-        "learningRate": t.learning_rate,
-        "lrScheduler": t.lr_scheduler,
-        "warmupRatio": t.warmup_ratio,
-        "batchSize": t.batch_size,
-        "gradientAccumulationSteps": t.gradient_accumulation_steps,
-        "weightDecay": t.weight_decay,
-        "maxGradNorm": t.max_grad_norm,
-        "seed": t.seed,
-        "gradientCheckpointing": t.gradient_checkpointing,
-        "precision": t.precision,
-        "evalEverySteps": t.eval_every_steps,
-        "logEverySteps": t.log_every_steps,
-        "earlyStopping": {"patience": t.early_stopping.patience, "threshold": t.early_stopping.threshold} if t.early_stopping else None,
-    })
-    tracking = {"backend": spec.tracking.backend, **_drop_none({"project": spec.tracking.project, "uri": spec.tracking.uri})}
+def _output(spec: FineTuneJobSpec, placement: Placement) -> dict:
+    """The output section with its formats resolved (and GGUF's defaults when it is one)."""
+    formats = resolve_formats(spec.method, spec.output)
+    gguf = (spec.output.gguf or GgufSpec()) if "gguf" in formats else None
+    return {**_full(spec.output), "uri": spec.output.uri or placement.output_uri, "merge": "merged" in formats,
+            "formats": formats, "gguf": _full(gguf)}
+
+
+def render_trainer_config(spec: FineTuneJobSpec, *, namespace: str, name: str, placement: Placement) -> dict:
     s3 = spec.credentials.s3
-    return {
+    config = {
         "version": CONFIG_VERSION,
         "job": {"namespace": namespace, "name": name},
-        "model": _drop_none({"uri": spec.model.uri, "revision": spec.model.revision, "trustRemoteCode": spec.model.trust_remote_code}),
-        "data": _drop_none({
-            "trainUri": ds.train_uri, "evalUri": ds.eval_uri, "evalSplit": ds.eval_split, "format": ds.format,
-            "columns": columns, "maxSeqLength": ds.max_seq_length, "packing": ds.packing, "dedupe": ds.dedupe,
-        }),
+        "model": _full(spec.model),
+        "dataset": _full(spec.dataset),
         "method": spec.method,
-        "lora": {"r": lora.r, "alpha": lora.alpha, "dropout": lora.dropout, "targetModules": list(lora.target_modules)} if lora else None,
-        "quantization": {"bits": quant.bits, "quantType": quant.quant_type, "doubleQuant": quant.double_quant, "computeDtype": quant.compute_dtype} if quant else None,
-        "training": training,
-        "distributed": _drop_none({"strategy": strategy, "deepspeed": deepspeed}),
-        "checkpoint": _drop_none({"uri": spec.checkpoint.uri or d.checkpoint_uri, "everySteps": spec.checkpoint.every_steps, "keepLast": spec.checkpoint.keep_last}),
-        "output": _drop_none({"uri": spec.output.uri or d.output_uri, "merge": spec.output.merge}),
-        "s3": _drop_none({"endpoint": (s3.endpoint if s3 else None) or d.s3_endpoint, "region": (s3.region if s3 else None) or d.s3_region}),
-        "metrics": {"enabled": True, "port": d.metrics_port},
-        "tracking": tracking,
+        "objective": spec.objective,
+        "preference": _full(spec.preference),
+        "kto": _full(spec.kto),
+        "grpo": _full(spec.grpo),
+        "lora": _full(spec.resolved_lora),
+        "quantization": _full(spec.resolved_quantization),
+        "training": {**_full(spec.training), "epochs": spec.training.resolved_epochs},
+        "distributed": {"strategy": spec.resolved_strategy, "deepspeed": _full(spec.resolved_deepspeed)},
+        "checkpoint": _full(CheckpointConfig(**{**spec.checkpoint.model_dump(), "uri": spec.checkpoint.uri or placement.checkpoint_uri})),
+        "output": _output(spec, placement),
+        "s3": {"endpoint": (s3.endpoint if s3 else None) or placement.s3_endpoint,
+               "region": (s3.region if s3 else None) or placement.s3_region},
+        "metrics": {"enabled": True, "port": placement.metrics_port},
+        "tracking": _full(spec.tracking),
+        "evaluation": {**_full(spec.evaluation), "numeric": _full(spec.evaluation.resolved_numeric)},
+        "watchdog": _full(WatchdogConfig()),
+        "shared": {"uri": placement.shared_uri} if placement.shared_uri else None,
     }
+    # What the trainer will refuse must fail here, at render time, not in the pod.
+    TrainerConfig.model_validate(config, by_alias=True, by_name=False)
+    return config

@@ -53,25 +53,38 @@ def _corpus() -> list[str]:
     return lines
 
 
-def make_tiny_model(directory: str | Path, *, hidden: int = 128, layers: int = 2, seed: int = 0) -> Path:
-    """Write a random-init Llama model + fast tokenizer (pad/eos/chat template) to directory."""
-    import torch
+def make_tiny_tokenizer(corpus: list[str] | None = None, split_digits: bool = False):
+    """A fast BPE tokenizer (pad/eos/chat template) trained on `corpus` (default:
+    the lookup task's text); with `split_digits` every digit is its own token,
+    so numbers span several tokens (as in most real tokenizers' vocabularies
+    for long numbers)."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+    from transformers import PreTrainedTokenizerFast
 
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
     tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    byte_level = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True), byte_level]) if split_digits else byte_level
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(vocab_size=512, special_tokens=SPECIAL, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
-    tok.train_from_iterator(_corpus() * 4, trainer=trainer)
+    tok.train_from_iterator((corpus or _corpus()) * 4, trainer=trainer)
     fast = PreTrainedTokenizerFast(
         tokenizer_object=tok, bos_token="<s>", eos_token="<|end|>", pad_token="<pad>",
         additional_special_tokens=["<|user|>", "<|assistant|>", "<|system|>"],
     )
     fast.chat_template = CHAT_TEMPLATE
     fast.model_max_length = 1024
+    return fast
+
+
+def make_tiny_model(directory: str | Path, *, hidden: int = 128, layers: int = 2, seed: int = 0,
+                    corpus: list[str] | None = None, split_digits: bool = False) -> Path:
+    """Write a random-init Llama model + `make_tiny_tokenizer(corpus, split_digits)` to directory."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    fast = make_tiny_tokenizer(corpus, split_digits)
     fast.save_pretrained(directory)
 
     config = LlamaConfig(
@@ -107,11 +120,27 @@ def make_rows(fmt: str, n: int, seed: int = 0) -> list[dict]:
             rows.append({"messages": [{"role": "user", "content": p}, {"role": "assistant", "content": v}]})
         elif fmt == "text":
             rows.append({"text": f"{p} {v}"})
+        elif fmt == "preference":  # the code word preferred over a source word
+            rows.append({"prompt": p, "chosen": " " + v, "rejected": " " + _wrong(k, rng)})
+        elif fmt == "unpaired":  # the same, unpaired: rows in couples of one prompt, the code word desirable
+            k = KEYS[(i // 2) % N_KEYS]
+            p = p if i % 2 == 0 else rows[-1]["prompt"]
+            good = i % 2 == 0
+            rows.append({"prompt": p, "completion": " " + (MAPPING[k] if good else _wrong(k, rng)), "label": good})
+        elif fmt == "prompts":  # GRPO: the numeric task's prompts, its number as the answer
+            rows.append({"prompt": f"Number for {k}:", "answer": str(int(NUMERIC[k]))})
         elif fmt == "numeric":
             rows.append({"prompt": f"Number for {k}:", "completion": f" {int(NUMERIC[k])}"})
         else:
             raise ValueError(f"unknown format {fmt}")
     return rows
+
+
+def _wrong(key: str, rng: random.Random) -> str:
+    """A rejected answer: another source word instead of a code word. A preference
+    a random-init model learns in a few dozen steps and that holds on unseen rows
+    (which code word is right for a key is a lookup the tiny model learns slowly)."""
+    return rng.choice([w for w in KEYS if w != key])
 
 
 def make_tiny_dataset(path: str | Path, fmt: str = "completion", n: int = 192, seed: int = 0) -> Path:

@@ -1,0 +1,193 @@
+"""What the FineTuneJob controller watches, what each event marks, and one pass.
+
+A spec this process has not reconciled yet (a new uid or generation) is
+urgent; a child's event asks for a status sync one window later. What this
+process has reconciled is remembered per job (`status.observedGeneration`
+tells users)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+
+from ... import metrics
+from ...api import GROUP, PLURAL, VERSION, parse_job
+from ...api.errors import Problem
+from ...api.job import FineTuneJob
+from ...api.status import STOP_ANNOTATION
+from ...api.status import ConditionType as C
+from ...builders.meta import LABEL_JOB, LABEL_MANAGED_BY, LABEL_NAME, MANAGED_BY, SERVING_APP, TRAINER_APP
+from ...k8s import ApiError, now_rfc3339
+from ...runtime import Key, PermanentError, Runtime, Watch
+from ...runtime.status import StatusWriter
+from ...runtime.watches import whole
+from ...status_logic import set_condition, transition_event
+from .adapter_source import dependents
+from .reconcile import FINETUNEJOBS_KIND, reconcile
+from .scrape import poll_progress
+from ..servingpool.watches import POOL_DEPLOYMENTS, POOL_PODS
+from .secrets import SecretChecker
+from .serving import SERVING_PODS, members_to_mark
+from .sync import sync
+
+TRAINER_LABELS = {LABEL_MANAGED_BY: MANAGED_BY, LABEL_NAME: TRAINER_APP}
+SERVING_LABELS = {LABEL_MANAGED_BY: MANAGED_BY, LABEL_NAME: SERVING_APP}
+FINETUNEJOBS = Watch(FINETUNEJOBS_KIND, GROUP, VERSION, PLURAL, keep=whole)
+TRAINING_JOBS = Watch("training-jobs", "batch", "v1", "jobs", TRAINER_LABELS, owner_label=LABEL_JOB)
+TRAINER_PODS = Watch("trainer-pods", "", "v1", "pods", TRAINER_LABELS, owner_label=LABEL_JOB)
+SERVING_DEPLOYMENTS = Watch("serving-deployments", "apps", "v1", "deployments", SERVING_LABELS, owner_label=LABEL_JOB)
+
+log = logging.getLogger("kubetune.operator")
+
+
+class JobLog(logging.LoggerAdapter):
+    """Names the job, as Kopf's per-object loggers do, in logs written outside Kopf's handlers."""
+
+    def process(self, msg, kwargs):
+        return f"[{self.extra['namespace']}/{self.extra['name']}] {msg}", kwargs
+
+
+@dataclass
+class Pass:
+    """One worker's pass over one FineTuneJob: its body as the cache shows it,
+    the spec parsed once (status is not parsed: it is ours, and an old
+    operator's fields must not block reconciling)."""
+
+    key: Key
+    body: dict
+    job: FineTuneJob | None
+    problems: list[Problem] = field(default_factory=list)
+
+    @classmethod
+    def of(cls, key: Key, body: dict) -> "Pass":
+        meta = body["metadata"]
+        parsed = parse_job({
+            "apiVersion": body.get("apiVersion"), "kind": body.get("kind"),
+            "metadata": {k: meta[k] for k in ("name", "namespace", "uid", "generation", "labels", "annotations") if k in meta},
+            "spec": body.get("spec"),
+        })
+        return cls(key, body, parsed.job, parsed.problems)
+
+    @property
+    def generation(self) -> int | None:
+        return self.body["metadata"].get("generation")
+
+    @property
+    def version(self) -> tuple[str | None, int | None]:
+        """What identifies the spec: (uid, generation)."""
+        return self.body["metadata"].get("uid"), self.generation
+
+    @property
+    def logger(self) -> JobLog:
+        return JobLog(log, {"namespace": self.key[0], "name": self.key[1]})
+
+
+def phase_event(before: str | None, after: str, status: dict, final: bool) -> tuple[str, str, str] | None:
+    # A phase the write skipped says why it was entered: the spec was accepted.
+    shown = status if final else {"conditions": [c for c in status.get("conditions") or [] if c.get("type") == C.VALID]}
+    event = transition_event(before, after, shown)
+    if event:
+        metrics.PHASE_TRANSITIONS.labels(**{"from": before or "None", "to": after}).inc()
+    return event
+
+
+class FineTuneJobController:
+    name = "finetunejob"
+    watches = (FINETUNEJOBS, TRAINING_JOBS, TRAINER_PODS, SERVING_DEPLOYMENTS, SERVING_PODS, POOL_DEPLOYMENTS, POOL_PODS)
+
+    def __init__(self, runtime: Runtime):
+        self.rt = runtime
+        self.cfg, self.kube, self.clock = runtime.cfg, runtime.kube, runtime.queue.clock
+        self.phases = metrics.PhaseBook()
+        self.status = StatusWriter(runtime.kube, "FineTuneJob", phase_event,
+                                   on_phase=lambda key, phase: self.phases.set(*key, phase), on_written=_count_attempts)
+        self.secrets = SecretChecker(runtime.kube, runtime.cfg, self.clock)
+        self.reconciled: dict[Key, tuple] = {}  # key -> the spec version reconciled (or refused for good)
+        self.accepted: dict[Key, tuple] = {}  # key -> a spec version accepted whose Valid=True is not written yet
+        self.scraped: dict[Key, float] = {}  # key -> when rank 0's /metrics was last read
+        self.handled: dict[Key, frozenset[str]] = {}  # key -> pods of failed multi-node attempts acted on
+        self.started: dict[Key, dict[str, str]] = {}  # key -> uid -> completion index of trainer pods that started
+        self.workloads_readable = True  # False once the API server refuses to list Kueue Workloads
+
+    # ------------------------------------------------------------------ events (Kopf's loop)
+
+    def on_event(self, watch: Watch, event_type: str, key: Key, body) -> None:
+        if watch is FINETUNEJOBS:  # a job that trains on from this one's adapter waits for it
+            for dependent in dependents(self.rt.cache.in_namespace(FINETUNEJOBS.kind, key[0]), *key):
+                self.mark(dependent)
+        if watch in (POOL_DEPLOYMENTS, POOL_PODS):
+            for member in members_to_mark(self, *key):  # key: (namespace, pool)
+                self.mark(member)
+        elif watch is not FINETUNEJOBS:
+            self.mark(key)
+        elif event_type == "DELETED":
+            # Children go through ownerReferences; checkpoints and outputs in S3 stay.
+            self.forget(key)
+        elif self.reconciled.get(key) != (body["metadata"].get("uid"), body["metadata"].get("generation")):
+            self.mark(key, delay=0, urgent=True)
+        elif STOP_ANNOTATION in (body["metadata"].get("annotations") or {}) and (body.get("status") or {}).get("phase") != "Stopped":
+            self.mark(key)  # an annotation changes no generation: asked to stop, the job needs a pass
+
+    def mark(self, key: Key, delay: float | None = None, urgent: bool = False) -> None:
+        self.rt.mark(self.name, key, delay=delay, urgent=urgent)
+
+    def forget(self, key: Key) -> None:
+        for memory in (self.reconciled, self.accepted, self.scraped, self.handled, self.started):
+            memory.pop(key, None)
+        self.status.forget(key)
+        self.rt.discard(self.name, key)
+
+    # ------------------------------------------------------------------ a pass (a worker thread)
+
+    def work(self, key: Key) -> float | None:
+        """Reconcile a spec not reconciled yet, else sync status from the children;
+        scrape progress while it runs. Returns when to come back (None: at the next event)."""
+        p = self._load(key)
+        if p is None:
+            return None
+        started = time.perf_counter()
+        try:
+            again = reconcile(self, p) if self.reconciled.get(key) != p.version else sync(self, p)
+            scrape_in = poll_progress(self, p)
+        except ApiError as exc:
+            if exc.status == 404:
+                return None  # deleted meanwhile
+            raise
+        finally:
+            metrics.RECONCILE_DURATION.observe(time.perf_counter() - started)
+        return min((t for t in (again, scrape_in) if t is not None), default=None)
+
+    def on_permanent(self, key: Key, error: PermanentError) -> None:
+        p = self._load(key)
+        if p is not None:
+            self.refuse(p, "Failed", error.reason, error.message)
+            self.reconciled[key] = p.version
+
+    def _load(self, key: Key) -> Pass | None:
+        body = self.rt.cache.one(FINETUNEJOBS.kind, key)
+        if body is None or body["metadata"].get("deletionTimestamp"):
+            return None  # gone or going: garbage collection removes the children
+        return Pass.of(key, body)
+
+    # ------------------------------------------------------------------ shared by the steps
+
+    def children(self, key: Key) -> tuple[dict | None, list[dict], dict | None]:
+        """(training Job, trainer pods, serving Deployment) as the cache shows them."""
+        cache = self.rt.cache
+        return cache.one(TRAINING_JOBS.kind, key), cache.all(TRAINER_PODS.kind, key), cache.one(SERVING_DEPLOYMENTS.kind, key)
+
+    def refuse(self, p: Pass, phase: str, reason: str, message: str) -> None:
+        """Record why the job cannot run (Valid=False, and Failed for permanent reasons)."""
+        now = now_rfc3339()
+        old = self.status.current(p.key, p.body)
+        conditions = set_condition(list(old.get("conditions") or []), C.VALID, "False", reason, message, now, p.generation)
+        if phase == "Failed":
+            conditions = set_condition(conditions, C.FAILED, "True", reason, message, now, p.generation)
+        new = dict(old, phase=phase, observedGeneration=p.generation, conditions=conditions)
+        self.status.write(p.body, old, new, p.logger)
+
+
+def _count_attempts(key: Key, status: dict) -> None:
+    if status.get("attempts") is not None:
+        metrics.JOB_ATTEMPTS.labels(namespace=key[0], job=key[1]).set(status["attempts"])

@@ -1,0 +1,114 @@
+"""A real MLflow tracking server for the tests, from the environment
+hack/mlflow-env.sh installs once (the server is not in the development venv:
+the trainer carries only MLflow's client). One server per test session, a
+fresh experiment per test; artifacts are served through the server itself
+(`--serve-artifacts`, MLflow's default), as a cluster's MLflow serves them.
+And a tracker that does not answer: a socket that listens and never replies."""
+
+from __future__ import annotations
+
+import functools
+import os
+import socket
+import subprocess
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+MLFLOW_VENV_ENV = "KUBETUNE_MLFLOW_VENV"
+
+
+@functools.lru_cache(maxsize=1)
+def mlflow_venv() -> Path:
+    given = os.environ.get(MLFLOW_VENV_ENV)
+    if given:
+        return Path(given)
+    out = subprocess.run(["bash", str(REPO / "hack/mlflow-env.sh")], capture_output=True, text=True, timeout=1200)
+    if out.returncode != 0:
+        raise RuntimeError(f"hack/mlflow-env.sh failed: {out.stderr[-1000:]}")
+    return Path(out.stdout.strip().splitlines()[-1])
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class MlflowServer:
+    root: Path
+    port: int = 0
+    proc: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 120) -> None:
+        self.port = self.port or _free_port()
+        self.root.mkdir(parents=True, exist_ok=True)
+        cmd = [str(mlflow_venv() / "bin/mlflow"), "server", "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1",
+               "--backend-store-uri", f"sqlite:///{self.root / 'mlflow.db'}", "--artifacts-destination", str(self.root / "artifacts")]
+        log = (self.root / "server.log").open("w")
+        self.proc = subprocess.Popen(cmd, cwd=self.root, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"mlflow server exited ({self.proc.returncode}): {(self.root / 'server.log').read_text()[-2000:]}")
+            try:
+                urllib.request.urlopen(f"{self.url}/health", timeout=2)
+                return
+            except OSError:
+                time.sleep(0.3)
+        self.stop()
+        raise RuntimeError("mlflow server did not become ready")
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+            self.proc = None
+
+    def client(self):
+        from mlflow.tracking import MlflowClient
+
+        return MlflowClient(tracking_uri=self.url)
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory):
+    """One real MLflow server for the whole session (trainer and cluster tests)."""
+    server = MlflowServer(tmp_path_factory.mktemp("mlflow"))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def silent_server():
+    server = SilentServer()
+    yield server
+    server.close()
+
+
+class SilentServer:
+    """Accepts TCP connections (the kernel's backlog does) and never answers:
+    a tracker that "does not answer", not one that refuses at once."""
+
+    def __init__(self):
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(64)
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+
+    def close(self) -> None:
+        self.sock.close()

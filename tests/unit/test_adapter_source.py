@@ -1,0 +1,59 @@
+"""spec.model.adapterFrom naming a FineTuneJob: wait while it runs, fail when it
+failed, is missing or has no adapter; the renderer gets its adapter URI."""
+
+from __future__ import annotations
+
+import pytest
+
+from kubetune_operator.api.status import Reason as R
+from kubetune_operator.controllers.finetunejob.adapter_source import Resolved, dependents, resolve, with_source_adapter
+from kubetune_operator.runtime import PermanentError
+
+from .bad_manifests import minimal_manifest
+
+
+def _source(phase: str | None, **status) -> dict:
+    return {"metadata": {"name": "sft"}, "status": {"phase": phase, **status} if phase else {}}
+
+
+@pytest.mark.parametrize("phase", [None, "Pending", "Queued", "Running", "Suspended"])
+def test_waits_while_the_source_is_not_finished(phase):
+    found = resolve("ml", "sft", _source(phase))
+    assert found == Resolved(waiting=f"model.adapterFrom: FineTuneJob ml/sft is {phase or 'not started'}: waiting for it to succeed")
+
+
+@pytest.mark.parametrize("phase", ["Succeeded", "Serving"])
+def test_a_finished_source_gives_its_adapter_uri(phase):
+    assert resolve("ml", "sft", _source(phase, output={"adapterUri": "s3://b/ml/sft/output/adapter"})).uri == "s3://b/ml/sft/output/adapter"
+
+
+@pytest.mark.parametrize("source, reason, text", [
+    (None, R.ADAPTER_SOURCE_MISSING, "model.adapterFrom: FineTuneJob ml/sft does not exist"),
+    (_source("Failed", conditions=[{"type": "Failed", "status": "True", "reason": "LossDiverged"}]), R.ADAPTER_SOURCE_FAILED,
+     "model.adapterFrom: FineTuneJob ml/sft failed (LossDiverged)"),
+    (_source("Succeeded", output={"mergedUri": "s3://b/m"}), R.ADAPTER_SOURCE_FAILED, "succeeded without an adapter"),
+])
+def test_a_source_that_cannot_give_an_adapter_fails_the_job(source, reason, text):
+    with pytest.raises(PermanentError) as err:
+        resolve("ml", "sft", source)
+    assert err.value.reason == reason and text in err.value.message
+
+
+def test_the_renderer_gets_the_uri_and_the_dependents_are_found():
+    from kubetune_operator.api import parse_job
+    from kubetune_operator.render.trainer_config import Placement, render_trainer_config
+
+    doc = minimal_manifest("dpo")
+    doc["spec"].update(objective="dpo", dataset={"trainUri": "s3://bucket-one/prefs.jsonl"})
+    doc["spec"]["model"]["adapterFrom"] = "sft"
+    job = parse_job(doc).job
+    assert job.spec.model.adapter_from_job == "sft"
+    placement = Placement("s3://bucket-one/c", "s3://bucket-one/o", None, None, 9400)
+    with pytest.raises(ValueError, match="model.adapterFrom must be an adapter URI here"):
+        render_trainer_config(job.spec, namespace="ml", name="dpo", placement=placement)
+    resolved = with_source_adapter(job, "s3://b/ml/sft/output/adapter")
+    config = render_trainer_config(resolved.spec, namespace="ml", name="dpo", placement=placement)
+    assert config["model"]["adapterFrom"] == "s3://b/ml/sft/output/adapter" and config["objective"] == "dpo"
+    assert job.spec.model.adapter_from == "sft"  # the stored spec is not changed
+    jobs = [doc, minimal_manifest("other"), {"metadata": {"name": "x"}, "spec": {"model": {"adapterFrom": "other"}}}]
+    assert dependents(jobs, "ml", "sft") == [("ml", "dpo")]

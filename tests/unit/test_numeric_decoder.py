@@ -1,0 +1,128 @@
+"""The multi-token top-k numeric decoder, with a tokenizer that splits digits
+(so "147" is three tokens) and a stand-in language model: `TableLM`, a
+next-token table instead of a network, so every probability is set by hand
+and the weighted answer can be computed by hand."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from kubetune_trainer.evaluation import numeric, scoring  # noqa: E402
+from kubetune_trainer.evaluation.runner import fill_unparsed  # noqa: E402
+from kubetune_trainer.testing.tiny_model import make_tiny_tokenizer  # noqa: E402
+
+PROMPT = "Price in dollars:"
+
+
+@pytest.fixture(scope="module")
+def tok():
+    t = make_tiny_tokenizer(corpus=[f"{PROMPT} {n}, cheap" for n in range(0, 1000, 7)], split_digits=True)
+    assert t.tokenize("147") == ["1", "4", "7"]  # the premise: one token per digit
+    return t
+
+
+class TableLM(torch.nn.Module):
+    """Stand-in for a causal LM: next-token probabilities looked up by the text
+    generated after the prompt (the rest of the vocabulary shares what is left)."""
+
+    def __init__(self, tokenizer, prompt_ids: list[int], table: dict[str, dict[str, float]]):
+        super().__init__()
+        self.dummy = torch.nn.Parameter(torch.zeros(1))
+        self.tok, self.prompt, self.vocab = tokenizer, prompt_ids, len(tokenizer)
+        self.table = {k: {tokenizer.convert_tokens_to_ids(t) if t != "<eos>" else tokenizer.eos_token_id: p for t, p in v.items()}
+                      for k, v in table.items()}
+        self.calls = 0
+
+    def _row(self, ids: list[int]) -> torch.Tensor:
+        ids = [i for i in ids if i != self.tok.pad_token_id]
+        assert ids[: len(self.prompt)] == self.prompt, "every sequence continues the prompt"
+        given = self.table.get(self.tok.decode(ids[len(self.prompt):]), {})
+        rest = (1.0 - sum(given.values())) / (self.vocab - len(given))
+        probs = torch.full((self.vocab,), rest)
+        for token, p in given.items():
+            probs[token] = p
+        return probs.log()
+
+    def forward(self, input_ids, attention_mask=None, position_ids=None):
+        self.calls += 1
+        logits = torch.stack([self._row(row.tolist()) for row in input_ids])
+        return type("Out", (), {"logits": logits.unsqueeze(1).expand(-1, input_ids.shape[1], -1)})()
+
+
+TABLE = {
+    # at the answer position: three digits that start numbers, and a word that does not
+    "": {"1": 0.5, "2": 0.3, "9": 0.1, "Ġcheap": 0.09},
+    "1": {"4": 0.9}, "14": {"7": 0.8}, "147": {"<eos>": 0.9},  # 147, weight 0.5 * 0.9 * 0.8 = 0.36
+    "2": {"0": 0.6}, "20": {",": 0.7},                          # 20 then a comma ends it: 0.3 * 0.6 = 0.18
+    "9": {"<eos>": 1.0},                                        # 9: 0.1
+}
+WEIGHTED = (147 * 0.36 + 20 * 0.18 + 9 * 0.1) / (0.36 + 0.18 + 0.1)
+
+
+def _ids(tok, text):
+    return tok(text, add_special_tokens=False)["input_ids"]
+
+
+def test_top_k_candidates_are_whole_numbers_weighted_by_their_tokens(tok):
+    prompt = _ids(tok, PROMPT)
+    lm = TableLM(tok, prompt, TABLE)
+    (found,) = numeric.candidates(lm, tok, [prompt], k=3, max_tokens=6)
+    read = {numeric.value_of(tok, c): c.probability for c in found}
+    # (float32 softmax: equal to about 1e-6)
+    assert read == {147.0: pytest.approx(0.36, rel=1e-5), 20.0: pytest.approx(0.18, rel=1e-5), 9.0: pytest.approx(0.1, rel=1e-5)}
+    # One forward for the answer position, then one per extension step, all candidates batched.
+    assert lm.calls == 1 + 3
+
+
+def test_weighted_answer_and_its_mae_by_hand(tok):
+    prompt = _ids(tok, PROMPT)
+    lm = TableLM(tok, prompt, TABLE)
+    greedy = _ids(tok, "147")
+    (value,) = numeric.read_numbers(lm, tok, [prompt], [greedy], k=3, max_tokens=6)
+    assert value == pytest.approx(WEIGHTED, rel=1e-5)  # 89.72, not 147 nor a single token's "1"
+    assert scoring.mae([value], [100.0]) == pytest.approx(100.0 - WEIGHTED, abs=1e-3)  # 10.28
+    # k = 1 reads the greedy answer's number as written, whole.
+    assert numeric.read_numbers(lm, tok, [prompt], [greedy], k=1, max_tokens=6) == [147.0]
+
+
+def test_k_larger_than_the_numbers_on_offer_renormalises_over_those_with_weight(tok):
+    prompt = _ids(tok, PROMPT)
+    only_two = {"": {"4": 0.75, "8": 0.25}, "4": {"<eos>": 1.0}, "8": {"<eos>": 1.0}}  # nothing else is possible
+    (value,) = numeric.read_numbers(TableLM(tok, prompt, only_two), tok, [prompt], [_ids(tok, "4")], k=20, max_tokens=4)
+    assert value == pytest.approx(4 * 0.75 + 8 * 0.25)
+
+
+def test_the_answer_position_is_where_the_first_number_starts(tok):
+    generated = _ids(tok, " cheap 35")
+    position = numeric.answer_position(tok, generated)
+    assert tok.decode(generated[:position]) == " cheap " and tok.decode(generated[position:]) == "35"
+    assert numeric.answer_position(tok, _ids(tok, " cheap")) is None
+
+
+def test_rows_of_a_batch_are_read_together_and_a_row_without_a_number_is_none(tok):
+    prompt = _ids(tok, PROMPT)
+    lm = TableLM(tok, prompt, TABLE)
+    values = numeric.read_numbers(lm, tok, [prompt, prompt, prompt], [_ids(tok, "147"), _ids(tok, " cheap"), _ids(tok, "147")],
+                                  k=3, max_tokens=6)
+    assert values[0] == values[2] == pytest.approx(WEIGHTED, rel=1e-5) and values[1] is None
+    assert lm.calls == 1 + 3  # two rows with numbers, one batch
+
+
+def test_unparsed_answers_score_as_the_training_mean_and_count_in_the_parse_rate():
+    filled, rate = fill_unparsed([12.0, None, 30.0, None], fallback=20.0)
+    assert filled == [12.0, 20.0, 30.0, 20.0] and rate == 0.5
+    # A base model that never answers with a number scores exactly the mean baseline's error.
+    actual = [10.0, 30.0]
+    never, rate = fill_unparsed([None, None], fallback=20.0)
+    assert rate == 0.0 and scoring.mae(never, actual) == scoring.mae([20.0, 20.0], actual) == 10.0
+    assert not math.isnan(scoring.rmse(never, actual))
+
+
+def test_number_start_tokens(tok):
+    starts = {tok.decode([i]) for i in numeric.number_start_ids(tok)}
+    assert {str(d) for d in range(10)} <= starts
+    assert not any(s.strip() and not (s.lstrip()[0].isdigit() or s.strip() == "-") for s in starts)

@@ -1,0 +1,77 @@
+"""Answers from a model for a list of prompts: batched, left-padded generation
+(greedy unless a temperature is set, then sampled with the job's seed so the
+base and the tuned model draw from the same random stream), and, for numeric
+metrics, the number each answer gives (`numeric.read_number`).
+
+Every rank calls this with the same prompts: under DeepSpeed ZeRO-3 each
+forward gathers parameters from all ranks, so generation is collective, and
+`generate` keeps the ranks in step (synced_gpus) while they finish.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from kubetune_contract.sections import GenerationSpec, NumericSpec
+
+from . import numeric
+
+
+@dataclass
+class Answers:
+    texts: list[str]
+    numbers: list[float | None] = field(default_factory=list)  # with numeric decoding: each answer's number, None if it had none
+
+
+def _left_padded(tokenizer, prompts: Sequence[str], device):
+    import torch
+
+    encoded = [tokenizer(p, add_special_tokens=True)["input_ids"] for p in prompts]
+    width = max(len(e) for e in encoded)
+    pad = tokenizer.pad_token_id
+    ids = torch.tensor([[pad] * (width - len(e)) + e for e in encoded], device=device)
+    mask = torch.tensor([[0] * (width - len(e)) + [1] * len(e) for e in encoded], device=device)
+    return encoded, ids, mask
+
+
+def _synced() -> bool:
+    """ZeRO-3 across ranks: each rank keeps stepping until all have finished."""
+    import torch.distributed as dist
+    from transformers.integrations import is_deepspeed_zero3_enabled
+
+    return is_deepspeed_zero3_enabled() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def generate_answers(model, tokenizer, prompts: Sequence[str], *, generation: GenerationSpec, numeric_spec: NumericSpec | None,
+                     batch_size: int, seed: int) -> Answers:
+    import torch
+
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    out = Answers(texts=[])
+    torch.manual_seed(seed)
+    try:
+        with torch.no_grad():
+            for start in range(0, len(prompts), batch_size):
+                encoded, ids, mask = _left_padded(tokenizer, prompts[start:start + batch_size], device)
+                sampled = generation.temperature > 0
+                sampling = {"do_sample": True, "temperature": generation.temperature} if sampled else {"do_sample": False}
+                seqs = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=generation.max_new_tokens,
+                                      pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
+                                      synced_gpus=_synced(), **sampling)
+                generated = [_strip(seqs[row, ids.shape[1]:].tolist(), tokenizer) for row in range(len(encoded))]
+                out.texts += [tokenizer.decode(g, skip_special_tokens=True) for g in generated]
+                if numeric_spec is not None:
+                    out.numbers += numeric.read_numbers(model, tokenizer, encoded, generated, k=numeric_spec.top_k,
+                                                        max_tokens=generation.max_new_tokens)
+    finally:
+        model.train(was_training)
+    return out
+
+
+def _strip(generated: list[int], tokenizer) -> list[int]:
+    """The answer's tokens: up to the first end-of-sequence (the rest is padding)."""
+    eos = tokenizer.eos_token_id
+    return generated[: generated.index(eos)] if eos in generated else generated

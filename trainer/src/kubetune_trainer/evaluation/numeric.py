@@ -1,0 +1,141 @@
+"""Reading a number from a language model as a probability-weighted answer.
+
+Greedy decoding reads one number; a model that is unsure between 140 and 160
+is better summarised by their weighted mean. At the answer position (where
+the greedy answer's first number starts), the k most probable tokens that can
+start a number are each extended greedily until the number ends, so a number
+spanning several tokens ("1", "4", "7") is read whole, at its real scale. Each
+candidate is weighted by the product of the probabilities of the tokens that
+make up its number; the weights are renormalised over the candidates.
+
+All rows of a generation batch are read together: one forward for their
+answer positions, then one per token of the longest number, over every
+candidate still growing (left-padded). Every rank of a ZeRO-3 run given the
+same rows does the same forwards in the same order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+
+from kubetune_contract.answers import NUMBER, NUMBER_PREFIX, NUMBER_START, first_number
+
+
+@dataclass
+class Candidate:
+    row: int  # which prompt of the batch it answers
+    tokens: list[int]  # from the answer position on
+    probability: float  # product of its number's tokens' probabilities
+    open: bool = True  # still growing
+
+
+def number_start_ids(tokenizer) -> list[int]:
+    """Ids of the tokens whose text can start a number (special tokens excluded)."""
+    return list(_number_start_ids(tokenizer))
+
+
+@lru_cache(maxsize=8)
+def _number_start_ids(tokenizer) -> tuple[int, ...]:
+    special = set(tokenizer.all_special_ids)
+    return tuple(i for i in range(len(tokenizer)) if i not in special and NUMBER_START.match(tokenizer.decode([i])))
+
+
+def number_chars(text: str) -> int:
+    """How many characters at the start of `text` are its number (leading spaces included)."""
+    stripped = len(text) - len(text.lstrip())
+    match = NUMBER.match(text, stripped)
+    return match.end() if match else stripped
+
+
+def next_token_probs(model, sequences: Sequence[Sequence[int]], pad_id: int):
+    """Next-token probabilities after each sequence (left-padded into one batch)."""
+    import torch
+
+    device = next(model.parameters()).device
+    width = max(len(s) for s in sequences)
+    ids = torch.tensor([[pad_id] * (width - len(s)) + list(s) for s in sequences], device=device)
+    mask = torch.tensor([[0] * (width - len(s)) + [1] * len(s) for s in sequences], device=device)
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)
+    with torch.no_grad():
+        logits = model(input_ids=ids, attention_mask=mask, position_ids=positions).logits[:, -1, :]
+    return torch.softmax(logits.float(), dim=-1)
+
+
+def _first_tokens(probs, starts: list[int], k: int) -> list[list[tuple[int, float]]]:
+    import torch
+
+    allowed = torch.tensor(starts, device=probs.device)
+    top = torch.topk(probs[:, allowed], min(k, len(starts)), dim=-1)
+    return [[(int(allowed[i]), float(p)) for p, i in zip(values, indices)] for values, indices in zip(top.values, top.indices)]
+
+
+def _grow(model, tokenizer, prefixes: list[list[int]], found: list[Candidate]) -> None:
+    """One greedy token for every open candidate (one batch)."""
+    growing = [c for c in found if c.open]
+    step = next_token_probs(model, [prefixes[c.row] + c.tokens for c in growing], tokenizer.pad_token_id)
+    top_p, top_i = step.max(dim=-1)
+    for c, token, p in zip(growing, top_i.tolist(), top_p.tolist()):
+        if token == tokenizer.eos_token_id:
+            c.open = False
+            continue
+        before = number_chars(tokenizer.decode(c.tokens))
+        c.tokens.append(token)
+        text = tokenizer.decode(c.tokens)
+        if number_chars(text) > before:
+            c.probability *= p  # the token carries digits of the number
+        c.open = NUMBER_PREFIX.fullmatch(text) is not None
+
+
+def candidates(model, tokenizer, prefixes: list[list[int]], *, k: int, max_tokens: int) -> list[list[Candidate]]:
+    """Per prefix (token ids ending at an answer position): its k most probable numbers, each read whole."""
+    starts = number_start_ids(tokenizer)
+    if not starts or not prefixes:
+        return [[] for _ in prefixes]
+    firsts = _first_tokens(next_token_probs(model, prefixes, tokenizer.pad_token_id), starts, k)
+    found = [Candidate(row, [token], p) for row, tops in enumerate(firsts) for token, p in tops]
+    for c in found:
+        c.open = NUMBER_PREFIX.fullmatch(tokenizer.decode(c.tokens)) is not None
+    for _ in range(max_tokens - 1):
+        if not any(c.open for c in found):
+            break
+        _grow(model, tokenizer, prefixes, found)
+    return [[c for c in found if c.row == row] for row in range(len(prefixes))]
+
+
+def value_of(tokenizer, c: Candidate) -> float | None:
+    text = tokenizer.decode(c.tokens)
+    return first_number(text[: number_chars(text)])
+
+
+def weighted_value(values_and_weights: Sequence[tuple[float | None, float]]) -> float | None:
+    """The probability-weighted mean of the candidates' numbers, renormalised over those that are numbers."""
+    usable = [(v, w) for v, w in values_and_weights if v is not None and w > 0]
+    total = sum(w for _, w in usable)
+    return sum(v * w for v, w in usable) / total if total else None
+
+
+def answer_position(tokenizer, generated: Sequence[int]) -> int | None:
+    """Index of the generated token where the answer's first number starts, or None."""
+    for j in range(len(generated)):
+        if NUMBER.search(tokenizer.decode(list(generated[: j + 1]), skip_special_tokens=True)):
+            return j
+    return None
+
+
+def read_numbers(model, tokenizer, prompts: Sequence[Sequence[int]], generated: Sequence[Sequence[int]], *, k: int,
+                 max_tokens: int) -> list[float | None]:
+    """Each answer's number: top-k weighted at its position (k > 1), else the greedy one; None without one."""
+    greedy = [first_number(tokenizer.decode(list(g), skip_special_tokens=True)) for g in generated]
+    positions = [answer_position(tokenizer, g) for g in generated]
+    rows = [i for i, pos in enumerate(positions) if pos is not None]
+    if k <= 1 or not rows:
+        return greedy
+    prefixes = [list(prompts[i]) + list(generated[i][: positions[i]]) for i in rows]
+    found = candidates(model, tokenizer, prefixes, k=k, max_tokens=max_tokens)
+    out = list(greedy)
+    for i, cands in zip(rows, found):
+        weighted = weighted_value([(value_of(tokenizer, c), c.probability) for c in cands])
+        out[i] = weighted if weighted is not None else greedy[i]
+    return out
