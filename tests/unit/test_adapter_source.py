@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from kubetune_operator.api.status import Reason as R
-from kubetune_operator.controllers.finetunejob.adapter_source import Resolved, dependents, resolve, with_source_adapter
+from kubetune_operator.controllers.finetunejob.adapter_source import Dependents, Resolved, resolve, with_source_adapter
 from kubetune_operator.runtime import PermanentError
 
 from .bad_manifests import minimal_manifest
@@ -55,5 +55,17 @@ def test_the_renderer_gets_the_uri_and_the_dependents_are_found():
     config = render_trainer_config(resolved.spec, namespace="ml", name="dpo", placement=placement)
     assert config["model"]["adapterFrom"] == "s3://b/ml/sft/output/adapter" and config["objective"] == "dpo"
     assert job.spec.model.adapter_from == "sft"  # the stored spec is not changed
-    jobs = [doc, minimal_manifest("other"), {"metadata": {"name": "x"}, "spec": {"model": {"adapterFrom": "other"}}}]
-    assert dependents(jobs, "ml", "sft") == [("ml", "dpo")]
+
+
+def test_a_source_job_knows_its_dependents_as_their_specs_change():
+    index = Dependents()
+    index.seen(("ml", "dpo"), {"spec": {"model": {"adapterFrom": "sft"}}})
+    index.seen(("ml", "kto"), {"spec": {"model": {"adapterFrom": "sft"}}})
+    index.seen(("other", "dpo"), {"spec": {"model": {"adapterFrom": "sft"}}})  # another namespace's sft
+    index.seen(("ml", "uri"), {"spec": {"model": {"adapterFrom": "s3://b/ml/sft/output/adapter"}}})
+    index.seen(("ml", "sft"), {"spec": {"model": {}}})
+    assert index.of(("ml", "sft")) == [("ml", "dpo"), ("ml", "kto")]
+    index.seen(("ml", "kto"), {"spec": {"model": {"adapterFrom": "other"}}})  # its spec now names another job
+    index.forget(("ml", "dpo"))  # deleted
+    assert index.of(("ml", "sft")) == [] and index.of(("ml", "other")) == [("ml", "kto")]
+    assert index.of(("other", "sft")) == [("other", "dpo")]

@@ -47,7 +47,33 @@ def with_source_adapter(job, uri: str):
     return job.model_copy(update={"spec": spec.model_copy(update={"model": model})})
 
 
-def dependents(jobs: list[dict], namespace: str, name: str) -> list[tuple[str, str]]:
-    """Keys of the jobs in the namespace whose adapterFrom names this one."""
-    return [(namespace, j["metadata"]["name"]) for j in jobs
-            if ((j.get("spec") or {}).get("model") or {}).get("adapterFrom") == name]
+class Dependents:
+    """Which jobs name which job in adapterFrom, kept from the watch events: a
+    source's event marks its dependents without reading every job of the
+    namespace (a burst of N jobs would cost N x N reads on Kopf's loop)."""
+
+    def __init__(self) -> None:
+        self._source_of: dict[tuple[str, str], str] = {}  # dependent's key -> the job it names
+        self._of_source: dict[tuple[str, str], set[tuple[str, str]]] = {}  # source key -> dependents' keys
+
+    def seen(self, key: tuple[str, str], body: dict) -> None:
+        """A job's event: remember (or forget) the job its adapterFrom names."""
+        source = ((body.get("spec") or {}).get("model") or {}).get("adapterFrom")
+        if self._source_of.get(key) == source:
+            return
+        self.forget(key)
+        if source:  # a URI names no job: no job is called s3://...
+            self._source_of[key] = source
+            self._of_source.setdefault((key[0], source), set()).add(key)
+
+    def forget(self, key: tuple[str, str]) -> None:
+        source = self._source_of.pop(key, None)
+        if source is not None:
+            waiting = self._of_source.get((key[0], source), set())
+            waiting.discard(key)
+            if not waiting:
+                self._of_source.pop((key[0], source), None)
+
+    def of(self, key: tuple[str, str]) -> list[tuple[str, str]]:
+        """The jobs whose adapterFrom names the job `key`."""
+        return sorted(self._of_source.get(key, ()))

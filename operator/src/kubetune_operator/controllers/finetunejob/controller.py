@@ -23,7 +23,7 @@ from ...runtime import Key, PermanentError, Runtime, Watch
 from ...runtime.status import StatusWriter
 from ...runtime.watches import whole
 from ...status_logic import set_condition, transition_event
-from .adapter_source import dependents
+from .adapter_source import Dependents
 from .reconcile import FINETUNEJOBS_KIND, reconcile
 from .scrape import poll_progress
 from ..servingpool.watches import POOL_DEPLOYMENTS, POOL_PODS
@@ -108,13 +108,16 @@ class FineTuneJobController:
         self.scraped: dict[Key, float] = {}  # key -> when rank 0's /metrics was last read
         self.handled: dict[Key, frozenset[str]] = {}  # key -> pods of failed multi-node attempts acted on
         self.started: dict[Key, dict[str, str]] = {}  # key -> uid -> completion index of trainer pods that started
+        self.dependents = Dependents()  # which jobs train on from which job's adapter
         self.workloads_readable = True  # False once the API server refuses to list Kueue Workloads
 
     # ------------------------------------------------------------------ events (Kopf's loop)
 
     def on_event(self, watch: Watch, event_type: str, key: Key, body) -> None:
         if watch is FINETUNEJOBS:  # a job that trains on from this one's adapter waits for it
-            for dependent in dependents(self.rt.cache.in_namespace(FINETUNEJOBS.kind, key[0]), *key):
+            if event_type != "DELETED":
+                self.dependents.seen(key, body)
+            for dependent in self.dependents.of(key):
                 self.mark(dependent)
         if watch in (POOL_DEPLOYMENTS, POOL_PODS):
             for member in members_to_mark(self, *key):  # key: (namespace, pool)
@@ -135,6 +138,7 @@ class FineTuneJobController:
     def forget(self, key: Key) -> None:
         for memory in (self.reconciled, self.accepted, self.scraped, self.handled, self.started):
             memory.pop(key, None)
+        self.dependents.forget(key)
         self.status.forget(key)
         self.rt.discard(self.name, key)
 
