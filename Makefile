@@ -65,7 +65,7 @@ python-env: ## create the cached development virtualenv
 cluster-tools: ## build (once) kube-apiserver & co, etcd, MinIO, Helm; Prometheus from Debian
 	bash hack/cluster-tools/build.sh
 
-kueue: ## build (once) Kueue for the queueing tests (they build it themselves when missing)
+kueue: ## build (once) Kueue for the queueing tests (make test builds it beside the other tools)
 	bash hack/cluster-tools/build-kueue.sh
 
 cluster-up: cluster-tools ## start a local control plane, MinIO and the pod runner

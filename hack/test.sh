@@ -7,10 +7,13 @@ venv=$(hack/python-env.sh)
 KUBETUNE_TOOLS_BIN=$(bash hack/cluster-tools/build.sh)
 export KUBETUNE_TOOLS_BIN
 export PATH="$venv/bin:$KUBETUNE_TOOLS_BIN:$PATH"
-# The vLLM CPU environment the pod runner runs vLLM's image from, MLflow's, and
-# llama.cpp's converter and compiled library for the GGUF exporter (each built
-# once, cached). On a cold cache they are made side by side: one downloads,
-# the other compiles.
+# The vLLM CPU environment the pod runner runs vLLM's image from, MLflow's,
+# llama.cpp's converter and compiled library for the GGUF exporter, and Kueue
+# for the queueing tests (each built once, cached). On a cold cache they are
+# made side by side: two download while two compile.
+kueue_out=$(mktemp)
+bash hack/cluster-tools/build-kueue.sh >"$kueue_out" &
+kueue_pid=$!
 llama_out=$(mktemp)
 bash hack/llama-cpp.sh "$venv" >"$llama_out" &
 llama_pid=$!
@@ -23,7 +26,9 @@ wait "$llama_pid" || { echo "hack/llama-cpp.sh failed" >&2; exit 1; }
 KUBETUNE_LLAMA_CPP=$(tail -1 "$llama_out")/llama.cpp
 wait "$mlflow_pid" || { echo "hack/mlflow-env.sh failed" >&2; exit 1; }
 KUBETUNE_MLFLOW_VENV=$(tail -1 "$mlflow_out")
-rm -f "$llama_out" "$mlflow_out"
+# The Kueue tests find the build in the cache (tests/harness/kueue.py).
+wait "$kueue_pid" || { echo "hack/cluster-tools/build-kueue.sh failed" >&2; exit 1; }
+rm -f "$llama_out" "$mlflow_out" "$kueue_out"
 export KUBETUNE_VLLM_VENV KUBETUNE_LLAMA_CPP KUBETUNE_MLFLOW_VENV
 # DeepSpeed compiles its CPU ops on first use (~100 s): compile once, reuse.
 export TORCH_EXTENSIONS_DIR=${TORCH_EXTENSIONS_DIR:-$HOME/.cache/kubetune/torch-extensions}
