@@ -86,3 +86,14 @@ def test_a_resource_watched_with_and_without_labels_is_not_filtered():
     settings = kopf.OperatorSettings()
     filter_server_side(settings, (labelled, whole))
     assert _selectors(settings, labelled) == []
+
+
+def test_a_reconciled_resource_is_kept_without_the_api_servers_field_bookkeeping():
+    from kubetune_operator.runtime.watches import whole
+
+    body = {"apiVersion": "kubetune.io/v1alpha1", "kind": "FineTuneJob", "extra": 1, "spec": {"method": "lora"}, "status": {"phase": "Running"},
+            "metadata": {"name": "a", "uid": "u", "generation": 2, "managedFields": [{"manager": "kubectl"}] * 50}}
+    kept = whole(body)
+    assert kept == {"apiVersion": "kubetune.io/v1alpha1", "kind": "FineTuneJob", "spec": {"method": "lora"}, "status": {"phase": "Running"},
+                    "metadata": {"name": "a", "uid": "u", "generation": 2}}
+    assert "managedFields" in body["metadata"], "Kopf's body is not changed"

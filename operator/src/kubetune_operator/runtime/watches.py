@@ -22,8 +22,12 @@ def slim(body) -> dict:
 
 
 def whole(body) -> dict:
-    """A resource a controller reconciles: everything but Kopf's view of it."""
-    return {k: body.get(k) for k in ("apiVersion", "kind", "metadata", "spec", "status")}
+    """A resource a controller reconciles: everything but Kopf's view of it and
+    the API server's field-ownership bookkeeping (managedFields, often larger
+    than the spec, and read by nothing here)."""
+    kept = {k: body.get(k) for k in ("apiVersion", "kind", "metadata", "spec", "status")}
+    kept["metadata"] = {k: v for k, v in (kept["metadata"] or {}).items() if k != "managedFields"}
+    return kept
 
 
 @dataclass(frozen=True, eq=False)  # compared by identity: one declaration, one watch
