@@ -42,7 +42,8 @@ bench-gpu: ## on a GPU machine: 8B-shaped LoRA/QLoRA vs plain TRL
 bench-gpu-dpo: ## on a GPU machine: DPO + QLoRA on a ~1B Llama shape, bf16, seq 1024, vs plain TRL DPOTrainer (tokens/s, peak memory)
 	PYTHONPATH=trainer/src:trainer/contract/src:operator/src $(PY) bench/gpu_dpo_bench.py
 
-bench-operator: ## N FineTuneJobs at once against the local control plane
+bench-operator: ## the operator's work per watch event (no cluster), then N FineTuneJobs at once against the local control plane
+	$(PY) bench/operator_events.py
 	$(PY) bench/operator_bench.py
 
 bench-serving: ## vLLM serving an adapter vs the merged model, side by side: requests/s, p50/p99
