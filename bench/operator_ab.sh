@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# `make bench-operator` at N=500, an older commit's operator against this
+# checkout's, alternated ROUNDS times (default 3) on one machine:
+#
+#     bash bench/operator_ab.sh OLD_COMMIT [OUT_DIR]     (ROUNDS=3 SIZES=500 by default)
+#
+# The old side runs from a detached worktree of OLD_COMMIT (its own copy of the
+# benchmark, so that it applies its own CRD: an older operator refuses the
+# fields a newer CRD defaults). Each side's operator package comes in through
+# PYTHONPATH, which the benchmark's operator subprocess inherits; the path it
+# imports is printed first in each side's output. Prints each run's row.
+set -euo pipefail
+old_commit=${1:?usage: bench/operator_ab.sh OLD_COMMIT [OUT_DIR]}
+here=$(cd "$(dirname "$0")/.." && pwd)
+out=${2:-$(mktemp -d)}
+rounds=${ROUNDS:-3}
+sizes=${SIZES:-500}
+venv=$("$here/hack/python-env.sh")
+KUBETUNE_TOOLS_BIN=$(bash "$here/hack/cluster-tools/build.sh")
+export KUBETUNE_TOOLS_BIN PATH="$venv/bin:$KUBETUNE_TOOLS_BIN:$PATH"
+old_tree=$(mktemp -d)/old
+git -C "$here" worktree add -q --detach "$old_tree" "$old_commit"
+trap 'git -C "$here" worktree remove --force "$old_tree"' EXIT
+mkdir -p "$out"
+echo "each run's output: $out"
+for i in $(seq 1 "$rounds"); do
+  for side in old new; do
+    if [ "$side" = old ]; then tree=$old_tree; else tree=$here; fi
+    src=$tree/operator/src
+    [ -d "$tree/trainer/contract/src" ] && src=$src:$tree/trainer/contract/src
+    (cd "$tree" && PYTHONPATH=$src python -c "import kubetune_operator; print('$side imports', kubetune_operator.__file__)" &&
+     PYTHONPATH=$src python bench/operator_bench.py --sizes "$sizes" --no-floor) > "$out/$side-$i.txt" 2>&1 || echo "FAILED" >> "$out/$side-$i.txt"
+    echo "$side $i: $(grep -A1 '^    N ' "$out/$side-$i.txt" | tail -1)"
+  done
+done
