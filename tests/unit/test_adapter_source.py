@@ -39,7 +39,7 @@ def test_a_source_that_cannot_give_an_adapter_fails_the_job(source, reason, text
     assert err.value.reason == reason and text in err.value.message
 
 
-def test_the_renderer_gets_the_uri_and_the_dependents_are_found():
+def test_the_renderer_gets_the_source_jobs_uri_and_the_stored_spec_is_unchanged():
     from kubetune_operator.api import parse_job
     from kubetune_operator.render.trainer_config import Placement, render_trainer_config
 
