@@ -33,9 +33,12 @@ def reconcile(ctl, p) -> float | None:
         ctl.refuse(p, "Pending", R.SECRET_MISSING, message)
         return SECRET_RETRY_SECONDS
     training_job, _, _ = ctl.children(p.key)
-    if training_job is not None:
-        converge_suspend(ctl.kube, p, training_job)
-    elif not trained(ctl.status.current(p.key, p.body)):
+    if trained(ctl.status.current(p.key, p.body)):
+        if training_job is not None:
+            converge_suspend(ctl.kube, p, training_job)
+    elif training_job is not None:
+        _complete_training_objects(ctl, p, training_job)
+    else:
         conflict = pool_refusal(ctl, p)
         if conflict:  # refused before anything is created: the pool could never serve it
             raise PermanentError(R.INVALID_SPEC, conflict)
@@ -57,20 +60,33 @@ def _adapter_source(ctl, p) -> adapter_source.Resolved:
     return adapter_source.resolve(p.key[0], name, ctl.rt.cache.one(FINETUNEJOBS_KIND, (p.key[0], name)))
 
 
-def _create_training_objects(ctl, p, adapter_uri: str | None = None) -> None:
-    """Create the ConfigMap, Job (and Service) side by side. Their order does not
-    matter: the Job's pods wait for the ConfigMap as a kubelet waits for any
-    volume. When the API server refuses one of the others for good (a quota,
-    say) but created the Job, the Job is suspended, so that no pod waits for a
-    ConfigMap that will never come (the operator may not delete; the Job goes
-    with its FineTuneJob), and the refusal is permanent. A retryable error
-    leaves everything as it is: the retry finds it (409)."""
+def _complete_training_objects(ctl, p, training_job: dict) -> None:
+    """A Job this process did not create (it restarted, or the spec changed):
+    its ConfigMap and Service are created too where missing, since a process
+    killed between creating the Job and them left pods waiting for a volume
+    that would never come. Costs a 409 per object, once per job and process."""
+    source = _adapter_source(ctl, p)
+    if source.waiting:  # made while its source job had an adapter; nothing to rebuild the config from now
+        converge_suspend(ctl.kube, p, training_job)
+        return
+    _create_training_objects(ctl, p, source.uri, existing_job=training_job)
+
+
+def _create_training_objects(ctl, p, adapter_uri: str | None = None, existing_job: dict | None = None) -> None:
+    """Create the ConfigMap, Job (and Service) side by side, all but the Job
+    when `existing_job` is there. Their order does not matter: the Job's pods
+    wait for the ConfigMap as a kubelet waits for any volume. When the API
+    server refuses one of the others for good (a quota, say) but the Job
+    exists, the Job is suspended, so that no pod waits for a ConfigMap that will
+    never come (the operator may not delete; the Job goes with its
+    FineTuneJob), and the refusal is permanent. A retryable error leaves
+    everything as it is: the retry finds it (409)."""
     kube = ctl.kube
     job = adapter_source.with_source_adapter(p.job, adapter_uri) if adapter_uri else p.job
-    objects = build_training_objects(job, ctl.cfg)
-    results = kube.create_all_if_absent(objects)
-    job = next(result for obj, result in zip(objects, results) if obj["kind"] == "Job")
-    errors = [r for r in results if isinstance(r, ApiError)]
+    objects = [obj for obj in build_training_objects(job, ctl.cfg) if existing_job is None or obj["kind"] != "Job"]
+    results = dict(zip((obj["kind"] for obj in objects), kube.create_all_if_absent(objects)))
+    job = results.get("Job", (existing_job, False))
+    errors = [r for r in results.values() if isinstance(r, ApiError)]
     if not errors:
         stored, created = job
         if created:
@@ -82,7 +98,7 @@ def _create_training_objects(ctl, p, adapter_uri: str | None = None) -> None:
     if not final:
         raise errors[0]
     if not isinstance(job, ApiError):
-        stored = job[0]["metadata"]
-        p.logger.info("suspending Job %s: %s", stored["name"], final[0].message)
-        kube.merge_patch("Job", stored["namespace"], stored["name"], {"spec": {"suspend": True}})
+        name = job[0]["metadata"]["name"]
+        p.logger.info("suspending Job %s: %s", name, final[0].message)
+        kube.merge_patch("Job", p.key[0], name, {"spec": {"suspend": True}})
     raise PermanentError(R.INVALID_SPEC, f"the API server refused a child object: {final[0].message}")
