@@ -56,9 +56,31 @@ def trials(kube, ns: str, sweep: str) -> list[dict]:
     return kube.raw.get(FTJS.format(ns=ns), labelSelector=f"kubetune.io/sweep={sweep}")["items"]
 
 
-def wait_sweep(kube, ns: str, name: str, *phases: str, timeout: float = 180, operator=None) -> dict:
+def unfinished_trials(kube, ns: str, sweep: str, operators=()) -> str:
+    """Each trial still unfinished: its phase, its Job's and pods' state, and the
+    operator's log lines that name it (what a stuck sweep waits for)."""
+    lines = []
+    for t in trials(kube, ns, sweep):
+        name, phase = t["metadata"]["name"], (t.get("status") or {}).get("phase")
+        if phase in ("Succeeded", "Failed", "Stopped"):
+            continue
+        jobs = kube.raw.get(f"/apis/batch/v1/namespaces/{ns}/jobs", labelSelector=f"kubetune.io/job={name}")["items"]
+        pods = kube.raw.get(f"/api/v1/namespaces/{ns}/pods", labelSelector=f"kubetune.io/job={name}")["items"]
+        lines.append(f"trial {name}: phase {phase}, status {json.dumps(t.get('status') or {})[:600]}; "
+                     f"jobs {[(j['metadata']['name'], j.get('status')) for j in jobs]}; "
+                     f"pods {[(p['metadata']['name'], (p.get('status') or {}).get('phase')) for p in pods]}")
+        for n, op in enumerate(operators):
+            lines += [f"operator {n}: {line}" for line in op.log().splitlines() if f"/{name}" in line][-15:]
+    return "\n".join(lines)
+
+
+def wait_sweep(kube, ns: str, name: str, *phases: str, timeout: float = 180, operator=None, earlier=()) -> dict:
+    """The sweep's status once in one of `phases`; on timeout, what it waits for
+    (with the log of `operator` and of the `earlier` operators it replaced)."""
     def describe() -> str:
-        return json.dumps(sweep_status(kube, ns, name), indent=1)[-3000:] + ("\n" + operator.log_tail(30) if operator else "")
+        return (json.dumps(sweep_status(kube, ns, name), indent=1)[-3000:] + "\n"
+                + unfinished_trials(kube, ns, name, [*earlier, *([operator] if operator else [])])
+                + ("\n" + operator.log_tail(30) if operator else ""))
 
     return wait_for(lambda: (s := sweep_status(kube, ns, name)).get("phase") in phases and s, timeout=timeout,
                     interval=0.5, what=f"sweep {name} in {phases}", describe=describe)
@@ -138,7 +160,7 @@ def test_an_operator_killed_mid_sweep_finishes_it_with_exactly_max_trials(kube, 
     op.kill()
     time.sleep(2)  # trials go on without the operator; a status write in flight is lost with it
     op2 = operator_factory(KUBETUNE_TRAINER_COMMAND=standin_trainer(4), **s3_env)
-    st = wait_sweep(kube, namespace, "restart", "Succeeded", "Failed", operator=op2)
+    st = wait_sweep(kube, namespace, "restart", "Succeeded", "Failed", operator=op2, earlier=[op])
     made = trials(kube, namespace, "restart")
     assert st["phase"] == "Succeeded" and len(made) == 6 and len(st["trials"]) == 6
     assert sorted(int(t["metadata"]["labels"]["kubetune.io/trial"]) for t in made) == list(range(6))

@@ -7,11 +7,13 @@ camelCase keys."""
 from __future__ import annotations
 
 import json
+import time
 from typing import Any, Iterator
 from urllib.parse import urlencode
 
 import urllib3
 
+THROTTLED_RETRIES = 10  # 429s in a row before the harness gives up on a request
 
 class ApiError(Exception):
     def __init__(self, status: int, body: str):
@@ -39,8 +41,14 @@ class KubeApi:
                 content_type: str = "application/json", timeout: float = 30) -> dict:
         url = self.host + path + (("?" + urlencode(params)) if params else "")
         data = json.dumps(body).encode() if body is not None else None
-        resp = self._http.request(method, url, body=data, headers={"Content-Type": content_type},
-                                  timeout=timeout, retries=False)
+        for _ in range(THROTTLED_RETRIES):
+            resp = self._http.request(method, url, body=data, headers={"Content-Type": content_type},
+                                      timeout=timeout, retries=False)
+            # As client-go does: a 429 (a resource's watch cache re-initialising
+            # under load, say) says when to come back; it is no answer yet.
+            if resp.status != 429:
+                break
+            time.sleep(min(float(resp.headers.get("Retry-After") or 1), 5))
         if resp.status >= 400:
             raise ApiError(resp.status, resp.data.decode(errors="replace"))
         return json.loads(resp.data) if resp.data else {}
