@@ -1,7 +1,8 @@
 """The FineTuneJob controller's first pass over a job, on the runtime with a
 recording stand-in for the Kubernetes client (the cluster tests run it against
-the real API server): what it creates when nothing exists, and when a process
-before it created the training Job but was killed before its ConfigMap."""
+the real API server): what it creates when nothing exists, when a process
+before it created the training Job but was killed before its ConfigMap, and
+in which order a trained job's serving objects are made."""
 from __future__ import annotations
 
 from kubetune_operator.builders.meta import LABEL_JOB, training_job_name
@@ -37,6 +38,9 @@ class RecordingApiServer:
             results.append((obj, new))
         return results
 
+    def create_if_absent(self, obj):
+        return self.create_all_if_absent([obj])[0]
+
     def merge_patch(self, kind, namespace, name, patch, subresource=None):
         self.patched.append((kind, name, patch))
         return {}
@@ -49,12 +53,13 @@ class RecordingApiServer:
         pass
 
 
-def first_pass(server: RecordingApiServer, job_body: dict, training_job: dict | None = None) -> None:
+def first_pass(server: RecordingApiServer, job_body: dict, training_job: dict | None = None, passes: int = 1) -> None:
     rt = Runtime.create(CFG, server, (FineTuneJobController,), workers=0)
     rt.index(FINETUNEJOBS, *KEY, {}, job_body)
     if training_job is not None:
         rt.index(TRAINING_JOBS, KEY[0], training_job["metadata"]["name"], {LABEL_JOB: KEY[1]}, training_job)
-    rt.controllers["finetunejob"].work(KEY)
+    for _ in range(passes):
+        rt.controllers["finetunejob"].work(KEY)
 
 
 def quickstart_job() -> dict:
@@ -96,6 +101,18 @@ def test_a_trained_job_whose_training_job_is_gone_is_not_trained_again():
     server = RecordingApiServer()
     first_pass(server, body)
     assert server.created == []
+
+
+def test_a_trained_job_s_service_is_created_before_its_deployment():
+    """The next pass looks only for the Deployment: a process killed between the
+    two creations must leave no Deployment without its Service."""
+    body = example("serving.yaml", namespace=KEY[0]).to_manifest()
+    body["metadata"].update(name=KEY[1], generation=1)
+    body["status"] = {"phase": "Succeeded", "output": {"adapterUri": "s3://out/quickstart/adapter"},
+                      "conditions": [{"type": "Valid", "status": "True", "reason": "Accepted"}]}
+    server = RecordingApiServer()
+    first_pass(server, body, passes=2)  # reconcile, then the status sync that serves it
+    assert [kind for kind, _ in server.created] == ["Service", "Deployment"]
 
 
 def _names_of_a_new_job() -> list[tuple[str, str]]:
