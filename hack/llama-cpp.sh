@@ -18,7 +18,12 @@ cache=${KUBETUNE_CACHE:-$HOME/.cache/kubetune}
 VERSION=0.3.36
 # CPU only; no multimodal (llava/mtmd) library, tests, examples or tools: the
 # exporter needs the core library (quantize) and the converter scripts.
-CMAKE_FLAGS="-DLLAVA_BUILD=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TOOLS=OFF -DLLAMA_BUILD_SERVER=OFF -DGGML_NATIVE=ON"
+# Not -march=native, as in Dockerfile.trainer: ggml then builds for AVX2/FMA/F16C
+# and leaves AVX-512 and AMX out. On a CPU with AMX (Sapphire Rapids and later)
+# a native build repacks weights for ggml's AMX matmul, which segfaults on the
+# first decode of our tiny GGUF (llama.cpp#20824, still open); speed does not
+# matter for quantizing and for the tests' few tokens.
+CMAKE_FLAGS="-DLLAVA_BUILD=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TOOLS=OFF -DLLAMA_BUILD_SERVER=OFF -DGGML_NATIVE=OFF"
 # The cache key covers what is built (bump RECIPE when the build steps change),
 # not the installing part below it.
 RECIPE=1
@@ -50,11 +55,16 @@ if [ ! -f "$dir/.complete" ]; then
 fi
 if [ "$#" -ge 1 ]; then
   venv=$1
-  if ! "$venv/bin/python" -c "import llama_cpp, sys; sys.exit(llama_cpp.__version__ != '$VERSION')" 2>/dev/null; then
+  # The venv records which build it holds: a new build of the same version
+  # (other flags) replaces the binding, which a version check alone would keep.
+  installed="$venv/.llama-cpp-build"
+  if [ "$(cat "$installed" 2>/dev/null)" != "$key" ] || ! "$venv/bin/python" -c "import llama_cpp" 2>/dev/null; then
     # The binding's own requirements (numpy, jinja2, diskcache, typing-extensions)
     # and the converter's (sentencepiece, protobuf; gguf-py's tqdm, requests).
+    "$venv/bin/python" -m pip install -q --disable-pip-version-check --force-reinstall --no-deps "$dir"/llama_cpp_python-*.whl
     "$venv/bin/python" -m pip install -q --disable-pip-version-check -c "$root/hack/constraints.txt" \
       "$dir"/llama_cpp_python-*.whl sentencepiece protobuf tqdm requests
+    echo "$key" > "$installed"
   fi
 fi
 echo "$dir"

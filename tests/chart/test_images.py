@@ -187,9 +187,14 @@ def test_trainer_image_has_what_gguf_export_needs():
     env = " ".join(rest for kw, rest in runtime.instructions if kw == "ENV")
     assert f"{LLAMA_CPP_ENV}={DEFAULT_LLAMA_CPP}" in env
     assert "libgomp1" in " ".join(rest for kw, rest in runtime.instructions if kw == "RUN")
-    # The tests build the same version (hack/llama-cpp.sh) as the image installs.
+    # The tests build the same version (hack/llama-cpp.sh) as the image installs,
+    # with the same CMake flags (neither -march=native: a native build on a CPU
+    # with AMX segfaults in ggml's AMX matmul, llama.cpp#20824).
     script = (ROOT / "hack/llama-cpp.sh").read_text()
     assert f"VERSION={exact_pin(constraints()['llama-cpp-python'])}\n" in script
+    (flags,) = re.findall(r'^CMAKE_FLAGS="([^"]*)"$', script, re.M)
+    assert f'ARG LLAMA_CPP_CMAKE_ARGS="{flags}"' in IMAGES["trainer"].read_text()
+    assert "-DGGML_NATIVE=OFF" in flags.split()
 
 
 def test_trainer_image_installs_and_imports_every_tracker():
