@@ -40,8 +40,10 @@ def test_a_pass_applies_the_pool_once_and_again_only_when_members_change():
     coding, writing = _member("coding", "2026-01-01T00:00:00Z"), _member("writing", "2026-01-02T00:00:00Z")
     rt, ctl, kube = runtime(coding, writing)
     ctl.work(("team", "coding"))
-    deployment, service = kube.applied
-    assert (deployment["kind"], deployment["metadata"]["name"], service["kind"]) == ("Deployment", "coding-pool", "Service")
+    # The Deployment, which carries the digest a later pass compares, last: an
+    # operator killed between the two must not leave the pool without its Service.
+    service, deployment = kube.applied
+    assert (service["kind"], deployment["kind"], deployment["metadata"]["name"]) == ("Service", "Deployment", "coding-pool")
     assert deployment["metadata"]["annotations"][MEMBERS_ANNOTATION] == "coding,writing"
     # Nothing answers yet: a change replaces the starting pod instead of adding one.
     assert deployment["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == "100%"
@@ -55,8 +57,8 @@ def test_a_pass_applies_the_pool_once_and_again_only_when_members_change():
     ctl.work(("team", "coding"))
     applied = kube.applied
     # Available now: the strategy turns surge-only (never fewer ready pods), the members stay.
-    assert applied and applied[0]["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
-    shown["metadata"]["annotations"][DIGEST_ANNOTATION] = applied[0]["metadata"]["annotations"][DIGEST_ANNOTATION]
+    assert applied and applied[-1]["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
+    shown["metadata"]["annotations"][DIGEST_ANNOTATION] = applied[-1]["metadata"]["annotations"][DIGEST_ANNOTATION]
     rt.index(POOL_DEPLOYMENTS, "team", "coding-pool", {"kubetune.io/pool": "coding"}, shown)
     kube.applied.clear()
     ctl.work(("team", "coding"))
@@ -65,7 +67,7 @@ def test_a_pass_applies_the_pool_once_and_again_only_when_members_change():
     # A member leaves: its adapter goes, and what answered keeps answering while it rolls out.
     rt.cache.drop(FINETUNEJOBS.kind, ("team", "writing"), "writing")
     ctl.work(("team", "coding"))
-    changed = kube.applied[0]
+    changed = kube.applied[-1]
     assert changed["metadata"]["annotations"][MEMBERS_ANNOTATION] == "coding"
     assert changed["metadata"]["annotations"]["kubetune.io/pool-previous-members"] == "coding,writing"
     assert [o["name"] for o in changed["metadata"]["ownerReferences"]] == ["coding"]

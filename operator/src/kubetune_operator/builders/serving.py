@@ -202,7 +202,11 @@ def build_plan_service(plan: ServingPlan) -> dict:
 
 
 def plan_objects(plan: ServingPlan, cfg: Settings) -> list[dict]:
-    return [build_plan_deployment(plan, cfg), build_plan_service(plan)]
+    """The Service, then the Deployment: in the order they are to be created or
+    applied. A later pass looks only at the Deployment (a job's own serving) or
+    at the digest the Deployment carries (a pool), so an operator killed between
+    the two must not leave the Deployment without its Service."""
+    return [build_plan_service(plan), build_plan_deployment(plan, cfg)]
 
 
 def build_serving_deployment(job: FineTuneJob, cfg: Settings) -> dict:

@@ -51,10 +51,7 @@ def ensure_serving(ctl, p, status: dict, deployment: dict | None) -> None:
         endpoint = serving_endpoint(p.job)
         if deployment is None:
             output = FineTuneJobStatus.model_validate({"output": status.get("output") or {}}, by_alias=True)
-            objects = build_serving_objects(p.job.model_copy(update={"status": output}), ctl.cfg)
-            # The Deployment last: it is what the next pass looks for, so a process
-            # killed in between must not leave a Deployment without its Service.
-            for obj in sorted(objects, key=lambda o: o["kind"] == "Deployment"):
+            for obj in build_serving_objects(p.job.model_copy(update={"status": output}), ctl.cfg):  # Deployment last
                 ctl.kube.create_if_absent(obj)
             p.logger.info("created vLLM Deployment and Service")
     where = {"endpoint": endpoint, "modelName": p.key[1], "pool": serving.pool}

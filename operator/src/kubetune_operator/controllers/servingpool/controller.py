@@ -75,9 +75,9 @@ class ServingPoolController:
             return None
         # What answers now keeps answering while the new template rolls out.
         plan = pool_plan(pool, assembly.members, self.cfg, previous=served_now(deployment), starting=starting)
-        objects = plan_objects(plan, self.cfg)
-        objects[0]["metadata"].setdefault("annotations", {})[DIGEST_ANNOTATION] = wanted
-        for obj in objects:
+        *others, pool_deployment = plan_objects(plan, self.cfg)
+        pool_deployment["metadata"].setdefault("annotations", {})[DIGEST_ANNOTATION] = wanted
+        for obj in (*others, pool_deployment):  # the digest last: what it names is applied then
             self.kube.apply(obj, FIELD_MANAGER)
         log.info("[%s] serving pool %s: %s", namespace, pool, ", ".join(job.metadata.name for job in assembly.members))
         return None
