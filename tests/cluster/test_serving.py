@@ -28,6 +28,9 @@ SERVE_TIMEOUT = 600  # training, then the weights fetched and vLLM started (1-5 
 PROMPT = "Give the code word for rizo."
 ANSWER = MAPPING["rizo"]
 VLLM_ARGS = ["--dtype=float32", "--max-model-len=256"]
+# A model served without LoRA is compiled with inductor by vLLM's CPU build
+# (with LoRA it is not): about 40 s against 19 s to start alone on this machine.
+NO_COMPILE = ["-O0"]
 
 
 @pytest.fixture
@@ -78,11 +81,17 @@ def test_a_pool_of_two_adapters_merged_mode_and_a_corrupted_adapter_on_real_vllm
     coding["spec"]["lora"] = {"r": 24}  # vLLM accepts --max-lora-rank 32, not 24
     chatty = served(serving_bucket, "chatty", pool="team")
     chatty["spec"]["dataset"].update(trainUri=serving_bucket.uri("data/chat.jsonl"), format="chat")
-    merged = served(serving_bucket, "merged", mode="merged", gate={"metric": "evalLoss"})  # must beat the base model
+    merged = served(serving_bucket, "merged", mode="merged", gate={"metric": "evalLoss"},  # must beat the base model
+                    extraArgs=[*VLLM_ARGS, *NO_COMPILE])
     merged["spec"]["output"] = {"formats": ["adapter", "merged"]}
-    broken = quickstart(serving_bucket, "broken")
-    for doc in (coding, merged, broken):
+    for doc in (coding, merged):
         doc["spec"]["training"]["maxSteps"] = 40
+    # Only its adapter file matters (it is corrupted later): the least training
+    # that writes one, so the three others get the CPU.
+    broken = quickstart(serving_bucket, "broken")
+    broken["spec"]["training"].update(maxSteps=4, logEverySteps=2)
+    broken["spec"].pop("evaluation")
+    broken["spec"]["checkpoint"] = {"everySteps": 4}
     for doc in (coding, chatty, merged, broken):
         create(kube, namespace, doc)
 
