@@ -15,6 +15,7 @@ import urllib3
 
 THROTTLED_RETRIES = 10  # 429s in a row before the harness gives up on a request
 
+
 class ApiError(Exception):
     def __init__(self, status: int, body: str):
         self.status = status
