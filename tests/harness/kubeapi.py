@@ -42,12 +42,12 @@ class KubeApi:
                 content_type: str = "application/json", timeout: float = 30) -> dict:
         url = self.host + path + (("?" + urlencode(params)) if params else "")
         data = json.dumps(body).encode() if body is not None else None
-        for _ in range(THROTTLED_RETRIES):
+        for attempt in range(1, THROTTLED_RETRIES + 1):
             resp = self._http.request(method, url, body=data, headers={"Content-Type": content_type},
                                       timeout=timeout, retries=False)
             # As client-go does: a 429 (a resource's watch cache re-initialising
             # under load, say) says when to come back; it is no answer yet.
-            if resp.status != 429:
+            if resp.status != 429 or attempt == THROTTLED_RETRIES:
                 break
             time.sleep(min(float(resp.headers.get("Retry-After") or 1), 5))
         if resp.status >= 400:

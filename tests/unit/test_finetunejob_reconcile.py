@@ -5,7 +5,7 @@ before it created the training Job but was killed before its ConfigMap, and
 in which order a trained job's serving objects are made."""
 from __future__ import annotations
 
-from kubetune_operator.builders.meta import LABEL_JOB, training_job_name
+from kubetune_operator.builders.meta import LABEL_JOB, config_map_name, training_job_name
 from kubetune_operator.controllers.finetunejob.controller import FINETUNEJOBS, TRAINING_JOBS, FineTuneJobController
 from kubetune_operator.runtime import Runtime
 from kubetune_operator.runtime.watches import slim
@@ -22,7 +22,6 @@ class RecordingApiServer:
         self.held = set(held)
         self.created: list[tuple[str, str]] = []
         self.patched: list[tuple[str, str, dict]] = []
-        self.statuses: list[dict] = []
 
     def exists(self, kind, namespace, name) -> bool:
         return True  # every Secret the job names is there
@@ -46,7 +45,6 @@ class RecordingApiServer:
         return {}
 
     def patch_status(self, kind, namespace, name, status):
-        self.statuses.append(status)
         return {}
 
     def event(self, body, *event) -> None:
@@ -68,8 +66,8 @@ def quickstart_job() -> dict:
     return doc
 
 
-def stored_job(name: str, suspend: bool = False) -> dict:
-    return slim({"metadata": {"name": name, "uid": "job-uid"}, "spec": {"suspend": suspend}, "status": {"active": 1}})
+def stored_job(name: str) -> dict:
+    return slim({"metadata": {"name": name, "uid": "job-uid"}, "spec": {"suspend": False}, "status": {"active": 1}})
 
 
 def test_a_new_job_gets_its_config_map_and_training_job():
@@ -89,8 +87,7 @@ def test_a_job_whose_config_map_a_killed_process_never_created_gets_it_on_the_ne
 
 def test_a_job_with_everything_in_place_is_left_as_it_is():
     job_name = training_job_name(KEY[1])
-    config_map = next(name for kind, name in _names_of_a_new_job() if kind == "ConfigMap")
-    server = RecordingApiServer(("Job", job_name), ("ConfigMap", config_map))
+    server = RecordingApiServer(("Job", job_name), ("ConfigMap", config_map_name(KEY[1])))
     first_pass(server, quickstart_job(), stored_job(job_name))
     assert server.created == [] and server.patched == []
 
@@ -113,9 +110,3 @@ def test_a_trained_job_s_service_is_created_before_its_deployment():
     server = RecordingApiServer()
     first_pass(server, body, passes=2)  # reconcile, then the status sync that serves it
     assert [kind for kind, _ in server.created] == ["Service", "Deployment"]
-
-
-def _names_of_a_new_job() -> list[tuple[str, str]]:
-    server = RecordingApiServer()
-    first_pass(server, quickstart_job())
-    return server.created
