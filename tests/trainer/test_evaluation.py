@@ -104,6 +104,9 @@ def test_price_example_beats_the_mean_baseline_and_the_base_model_on_held_out_ro
     on_validation = ev["validation"]["mae"]
     assert 0 < on_validation < baselines["mean"]["mae"] and on_validation != mae["tuned"], ev["validation"]
     assert compact["validation"] == {"mae": on_validation}
+    # And every validation loss measured during training (what a sweep prunes by), as the report's curve has it.
+    evaluated = [[h["step"], round(h["evalLoss"], 6)] for h in price_run.summary["history"] if "evalLoss" in h and h["step"] > 0]
+    assert price_run.result["evalCurve"] == evaluated and [s for s, _ in evaluated] == [40, 80, 120, 160, 200], evaluated
 
 
 def test_predictions_file_has_every_test_row_base_and_tuned(price_run):

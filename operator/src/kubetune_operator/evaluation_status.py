@@ -18,14 +18,14 @@ MAX_EVENT = 1024
 MAX_VERDICT = 512
 
 
-def _finite(value) -> float | None:
+def finite(value) -> float | None:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None
     return float(value) if math.isfinite(value) else None
 
 
 def _comparison(name: str, row: dict) -> dict:
-    base, tuned = _finite(row.get("base")), _finite(row.get("tuned"))
+    base, tuned = finite(row.get("base")), finite(row.get("tuned"))
     out = {"base": base, "tuned": tuned}
     if base is not None and tuned is not None:
         out.update(change=tuned - base, improvement=improvement(name, base, tuned), better=is_better(name, tuned, base))
@@ -38,10 +38,10 @@ def evaluation_status(report: dict) -> dict | None:
     if not isinstance(ev, dict):
         return None
     rows = {n: _comparison(n, r) for n, r in (ev.get("metrics") or {}).items() if n in METRICS and isinstance(r, dict)}
-    baselines = {b: {m: _finite(v) for m, v in scores.items() if m in METRICS and _finite(v) is not None}
+    baselines = {b: {m: finite(v) for m, v in scores.items() if m in METRICS and finite(v) is not None}
                  for b, scores in (ev.get("baselines") or {}).items() if b in BASELINES and isinstance(scores, dict)}
-    parse = {k: v for k in ("base", "tuned") if (v := _finite((ev.get("parseRate") or {}).get(k))) is not None and 0 <= v <= 1}
-    validation = {n: v for n, raw in (ev.get("validation") or {}).items() if n in METRICS and (v := _finite(raw)) is not None}
+    parse = {k: v for k in ("base", "tuned") if (v := finite((ev.get("parseRate") or {}).get(k))) is not None and 0 <= v <= 1}
+    validation = {n: v for n, raw in (ev.get("validation") or {}).items() if n in METRICS and (v := finite(raw)) is not None}
     primary = ev.get("primary") if ev.get("primary") in METRICS else None
     verdict = ev.get("verdict") if isinstance(ev.get("verdict"), str) else None
     out = {"primary": primary, "testRows": ev.get("testRows") if isinstance(ev.get("testRows"), int) else None,
@@ -58,7 +58,7 @@ def best_checkpoint(checkpoint: dict) -> dict | None:
     best = checkpoint.get("best")
     if not (isinstance(best, dict) and isinstance(best.get("step"), int)):
         return None
-    return {"uri": str(best["uri"]) if best.get("uri") else None, "step": best["step"], "evalLoss": _finite(best.get("evalLoss"))}
+    return {"uri": str(best["uri"]) if best.get("uri") else None, "step": best["step"], "evalLoss": finite(best.get("evalLoss"))}
 
 
 def fit_condition(report: dict | None, failure_reason: str | None = None) -> tuple[str, str, str] | None:

@@ -13,6 +13,8 @@ import socket
 import sys
 from pathlib import Path
 
+from kubetune_contract import curves
+
 from .api.manifest import load_manifests, parse_job, parse_sweep
 from .builders.trial import build_trial
 from .local_run import run_job
@@ -64,6 +66,8 @@ def _run_trial(sweep, trials: list[st.Trial], workdir: Path) -> None:
     watch = _Watch(spec, trials, trial, port)
     code, result = run_job(parsed.job, workdir, {"KUBETUNE_METRICS_PORT": str(port), "POD_IP": "127.0.0.1"}, watch)
     objective = ((result or {}).get("metrics") or {}).get(spec.optimize.metric)
+    if spec.optimize.metric == "evalLoss":
+        trial.curve.update(curves.parse((result or {}).get(curves.KEY)))  # every evaluation, not only those read while it ran
     if code == 0 and objective is not None:
         trial.state, trial.objective = "complete", float(objective)
     else:

@@ -10,15 +10,12 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 
-from kubetune_contract.outputs import OUTPUT_KEY
-
 from . import queueing
 from .api.status import STOP_ANNOTATION, ConditionType as C, Reason as R
-from .dataset_status import dataset_fields
-from .evaluation_status import best_checkpoint, evaluation_status, fit_condition
+from .evaluation_status import fit_condition
+from .report_status import apply_report
 from .serving_gate import gate_conditions
 from .serving_status import outcome_conditions, serving_verdict
-from .tracking_status import tracking_fields
 
 
 # Trainer termination-message reasons that name the cause of a failure better
@@ -278,40 +275,6 @@ def set_condition(conditions: list[dict], type_: str, status: str, reason: str, 
     if not found:
         out.append({"type": type_, "status": status, "reason": reason, "message": _clip(message), "lastTransitionTime": now, "observedGeneration": generation})
     return out
-
-
-def _finite(value) -> float | None:
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return None
-    return number if number == number and abs(number) != float("inf") else None
-
-
-def apply_report(status: dict, report: dict) -> None:
-    """Copy the trainer's final numbers and output URIs into status (in place)."""
-    metrics = {key: _finite((report.get("metrics") or {}).get(key)) for key in ("trainLoss", "evalLoss", "tokensPerSecond")}
-    metrics = {k: v for k, v in metrics.items() if v is not None}
-    if metrics:
-        status["metrics"] = {**(status.get("metrics") or {}), **metrics}
-    checkpoint = report.get("checkpoint") or {}
-    if checkpoint.get("uri"):
-        status["checkpoint"] = {"uri": str(checkpoint["uri"]), "step": checkpoint.get("step") if isinstance(checkpoint.get("step"), int) else None}
-        if best_checkpoint(checkpoint):
-            status["checkpoint"]["best"] = best_checkpoint(checkpoint)
-    if evaluation_status(report):
-        status["evaluation"] = evaluation_status(report)
-    status.update({**tracking_fields(report), **dataset_fields(report)})
-    # Whatever the trainer's exporters produced, by the contract's naming.
-    output = {k: v for k, v in (report.get("output") or {}).items() if isinstance(v, str) and v and OUTPUT_KEY.match(str(k))}
-    if output:
-        status["output"] = output
-    step, total = report.get("step"), report.get("totalSteps")
-    if isinstance(step, int) and isinstance(total, int) and total > 0:
-        progress = dict(status.get("progress") or {})
-        progress.update(step=step, totalSteps=total, percent=round(min(100.0, 100.0 * step / total), 1), eta=None)
-        progress["summary"] = f"{step}/{total} ({progress['percent']:.0f}%)"
-        status["progress"] = progress
 
 
 # --------------------------------------------------------------------------- the whole status

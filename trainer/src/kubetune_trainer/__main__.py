@@ -90,7 +90,7 @@ def main(cfg: TrainerConfig | None = None) -> int:
         text = termination_message(reason, message, step=state.step, total_steps=state.total_steps, metrics=state.metrics,
                                    checkpoint=checkpoint, output=state.output, evaluation=state.evaluation,
                                    export_failures=state.export_failures, tracking=state.tracking,
-                                   dataset=state.dataset)
+                                   dataset=state.dataset, eval_curve=state.eval_curve)
         write_termination_message(text)
         print(f"kubetune-train: {reason}: {message}" if message else f"kubetune-train: {reason}", file=sys.stderr)
     if metrics:

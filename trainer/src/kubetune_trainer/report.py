@@ -15,6 +15,8 @@ import math
 import os
 from pathlib import Path
 
+from kubetune_contract import curves
+
 from .metrics import PREFERENCE_LOGS
 
 log = logging.getLogger("kubetune.report")
@@ -39,10 +41,11 @@ def _clean(v):
 def termination_message(reason: str, message: str, *, step: int | None = None, total_steps: int | None = None,
                         metrics: dict | None = None, checkpoint: dict | None = None, output: dict | None = None,
                         evaluation: dict | None = None, export_failures: dict | None = None, tracking: dict | None = None,
-                        dataset: dict | None = None) -> str:
+                        dataset: dict | None = None, eval_curve: list[tuple[int, float]] | None = None) -> str:
     """The JSON the operator reads; trimmed to stay under 4 KiB: the message
-    first, then the evaluation's detail (`_evaluation_trims`), never the
-    outputs; each export failure reason is capped at 600 characters."""
+    first, then the validation-loss curve to its fewest points, then the
+    evaluation's detail (`_evaluation_trims`), never the outputs; each export
+    failure reason is capped at 600 characters."""
     body = {
         "reason": reason, "message": message, "step": step, "totalSteps": total_steps,
         "metrics": _clean({k: (metrics or {}).get(k) for k in ("trainLoss", "evalLoss", "tokensPerSecond")}),
@@ -57,9 +60,14 @@ def termination_message(reason: str, message: str, *, step: int | None = None, t
         body["tracking"] = tracking
     if dataset:
         body["dataset"] = dataset
+    if eval_curve:
+        body[curves.KEY] = curves.thin(eval_curve)
     text = json.dumps(body, separators=(",", ":"))
     while len(text.encode()) > MAX_BYTES and len(body["message"]) > 20:
         body["message"] = body["message"][: len(body["message"]) // 2] + "..."
+        text = json.dumps(body, separators=(",", ":"))
+    if len(text.encode()) > MAX_BYTES and curves.KEY in body:
+        body[curves.KEY] = curves.thin(body[curves.KEY], curves.MIN_POINTS)
         text = json.dumps(body, separators=(",", ":"))
     for trim in _evaluation_trims():
         if len(text.encode()) <= MAX_BYTES or "evaluation" not in body:

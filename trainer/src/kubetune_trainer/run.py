@@ -193,6 +193,7 @@ def _record_training(s: Session, seconds: float) -> None:
     from .report import history
 
     s.history = history(s.trainer.state.log_history, s.loop.metrics.throughput)
+    state.eval_curve = [(h["step"], h["evalLoss"]) for h in s.history if "evalLoss" in h and (h["step"] or 0) > 0]
     base_loss = ((s.base or {}).get("metrics") or {}).get("evalLoss")
     if base_loss is not None and not any(h["step"] == 0 and "evalLoss" in h for h in s.history):
         s.history.insert(0, {"step": 0, "evalLoss": base_loss})  # the base model: where validation loss started

@@ -56,6 +56,8 @@ class RunState:
     tracking: dict | None = None
     # dataset.sources: {"sources": [...]} per source, rows read and consumed (kubetune_contract.mixing)
     dataset: dict | None = None
+    # [(step, evalLoss)] of every evaluation during training (kubetune_contract.curves)
+    eval_curve: list = field(default_factory=list)
 
 
 @dataclass

@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field
 
-from kubetune_contract import fit
+from kubetune_contract import curves, fit
 from kubetune_contract import mixing as mixing_contract
 from kubetune_contract import tracking as tracking_contract
 from kubetune_contract.base import ApiModel
@@ -115,10 +115,19 @@ class ProgressStatus(ApiModel):
     summary: str | None = Field(None, max_length=64, description="step/total (percent), shown by kubectl get.")
 
 
+class EvalPoint(ApiModel):
+    step: int = Field(ge=1)
+    eval_loss: float
+
+
 class MetricsStatus(ApiModel):
     train_loss: float | None = None
     eval_loss: float | None = None
     eval_step: int | None = Field(None, description="The step evalLoss was measured at.")
+    eval_curve: list[EvalPoint] | None = Field(
+        None, max_length=curves.MAX_POINTS,
+        description=f"Once training has ended: the validation loss at each evaluation during training, as the trainer recorded it "
+                    f"(at most {curves.MAX_POINTS} points, spread evenly, first and last kept). Sweeps prune by it.")
     tokens_per_second: float | None = None
     reward_margin: float | None = Field(None, description="Preference objectives: mean chosen-minus-rejected implicit reward of the last logged batch.")
     reward_mean: float | None = Field(None, description="GRPO: mean weighted reward of the last logged batch.")

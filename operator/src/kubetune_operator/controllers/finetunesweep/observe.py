@@ -4,6 +4,8 @@ while it ran, trials refused before they existed)."""
 
 from __future__ import annotations
 
+from kubetune_contract import curves
+
 from ...api.status import Reason as R
 from ...builders.trial import trial_record
 from ...sweeps import objective
@@ -26,11 +28,15 @@ def trial_state(status: dict, metric: str) -> tuple[str, float | None]:
 
 
 def curve_of(previous: dict | None, status: dict, metric: str) -> dict[int, float]:
-    """The evaluations seen so far, with the one the status shows now."""
+    """The evaluations seen so far, with the one the status shows now; once the
+    trial has ended, every evaluation its trainer recorded (`evalCurve`: the
+    scrapes may have missed some)."""
     curve = {int(step): value for step, value in ((previous or {}).get("curve") or {}).items()}
     metrics = status.get("metrics") or {}
     if metrics.get(metric) is not None and metrics.get("evalStep"):
         curve[int(metrics["evalStep"])] = float(metrics[metric])
+    if metric == "evalLoss":
+        curve.update({p["step"]: float(p["evalLoss"]) for p in metrics.get(curves.KEY) or []})
     return curve
 
 

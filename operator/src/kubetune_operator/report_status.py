@@ -1,0 +1,48 @@
+"""From the trainer's termination message (its report) to the parts of
+`FineTuneJob.status` it decides: the final metrics and validation-loss curve,
+the checkpoint, the evaluation, tracking, the dataset's sources, the outputs
+and the progress. Pure; `status_logic` calls it once the report is read."""
+
+from __future__ import annotations
+
+from kubetune_contract import curves
+from kubetune_contract.outputs import OUTPUT_KEY
+
+from .dataset_status import dataset_fields
+from .evaluation_status import best_checkpoint, evaluation_status, finite
+from .tracking_status import tracking_fields
+
+FINAL_METRICS = ("trainLoss", "evalLoss", "tokensPerSecond")
+
+
+def _metrics(report: dict) -> dict:
+    metrics = {k: v for k in FINAL_METRICS if (v := finite((report.get("metrics") or {}).get(k))) is not None}
+    curve = curves.parse(report.get(curves.KEY))
+    if curve:
+        metrics[curves.KEY] = [{"step": step, "evalLoss": value} for step, value in sorted(curve.items())]
+    return metrics
+
+
+def apply_report(status: dict, report: dict) -> None:
+    """Copy the trainer's final numbers and output URIs into status (in place)."""
+    metrics = _metrics(report)
+    if metrics:
+        status["metrics"] = {**(status.get("metrics") or {}), **metrics}
+    checkpoint = report.get("checkpoint") or {}
+    if checkpoint.get("uri"):
+        status["checkpoint"] = {"uri": str(checkpoint["uri"]), "step": checkpoint.get("step") if isinstance(checkpoint.get("step"), int) else None}
+        if best_checkpoint(checkpoint):
+            status["checkpoint"]["best"] = best_checkpoint(checkpoint)
+    if evaluation_status(report):
+        status["evaluation"] = evaluation_status(report)
+    status.update({**tracking_fields(report), **dataset_fields(report)})
+    # Whatever the trainer's exporters produced, by the contract's naming.
+    output = {k: v for k, v in (report.get("output") or {}).items() if isinstance(v, str) and v and OUTPUT_KEY.match(str(k))}
+    if output:
+        status["output"] = output
+    step, total = report.get("step"), report.get("totalSteps")
+    if isinstance(step, int) and isinstance(total, int) and total > 0:
+        progress = dict(status.get("progress") or {})
+        progress.update(step=step, totalSteps=total, percent=round(min(100.0, 100.0 * step / total), 1), eta=None)
+        progress["summary"] = f"{step}/{total} ({progress['percent']:.0f}%)"
+        status["progress"] = progress
