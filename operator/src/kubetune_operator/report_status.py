@@ -31,10 +31,10 @@ def apply_report(status: dict, report: dict) -> None:
     checkpoint = report.get("checkpoint") or {}
     if checkpoint.get("uri"):
         status["checkpoint"] = {"uri": str(checkpoint["uri"]), "step": checkpoint.get("step") if isinstance(checkpoint.get("step"), int) else None}
-        if best_checkpoint(checkpoint):
-            status["checkpoint"]["best"] = best_checkpoint(checkpoint)
-    if evaluation_status(report):
-        status["evaluation"] = evaluation_status(report)
+        if best := best_checkpoint(checkpoint):
+            status["checkpoint"]["best"] = best
+    if evaluation := evaluation_status(report):
+        status["evaluation"] = evaluation
     status.update({**tracking_fields(report), **dataset_fields(report)})
     # Whatever the trainer's exporters produced, by the contract's naming.
     output = {k: v for k, v in (report.get("output") or {}).items() if isinstance(v, str) and v and OUTPUT_KEY.match(str(k))}
