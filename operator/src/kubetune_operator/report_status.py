@@ -7,12 +7,11 @@ from __future__ import annotations
 
 from kubetune_contract import curves
 from kubetune_contract.outputs import OUTPUT_KEY
+from kubetune_contract.termination import FINAL_METRICS
 
 from .dataset_status import dataset_fields
 from .evaluation_status import best_checkpoint, evaluation_status, finite
 from .tracking_status import tracking_fields
-
-FINAL_METRICS = ("trainLoss", "evalLoss", "tokensPerSecond")
 
 
 def _metrics(report: dict) -> dict:

@@ -16,6 +16,7 @@ import os
 from pathlib import Path
 
 from kubetune_contract import curves
+from kubetune_contract.termination import FINAL_METRICS
 
 from .metrics import PREFERENCE_LOGS
 
@@ -48,7 +49,7 @@ def termination_message(reason: str, message: str, *, step: int | None = None, t
     failure reason is capped at 600 characters."""
     body = {
         "reason": reason, "message": message, "step": step, "totalSteps": total_steps,
-        "metrics": _clean({k: (metrics or {}).get(k) for k in ("trainLoss", "evalLoss", "tokensPerSecond")}),
+        "metrics": _clean({k: (metrics or {}).get(k) for k in FINAL_METRICS}),
         "checkpoint": checkpoint or {"uri": None, "step": None},
         "output": output or {},
     }

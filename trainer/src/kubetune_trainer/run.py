@@ -22,6 +22,7 @@ import time
 
 from kubetune_contract.checkpoints import checkpoint_uri, step_dir
 from kubetune_contract.outputs import output_keys
+from kubetune_contract.termination import FINAL_METRICS
 
 from . import checkpointing, distributed
 from .config import TrainerConfig
@@ -186,7 +187,7 @@ def _record_training(s: Session, seconds: float) -> None:
     state, last = s.state, s.loop.metrics.last
     state.step = s.trainer.state.global_step
     state.total_steps = s.trainer.state.max_steps
-    state.metrics.update({k: v for k, v in last.items() if k in ("trainLoss", "evalLoss", "tokensPerSecond")})
+    state.metrics.update({k: v for k, v in last.items() if k in FINAL_METRICS})
     state.summary["train"] = {"steps": state.step, "totalSteps": state.total_steps, "seconds": round(seconds, 2),
                               "resumedFrom": state.resumed_from, **last}
     # The curves as training left them (the evaluations after it are not part of them).
