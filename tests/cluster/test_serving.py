@@ -5,8 +5,9 @@ EndpointSlice addresses. Nothing is simulated here.
 
 vLLM starts, to keep `make test` within its budget (at most 6, at most 2 at once):
 the scenario test starts 4 (the pool and the merged model side by side, the
-pool's rollout when a member leaves, the corrupted adapter alone; a pool member
-that finishes training while the pool's first pod still starts replaces it).
+pool's rollout when a member leaves, the corrupted adapter alone). The pool's
+members are switched to serving once both trained, so that its first pod
+serves both; one that finished later would replace that pod (a fifth start).
 """
 from __future__ import annotations
 
@@ -72,7 +73,8 @@ def test_a_pool_of_two_adapters_merged_mode_and_a_corrupted_adapter_on_real_vllm
     1. four jobs train side by side: two in serving pool `team` (`coding`, with r: 24,
        and `chatty`, on chat rows), `merged` (serving.mode merged, behind a gate it
        passes: validation loss below the base model's), `broken` (not served yet);
-    2. the pool and the merged model are served (2 vLLM servers);
+    2. the pool (serving switched on for both members once trained) and the merged
+       model are served (2 vLLM servers);
     3. `merged` goes; `chatty` leaves the pool while `coding` is asked throughout (a rollout:
        2 pool pods); the pool's Deployment goes with its last member;
     4. `broken`'s adapter is corrupted, then serving is switched on: vLLM's own error."""
@@ -86,14 +88,17 @@ def test_a_pool_of_two_adapters_merged_mode_and_a_corrupted_adapter_on_real_vllm
     merged["spec"]["output"] = {"formats": ["adapter", "merged"]}
     for doc in (coding, merged):
         doc["spec"]["training"]["maxSteps"] = 40
-    # Only its adapter file matters (it is corrupted later): the least training
-    # that writes one, so the three others get the CPU.
-    broken = quickstart(serving_bucket, "broken")
-    broken["spec"]["training"].update(maxSteps=4, logEverySteps=2)
-    broken["spec"].pop("evaluation")
-    broken["spec"]["checkpoint"] = {"everySteps": 4}
-    for doc in (coding, chatty, merged, broken):
+    for doc in (coding, chatty):
+        doc["spec"].pop("evaluation")  # only the gated job needs one; the others' answers are asked of vLLM
+        # Switched to serving once both trained, so that the pool's first pod
+        # serves both: one that finished later would replace it (a fifth start).
+        doc["spec"]["serving"]["enabled"] = False
+    for doc in (coding, chatty, merged, _broken(serving_bucket)):
         create(kube, namespace, doc)
+    for name in ("coding", "chatty"):
+        assert wait_phase(kube, namespace, name, "Succeeded", "Failed", timeout=SERVE_TIMEOUT, operator=op)["phase"] == "Succeeded"
+    for name in ("coding", "chatty"):
+        kube.raw.merge_patch(f"{FTJ.format(ns=namespace)}/{name}", {"spec": {"serving": {"enabled": True}}})
 
     _pool_serves_both_members(kube, namespace, op, serving_bucket)
     _merged_mode_serves_the_merged_model(kube, namespace, op)
@@ -104,6 +109,16 @@ def test_a_pool_of_two_adapters_merged_mode_and_a_corrupted_adapter_on_real_vllm
     kube.raw.request("DELETE", f"{FTJ.format(ns=namespace)}/coding")
     wait_for(lambda: deployment(kube, namespace, "team-pool") is None, 120, what="pool Deployment gone with its last member")
     _a_corrupted_adapter_fails_with_vllm_s_own_error(kube, namespace, op, serving_bucket)
+
+
+def _broken(bucket) -> dict:
+    """Only its adapter file matters (it is corrupted before it is served): the
+    least training that writes one, so the others get the CPU."""
+    broken = quickstart(bucket, "broken")
+    broken["spec"]["training"].update(maxSteps=4, logEverySteps=2)
+    broken["spec"].pop("evaluation")
+    broken["spec"]["checkpoint"] = {"everySteps": 4}
+    return broken
 
 
 def _pool_serves_both_members(kube, namespace, op, bucket) -> None:
@@ -213,6 +228,10 @@ def _chat_prompt_tokens(bucket, messages: list[dict]) -> int:
 def test_serving_bad_input_is_refused_naming_the_field_with_nothing_half_created(
         kube, namespace, operator_factory, s3_env, serving_bucket):
     op = operator_factory(KUBETUNE_VLLM_IMAGE=VLLM_IMAGE, **s3_env)
+    # Serving a job whose training fails (checked last: its trainer starts meanwhile).
+    doomed = served(serving_bucket, "doomed")
+    doomed["spec"]["dataset"]["trainUri"] = serving_bucket.uri("data/missing.jsonl")
+    create(kube, namespace, doomed)
     # A pool whose second job names another base model: refused before anything is created for it.
     first = served(serving_bucket, "first", pool="shared")
     first["spec"]["suspend"] = True  # it sets the pool's terms; it need not train for this
@@ -224,11 +243,8 @@ def test_serving_bad_input_is_refused_naming_the_field_with_nothing_half_created
     st = wait_phase(kube, namespace, "other-base", "Failed", timeout=60, operator=op)
     valid = condition(st, "Valid")
     assert valid["reason"] == "InvalidSpec" and "spec.model.uri" in valid["message"] and "first" in valid["message"], valid
-    assert [j["metadata"]["name"] for j in jobs(kube, namespace)] == ["first-train"]
-    # Serving a job whose training failed: not served, and no Deployment.
-    doomed = served(serving_bucket, "doomed")
-    doomed["spec"]["dataset"]["trainUri"] = serving_bucket.uri("data/missing.jsonl")
-    create(kube, namespace, doomed)
+    assert "first-train" in (names := [j["metadata"]["name"] for j in jobs(kube, namespace)]) and "other-base-train" not in names, names
+    # The job whose training failed: not served, and no Deployment.
     st = wait_phase(kube, namespace, "doomed", "Failed", timeout=180, operator=op)
     serving = condition(st, "Serving")
     assert (serving["status"], serving["reason"]) == ("False", "NotServed") and "training failed (InvalidDataset)" in serving["message"]
