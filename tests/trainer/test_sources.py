@@ -123,7 +123,7 @@ def test_three_sources_train_and_consume_rows_by_weight(tiny_model, tmp_path, mo
     code, result, _ = train(cfg, tmp_path, monkeypatch)
     assert code == 0, result
     # 24 steps x 8 rows = 192 = one mixed epoch of 128 (64/38/26) and half of the next, in the planned order.
-    from kubetune_trainer import mixing
+    from kubetune_trainer.data import mixing
 
     consumed = [s["rowsConsumed"] for s in result["dataset"]["sources"]]
     assert consumed == mixing.consumed(mixing.plan([64, 48, 16], list(WEIGHTS), seed=7), 192)  # what the steps read, exactly

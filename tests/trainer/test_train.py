@@ -213,7 +213,7 @@ def test_bad_input_is_one_line_exit_2_and_reason(case, tiny_model, dataset, tmp_
 
 
 def test_s3_dataset_problems_name_the_uri_not_the_download_cache(minio, bucket, tmp_path):
-    from kubetune_trainer.data import load_table
+    from kubetune_trainer.data.read import load_table
     from kubetune_trainer.errors import InvalidDataset
 
     client = minio.client()
@@ -232,9 +232,9 @@ def test_s3_answers_without_numbers_are_refused_naming_the_uri_and_line(minio, b
     """The trainer's pre-flight for remote data: a numeric metric on an s3:// dataset
     whose answer on line 3 is not a number, refused before any model is loaded."""
     from kubetune_contract.sections import EvaluationSpec
-    from kubetune_trainer.data import load_table
+    from kubetune_trainer.data.read import load_table
     from kubetune_trainer.errors import InvalidDataset
-    from kubetune_trainer.held_out import check_answers
+    from kubetune_trainer.data.held_out import check_answers
 
     rows = [{"prompt": "a", "completion": " 12"}, {"prompt": "b", "completion": " 7"}, {"prompt": "c", "completion": " twelve"}]
     minio.client().put_object(Bucket=bucket, Key="data/priced.jsonl", Body="".join(json.dumps(r) + "\n" for r in rows).encode())

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from kubetune_contract.mixing import MAX_STATUS_SOURCES, status_sources
-from kubetune_trainer import mixing
+from kubetune_trainer.data import mixing
 
 from .bad_manifests import minimal_manifest
 

@@ -13,7 +13,7 @@ from pydantic import ValidationError
 
 from kubetune_contract.sections import DatasetSpec
 from kubetune_trainer.errors import InvalidDataset
-from kubetune_trainer.streaming import GreedyPacker, StreamPosition, TrainingStream, prepare_stream, read_rows, side, stream_files
+from kubetune_trainer.data.streaming import GreedyPacker, StreamPosition, TrainingStream, prepare_stream, read_rows, side, stream_files
 
 
 def _rows(n: int) -> list[dict]:
@@ -139,7 +139,7 @@ def test_counting_pass_counts_and_holds_out_by_hash(tmp_path):
 
 
 def test_resumed_run_reuses_the_plan_and_starts_at_the_position(tmp_path):
-    from kubetune_trainer.streaming import PLAN_FILE, POSITION_FILE
+    from kubetune_trainer.data.streaming import PLAN_FILE, POSITION_FILE
 
     path = _jsonl(tmp_path / "t.jsonl", _rows(20))
     spec = DatasetSpec(trainUri=f"file://{path}", streaming=True)
@@ -159,7 +159,7 @@ def test_resumed_run_reuses_the_plan_and_starts_at_the_position(tmp_path):
 
 def test_total_steps_from_max_steps_or_the_count():
     from kubetune_contract.sections import TrainingSpec
-    from kubetune_trainer.stream_train import total_steps
+    from kubetune_trainer.data.stream_train import total_steps
 
     assert total_steps(TrainingSpec(maxSteps=70), None, 4) == (70, "training.maxSteps")
     steps, source = total_steps(TrainingSpec(epochs=2.0, batchSize=4, gradientAccumulationSteps=2), 100, 1)
@@ -171,7 +171,7 @@ def test_total_steps_from_max_steps_or_the_count():
 
 
 def test_packed_stream_fills_sequences_greedily_and_carries_the_last_row():
-    from kubetune_trainer.stream_train import PackedStream
+    from kubetune_trainer.data.stream_train import PackedStream
 
     lengths = [5, 9, 3, 12, 7, 7, 2, 16, 1, 4, 11]
     source = [{"input_ids": [i] * n, "labels": [i] * n, "_pass": 0, "_file": 0, "_line": i + 1, "_offset": 10 * i, "_index": i}
@@ -191,7 +191,7 @@ def test_packed_stream_fills_sequences_greedily_and_carries_the_last_row():
 def test_consumed_position_follows_the_forwards_not_the_read_ahead():
     import torch
 
-    from kubetune_trainer.stream_train import Consumed, PositionCollator
+    from kubetune_trainer.data.stream_train import Consumed, PositionCollator
 
     class State:
         global_step = 0

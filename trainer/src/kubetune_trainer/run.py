@@ -209,7 +209,7 @@ def _record_sources(s: Session) -> None:
     each planned row and a partial one its prefix), for the report and status."""
     from kubetune_contract.mixing import status_sources
 
-    from .mixed_data import record_consumption
+    from .data.mixed import record_consumption
 
     if s.data is None or s.data.mix is None:
         return

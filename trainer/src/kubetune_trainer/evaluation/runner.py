@@ -81,7 +81,7 @@ def task_of(data, tokenizer, spec: EvaluationSpec) -> Task:
         task.validation_examples = examples_of(list(data.eval)[: spec.max_samples], tokenizer)
     if task.numeric or spec.baselines:
         # A stream is not read whole for them: its first training rows (streaming.BASELINE_ROWS_CAP).
-        from ..streaming import BASELINE_ROWS_CAP
+        from ..data.streaming import BASELINE_ROWS_CAP
 
         train = examples_of(data.stream.sample(BASELINE_ROWS_CAP) if data.stream else list(data.train), tokenizer)
         task.train_prompts = [e.question for e in train]

@@ -47,7 +47,7 @@ def build(session, model, callbacks: list):
     """SFTTrainer on the session's data; the adapter (if any) from the config."""
     from trl import SFTTrainer
 
-    from .. import stream_train
+    from ..data import stream_train
 
     data = session.data
     args = to_sft_config(session.cfg, output_dir=session.local_checkpoints, has_eval=data.eval is not None,

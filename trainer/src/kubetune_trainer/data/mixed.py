@@ -16,9 +16,9 @@ from pathlib import Path
 from kubetune_contract.sections import DatasetSpec, EvaluationSpec
 
 from . import mixing
-from .data import PreparedData, dataset_format, dedupe, has_generation_markers, held_out_file_rows, load_table, split
+from .read import PreparedData, dataset_format, dedupe, has_generation_markers, held_out_file_rows, load_table, split
 from .source_rows import finish, read_source
-from .errors import InvalidDataset
+from ..errors import InvalidDataset
 
 # Formats that train on one shape: the training rows they normalise to.
 FAMILY = {"instruction": "prompt/completion", "completion": "prompt/completion", "chat": "chat"}

@@ -9,8 +9,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Iterator
 
-from .errors import InvalidDataset
-from .storage import fetch, local_path
+from ..errors import InvalidDataset
+from ..storage import fetch, local_path
 
 STREAMED_SUFFIXES = (".jsonl", ".parquet")
 

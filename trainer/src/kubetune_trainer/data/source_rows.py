@@ -11,9 +11,9 @@ from pathlib import Path
 
 from kubetune_contract.sections import DatasetSpec, EvaluationSpec
 
-from .data import (CHECKED_FORMATS, PreparedData, check_columns, check_rows, content_hash, dataset_format, has_generation_markers,
+from .read import (CHECKED_FORMATS, PreparedData, check_columns, check_rows, content_hash, dataset_format, has_generation_markers,
                    load_table, normalise, token_lengths)
-from .errors import InvalidDataset
+from ..errors import InvalidDataset
 
 log = logging.getLogger("kubetune.data")
 

@@ -32,8 +32,8 @@ from pathlib import Path
 from kubetune_contract.formats import FORMATS, columns_of, detect_format, row_problem, undetectable
 from kubetune_contract.sections import ColumnMapping, DatasetSpec, EvaluationSpec
 
-from .errors import InvalidDataset
-from .storage import fetch, local_path
+from ..errors import InvalidDataset
+from ..storage import fetch, local_path
 
 
 SUFFIXES = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
@@ -358,7 +358,7 @@ def prepare(cfg: DatasetSpec, tokenizer, *, seed: int, cache_dir: Path, s3_endpo
         return prepare_stream(cfg, tokenizer, seed=seed, cache_dir=cache_dir, s3_endpoint=s3_endpoint, s3_region=s3_region,
                               evaluation=evaluation, objective=objective, count=count, resume_dir=resume_dir)
     if cfg.sources:  # several sources mixed by weight
-        from .mixed_data import prepare_mixed
+        from .mixed import prepare_mixed
 
         return prepare_mixed(cfg, tokenizer, seed=seed, cache_dir=cache_dir, s3_endpoint=s3_endpoint, s3_region=s3_region,
                              evaluation=evaluation, objective=objective)

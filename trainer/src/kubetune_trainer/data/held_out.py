@@ -17,9 +17,9 @@ from kubetune_contract.evaluation_data import answer_problem, test_split_problem
 from kubetune_contract.formats import FORMATS, columns_of
 from kubetune_contract.sections import ColumnMapping, DatasetSpec, EvaluationSpec
 
-from .data import _blank, check_columns, check_rows, load_table, normalise, split
-from .errors import InvalidDataset
-from .storage import local_path
+from .read import _blank, check_columns, check_rows, load_table, normalise, split
+from ..errors import InvalidDataset
+from ..storage import local_path
 
 def _row_location(uri: str, index: int, cache_dir: Path) -> str:
     """`uri:line` for the index-th row of a JSONL file (blank lines skipped, as

@@ -31,8 +31,8 @@ from kubetune_contract.evaluation_data import answer_problem
 from kubetune_contract.formats import FORMATS, columns_of, row_problem
 from kubetune_contract.sections import DatasetSpec, EvaluationSpec
 
-from .data import PreparedData, _blank, check_columns, dataset_format, has_generation_markers, normalise, token_lengths
-from .errors import InvalidDataset
+from .read import PreparedData, _blank, check_columns, dataset_format, has_generation_markers, normalise, token_lengths
+from ..errors import InvalidDataset
 from .stream_files import StreamPosition, read_rows, stream_files
 
 log = logging.getLogger("kubetune.data")
@@ -191,7 +191,7 @@ def prepare_stream(cfg: DatasetSpec, tokenizer, *, seed: int, cache_dir: Path, s
 
 def _rows_from_uris(cfg, evaluation, fmt, use_messages, cache_dir, s3_endpoint, s3_region, eval_rows, test_rows):
     """evalUri / evaluation.testUri: small files, loaded into memory as without streaming."""
-    from .data import held_out_file_rows
+    from .read import held_out_file_rows
     from .held_out import test_rows as held_out_rows
 
     if cfg.eval_uri:
