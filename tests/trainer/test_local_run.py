@@ -36,7 +36,7 @@ spec:
 
 
 def test_kubetune_run_trains_from_a_manifest(tiny_model, dataset, tmp_path, monkeypatch, capfd):
-    from kubetune_operator.local_run import run_local
+    from kubetune_operator.cli.local_run import run_local
     from kubetune_trainer.config import load_config
 
     manifest = tmp_path / "job.yaml"
@@ -53,7 +53,7 @@ def test_kubetune_run_trains_from_a_manifest(tiny_model, dataset, tmp_path, monk
 
 
 def test_kubetune_run_rejects_a_bad_manifest_with_exit_2(tmp_path, capfd):
-    from kubetune_operator.local_run import run_local
+    from kubetune_operator.cli.local_run import run_local
 
     manifest = tmp_path / "job.yaml"
     manifest.write_text(MANIFEST.format(model="/m", data="/d.jsonl").replace("method: lora", "method: dpo"))

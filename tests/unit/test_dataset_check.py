@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from kubetune_operator.dataset_check import check_dataset, format_report
+from kubetune_operator.cli.dataset_check import check_dataset, format_report
 
 
 def write(tmp_path, name, content):

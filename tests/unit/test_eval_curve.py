@@ -13,7 +13,7 @@ from kubetune_operator.api.manifest import parse_sweep
 from kubetune_operator.api.status import FineTuneJobStatus
 from kubetune_operator.builders.trial import build_trial
 from kubetune_operator.controllers.finetunesweep.observe import observe
-from kubetune_operator.report_status import apply_report
+from kubetune_operator.status.report import apply_report
 from kubetune_operator.sweeps import study as st
 from kubetune_trainer.report import MAX_BYTES, termination_message
 

@@ -12,8 +12,8 @@ from kubetune_operator.api.crd import PRINTER_COLUMNS
 from kubetune_operator.api.status import ConditionType as C
 from kubetune_operator.api.status import FineTuneJobStatus
 from kubetune_operator.api.status import Reason as R
-from kubetune_operator.evaluation_status import fit_event, results_event
-from kubetune_operator.status_logic import Observation, next_status
+from kubetune_operator.status.evaluation import fit_event, results_event
+from kubetune_operator.status.observed import Observation, next_status
 from kubetune_trainer.report import MAX_BYTES, termination_message
 
 EVALUATION = {
@@ -108,7 +108,7 @@ def test_termination_message_keeps_under_4_kib_with_a_large_evaluation():
 
 
 def test_a_preference_jobs_held_out_accuracy_is_its_status_evaluation():
-    from kubetune_operator.evaluation_status import evaluation_status
+    from kubetune_operator.status.evaluation import evaluation_status
 
     ev = evaluation_status({"evaluation": {"primary": "preferenceAccuracy", "testRows": 29, "verdict": "tuned beats base",
                                            "metrics": {"preferenceAccuracy": {"base": 0.379, "tuned": 1.0}}}})

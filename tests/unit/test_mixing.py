@@ -130,7 +130,7 @@ def _stats(n: int) -> list[dict]:
 
 
 def test_the_status_lists_each_source_capped():
-    from kubetune_operator.report_status import apply_report
+    from kubetune_operator.status.report import apply_report
 
     status: dict = {}
     apply_report(status, {"dataset": status_sources(_stats(3))})

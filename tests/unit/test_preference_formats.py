@@ -11,7 +11,7 @@ import pytest
 from kubetune_contract.formats import detect_format, row_length, row_problem, undetectable
 from kubetune_contract.sections import ColumnMapping
 from kubetune_operator.cli import main
-from kubetune_operator.dataset_check import check_dataset
+from kubetune_operator.cli.dataset_check import check_dataset
 
 PAIR = {"prompt": "Translate kaka.", "chosen": " qivu", "rejected": " zori"}
 CHAT_PAIR = {"prompt": [{"role": "user", "content": "Translate kaka."}],

@@ -3,7 +3,7 @@ The checkpoint URI is the one the trainer published, never one rebuilt from the 
 
 from __future__ import annotations
 
-from kubetune_operator.progress import TrainerReading, format_eta, progress_patch, read_trainer_metrics
+from kubetune_operator.status.progress import TrainerReading, format_eta, progress_patch, read_trainer_metrics
 
 TEXT = """\
 # HELP kubetune_trainer_step Optimizer steps done.

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from kubetune_operator.api.status import Reason
 from kubetune_operator.group_restart import describe, failed_attempt
-from kubetune_operator.queueing import slim_workload, wants_active
-from kubetune_operator.status_logic import Observation, next_status, transition_event
+from kubetune_operator.status.queueing import slim_workload, wants_active
+from kubetune_operator.status.observed import Observation, next_status, transition_event
 
 NOW = "2026-11-20T10:00:00Z"
 

@@ -4,8 +4,8 @@ what it does to the job's conditions and to a serving pool."""
 from __future__ import annotations
 
 from kubetune_operator.api.spec import ServingGate
-from kubetune_operator.serving_gate import gate_conditions, gate_verdict, held_back
-from kubetune_operator.status_logic import Observation, next_status
+from kubetune_operator.status.serving_gate import gate_conditions, gate_verdict, held_back
+from kubetune_operator.status.observed import Observation, next_status
 
 EVALUATION = {"metrics": {"mae": {"base": 146.0, "tuned": 47.1}, "evalLoss": {"base": 2.0, "tuned": 2.4},
                           "exactMatch": {"base": 0.1, "tuned": 0.55}}}

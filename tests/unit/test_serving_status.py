@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from kubetune_operator.api.status import Reason
 from kubetune_operator.builders.serving_plan import MEMBERS_ANNOTATION, PREVIOUS_MEMBERS_ANNOTATION
-from kubetune_operator.serving_status import export_verdict, last_log_line, serving_verdict, vllm_failure
-from kubetune_operator.status_logic import Observation, next_status
+from kubetune_operator.status.serving import export_verdict, last_log_line, serving_verdict, vllm_failure
+from kubetune_operator.status.observed import Observation, next_status
 
 NOW = "2026-01-01T00:00:00Z"
 CRASH_LOG = """\

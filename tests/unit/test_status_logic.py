@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 
 from kubetune_operator.api.status import FineTuneJobStatus, Reason
-from kubetune_operator.report_status import apply_report
-from kubetune_operator.status_logic import (
+from kubetune_operator.status.report import apply_report
+from kubetune_operator.status.observed import (
     Observation,
     count_attempts,
     next_status,

@@ -305,7 +305,7 @@ def test_a_job_outside_a_sweep_shares_nothing():
 
 
 def test_validation_metrics_reach_the_trials_status_from_the_trainers_report():
-    from kubetune_operator.evaluation_status import evaluation_status
+    from kubetune_operator.status.evaluation import evaluation_status
 
     shown = evaluation_status({"evaluation": {"validation": {"exactMatch": 0.5, "notAMetric": 1.0, "mae": float("nan")}}})
     assert shown["validation"] == {"exactMatch": 0.5}

@@ -12,7 +12,7 @@ import pytest
 
 from kubetune_contract.tracking import TrackingOutcome
 from kubetune_operator.api.status import FineTuneJobStatus, Reason
-from kubetune_operator.status_logic import Observation, next_status
+from kubetune_operator.status.observed import Observation, next_status
 from kubetune_trainer.report import termination_message
 from kubetune_trainer.storage import open_store
 from kubetune_trainer.tracking import Tracking, flatten
@@ -166,9 +166,9 @@ def test_a_degraded_tracker_shows_in_status_while_the_job_still_trains():
     outcome replaces it when the job ends."""
     from prometheus_client import generate_latest
 
-    from kubetune_operator.progress import read_trainer_metrics
-    from kubetune_operator.status_logic import set_condition
-    from kubetune_operator.tracking_status import degraded_while_running
+    from kubetune_operator.status.progress import read_trainer_metrics
+    from kubetune_operator.status.observed import set_condition
+    from kubetune_operator.status.tracking import degraded_while_running
     from kubetune_trainer.metrics import TrainerMetrics
 
     metrics = TrainerMetrics("ns", "job", 0)

@@ -450,7 +450,7 @@ def test_both_sides_refuse_a_cross_field_combination_with_the_same_message(in_sp
 
 
 def test_operator_package_does_not_import_torch_or_the_trainer():
-    code = ("import sys, kubetune_operator.render.trainer_config, kubetune_operator.local_run, kubetune_operator.cli, kubetune_operator.handlers;"
+    code = ("import sys, kubetune_operator.render.trainer_config, kubetune_operator.cli.local_run, kubetune_operator.cli, kubetune_operator.handlers;"
             "bad=[m for m in ('torch','kubetune_trainer','transformers') if m in sys.modules]; print(bad); sys.exit(1 if bad else 0)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stdout + out.stderr

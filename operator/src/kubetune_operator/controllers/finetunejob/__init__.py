@@ -6,7 +6,7 @@ status from the children and the trainer's /metrics -> vLLM serving.
 - `sync`: status from the children, and the serving objects once trained;
 - `scrape`: progress from rank 0's /metrics while the job runs;
 - `secrets`: whether the Secrets a job references exist.
-The decisions live in pure modules (`..builders`, `...status_logic`, `...progress`).
+The decisions live in pure modules (`..builders`, `...status`).
 """
 
 from .controller import FineTuneJobController

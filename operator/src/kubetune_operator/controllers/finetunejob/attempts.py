@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from ...api.status import Reason as R
 from ...group_restart import describe, failed_attempt, index_of
-from ...status_logic import pod_started
+from ...status.observed import pod_started
 
 
 def end_failed_attempt(ctl, p, training_job: dict | None, pods: list[dict]) -> None:

@@ -22,7 +22,7 @@ from ...k8s import ApiError, now_rfc3339
 from ...runtime import Key, PermanentError, Runtime, Watch
 from ...runtime.status import StatusWriter
 from ...runtime.watches import whole
-from ...status_logic import set_condition, transition_event
+from ...status.observed import set_condition, transition_event
 from .adapter_source import Dependents
 from .reconcile import FINETUNEJOBS_KIND, reconcile
 from .scrape import poll_progress

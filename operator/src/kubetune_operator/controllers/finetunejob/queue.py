@@ -16,8 +16,8 @@ own way): Kueue then suspends the Job, and re-queues it once active again.
 from __future__ import annotations
 
 from ...k8s import ApiError
-from ...status_logic import stop_request
-from ...queueing import WORKLOAD_JOB_UID, slim_workload, wants_active
+from ...status.observed import stop_request
+from ...status.queueing import WORKLOAD_JOB_UID, slim_workload, wants_active
 
 POLL_SECONDS = 5.0
 

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 from ...builders.training import METRICS_PORT
 from ...k8s import now_rfc3339
-from ...progress import progress_patch, read_trainer_metrics, scrape
-from ...status_logic import set_condition
-from ...tracking_status import degraded_while_running
+from ...status.progress import progress_patch, read_trainer_metrics, scrape
+from ...status.observed import set_condition
+from ...status.tracking import degraded_while_running
 
 JOB_COMPLETION_INDEX = "batch.kubernetes.io/job-completion-index"
 

@@ -34,7 +34,7 @@ class SecretChecker:
     def missing(self, job, logger: logging.Logger | logging.LoggerAdapter) -> list[str]:
         """Names of referenced Secrets that do not exist. Without permission to
         ask, none: the kubelet's CreateContainerConfigError on the trainer pod
-        says it (status_logic)."""
+        says it (status.observed)."""
         if not self.may_read:
             return []
         namespace = job.metadata.namespace

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from ...k8s import Kube
-from ...status_logic import stop_request
+from ...status.observed import stop_request
 
 
 def converge_suspend(kube: Kube, p, stored: dict) -> None:

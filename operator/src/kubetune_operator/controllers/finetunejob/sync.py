@@ -7,10 +7,10 @@ from __future__ import annotations
 from ...api import advice
 from ...api.status import ConditionType as C
 from ...api.status import Reason as R
-from ...evaluation_status import fit_event, results_event
+from ...status.evaluation import fit_event, results_event
 from ...k8s import now_rfc3339
-from ...serving_gate import held_back
-from ...status_logic import Observation, next_status, set_condition, stop_request
+from ...status.serving_gate import held_back
+from ...status.observed import Observation, next_status, set_condition, stop_request
 from . import attempts, queue
 from .serving import ensure_serving, observe_serving
 from .suspend import converge_suspend

@@ -15,7 +15,7 @@ import logging
 from ...builders.serving import plan_objects
 from ...builders.serving_plan import MEMBERS_ANNOTATION, members_of, pool_name, pool_plan
 from ...runtime import Key, PermanentError, Runtime, Watch
-from ...serving_status import available, serves
+from ...status.serving import available, serves
 from ..finetunejob.controller import FINETUNEJOBS
 from .members import assemble, candidates
 from .watches import POOL_DEPLOYMENTS, POOL_PODS

@@ -15,7 +15,7 @@ from ...api import parse_job
 from ...api.job import FineTuneJob
 from ...api.status import FineTuneJobStatus
 from ...builders.serving_plan import pool_conflict
-from ...serving_gate import held_back
+from ...status.serving_gate import held_back
 
 TRAINED = ("Succeeded", "Serving")
 

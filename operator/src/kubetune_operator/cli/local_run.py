@@ -17,8 +17,8 @@ import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
-from .api import load_manifests
-from .render.trainer_config import Placement, render_trainer_config
+from ..api import load_manifests
+from ..render.trainer_config import Placement, render_trainer_config
 
 TRAINER_PYTHON_ENV = "KUBETUNE_TRAINER_PYTHON"
 

@@ -1,7 +1,7 @@
 """From the trainer's termination message (its report) to the parts of
 `FineTuneJob.status` it decides: the final metrics and validation-loss curve,
 the checkpoint, the evaluation, tracking, the dataset's sources, the outputs
-and the progress. Pure; `status_logic` calls it once the report is read."""
+and the progress. Pure; `observed` calls it once the report is read."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ from kubetune_contract import curves
 from kubetune_contract.outputs import OUTPUT_KEY
 from kubetune_contract.termination import FINAL_METRICS
 
-from .dataset_status import dataset_fields
-from .evaluation_status import best_checkpoint, evaluation_status, finite
-from .tracking_status import tracking_fields
+from .dataset import dataset_fields
+from .evaluation import best_checkpoint, evaluation_status, finite
+from .tracking import tracking_fields
 
 
 def _metrics(report: dict) -> dict:

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import re
 
-from .api.status import ConditionType as C
-from .api.status import Reason as R
-from .builders.serving_plan import PREVIOUS_MEMBERS_ANNOTATION, members_of
-from .tracking_status import tracking_condition
+from ..api.status import ConditionType as C
+from ..api.status import Reason as R
+from ..builders.serving_plan import PREVIOUS_MEMBERS_ANNOTATION, members_of
+from .tracking import tracking_condition
 
 VLLM_CONTAINER = "vllm"
 MAX_MESSAGE = 1024
@@ -137,7 +137,7 @@ def export_verdict(report: dict) -> tuple[str, str, str] | None:
 def outcome_conditions(serving_enabled: bool, phase: str, reason: str, report: dict | None) -> list[tuple[str, str, str, str]]:
     """(type, status, reason, message) of the conditions a training outcome adds:
     Exported once it succeeded; Serving=False for a job asked to serve whose training failed;
-    Tracking once the trainer reported on its tracker (tracking_status)."""
+    Tracking once the trainer reported on its tracker (`tracking`)."""
     out = []
     if phase == "Succeeded" and report and (verdict := export_verdict(report)):
         out.append((C.EXPORTED, *verdict))

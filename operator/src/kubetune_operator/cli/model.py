@@ -26,7 +26,7 @@ class ModelsNotFound(Exception):
 
 def job_models(name: str, namespace: str) -> tuple[str, dict, dict]:
     """(base model URI, status.output, spec) of a FineTuneJob in the current kubeconfig's cluster."""
-    from .k8s import Kube
+    from ..k8s import Kube
 
     body = Kube.from_environment(qps=5, burst=10, threads=1).get("FineTuneJob", namespace, name)
     if body is None:
@@ -75,7 +75,7 @@ def generate(args) -> int:
 
 def evaluate(args) -> int:
     """Render the manifest's config as `kubetune run` does, then evaluate the given output with it."""
-    from .api import load_manifests
+    from ..api import load_manifests
 
     parsed = load_manifests(args.file)
     for p in parsed:

@@ -11,11 +11,11 @@ import json
 from dataclasses import dataclass, field
 
 from . import queueing
-from .api.status import STOP_ANNOTATION, ConditionType as C, Reason as R
-from .evaluation_status import fit_condition
-from .report_status import apply_report
+from ..api.status import STOP_ANNOTATION, ConditionType as C, Reason as R
+from .evaluation import fit_condition
+from .report import apply_report
 from .serving_gate import gate_conditions
-from .serving_status import outcome_conditions, serving_verdict
+from .serving import outcome_conditions, serving_verdict
 
 
 # Trainer termination-message reasons that name the cause of a failure better
@@ -248,7 +248,7 @@ def _failure(condition: dict, pods: list[dict]) -> Outcome:
 
 
 def serving_outcome(deployment: dict | None, was_ready: bool, obs: Observation | None = None) -> tuple[bool, str, str]:
-    """(ready, reason, message) of the serving Deployment (`serving_status.serving_verdict`)."""
+    """(ready, reason, message) of the serving Deployment (`serving.serving_verdict`)."""
     obs = obs or Observation(job=None)
     return serving_verdict(deployment, obs.serving_pods, was_ready, member=obs.serving_member, refusal=obs.serving_refusal)
 

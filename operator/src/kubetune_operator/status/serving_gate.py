@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from kubetune_contract.evaluation_metrics import format_value, improvement, is_better, metric
 
-from .api.status import ConditionType as C
-from .api.status import Reason as R
+from ..api.status import ConditionType as C
+from ..api.status import Reason as R
 
 
 def gate_verdict(gate, evaluation: dict | None) -> tuple[bool, str, str]:

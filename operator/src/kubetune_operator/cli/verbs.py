@@ -27,9 +27,9 @@ Typical flow:
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
-    from .api import load_manifests
-    from .api.advice import warnings
-    from .api.manifest import parse_document
+    from ..api import load_manifests
+    from ..api.advice import warnings
+    from ..api.manifest import parse_document
     from .dataset_check import check_dataset, labelled
 
     if not args.files and not args.dataset and not args.sources:
@@ -76,8 +76,8 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 
 
 def _cmd_crd(args: argparse.Namespace) -> int:
-    from .api.crd import build_crds
-    from .api.yamlio import dump_yaml, dump_yaml_all
+    from ..api.crd import build_crds
+    from ..api.yamlio import dump_yaml, dump_yaml_all
 
     crds = build_crds()
     if not args.write:
@@ -94,7 +94,7 @@ def _cmd_crd(args: argparse.Namespace) -> int:
 
 
 def _cmd_docs(args: argparse.Namespace) -> int:
-    from .api.reference import spec_reference, write_into
+    from ..api.reference import spec_reference, write_into
 
     if not args.write:
         sys.stdout.write(spec_reference())
@@ -106,7 +106,7 @@ def _cmd_docs(args: argparse.Namespace) -> int:
 
 
 def _cmd_render(args: argparse.Namespace) -> int:
-    from .render.objects import render_manifest_objects
+    from ..render.objects import render_manifest_objects
 
     return render_manifest_objects(args.file, namespace=args.namespace, out=sys.stdout)
 
@@ -124,9 +124,9 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def _cmd_sweep_report(args: argparse.Namespace) -> int:
-    from .api.sweep import FineTuneSweepSpec
-    from .k8s import ApiError, Kube
-    from .sweeps.report import rows_of_status, write_report
+    from ..api.sweep import FineTuneSweepSpec
+    from ..k8s import ApiError, Kube
+    from ..sweeps.report import rows_of_status, write_report
 
     try:
         body = Kube.from_environment(5, 10, 1).get("FineTuneSweep", args.namespace, args.name)
@@ -143,7 +143,7 @@ def _cmd_sweep_report(args: argparse.Namespace) -> int:
 
 
 def _cmd_operator(args: argparse.Namespace) -> int:
-    from .main import run_operator
+    from ..main import run_operator
 
     return run_operator(args.kopf_args)
 
@@ -203,7 +203,7 @@ def build_parser() -> argparse.ArgumentParser:
     o.set_defaults(func=_cmd_operator)
 
     from .merge_adapters import add_parser as add_merge_adapters
-    from .model_cli import add_parsers
+    from .model import add_parsers
 
     add_parsers(sub)
     add_merge_adapters(sub)
@@ -223,6 +223,3 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     return args.func(args)
 
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -15,13 +15,13 @@ from pathlib import Path
 
 from kubetune_contract import curves
 
-from .api.manifest import load_manifests, parse_job, parse_sweep
-from .builders.trial import build_trial
+from ..api.manifest import load_manifests, parse_job, parse_sweep
+from ..builders.trial import build_trial
 from .local_run import run_job
-from .progress import read_trainer_metrics, scrape
-from .sweeps import study as st
-from .sweeps.report import write_report
-from .sweeps.space import shown
+from ..status.progress import read_trainer_metrics, scrape
+from ..sweeps import study as st
+from ..sweeps.report import write_report
+from ..sweeps.space import shown
 
 
 def _free_port() -> int:

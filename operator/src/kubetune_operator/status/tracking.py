@@ -12,8 +12,8 @@ from pydantic import ValidationError
 
 from kubetune_contract.tracking import TrackingOutcome
 
-from .api.status import ConditionType as C
-from .api.status import Reason as R
+from ..api.status import ConditionType as C
+from ..api.status import Reason as R
 
 
 def tracking_outcome(report: dict | None) -> TrackingOutcome | None:

@@ -10,7 +10,7 @@ so `kubectl get ftj` shows a job waiting for its queue and why.
 
 from __future__ import annotations
 
-from .api.status import Reason as R
+from ..api.status import Reason as R
 
 WORKLOAD_JOB_UID = "kueue.x-k8s.io/job-uid"
 # Kueue's own condition types and reasons on a Workload.

@@ -8,7 +8,7 @@ from __future__ import annotations
 from kubetune_contract.evaluation_data import answer_problem, test_split_problem
 from kubetune_contract.sections import ColumnMapping
 
-from .api.spec import FineTuneJobSpec
+from ..api.spec import FineTuneJobSpec
 from .dataset_check import DatasetReport, RowCheck
 
 

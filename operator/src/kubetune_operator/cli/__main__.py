@@ -1,0 +1,5 @@
+import sys
+
+from .verbs import main
+
+sys.exit(main())
