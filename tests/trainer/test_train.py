@@ -234,7 +234,7 @@ def test_s3_answers_without_numbers_are_refused_naming_the_uri_and_line(minio, b
     from kubetune_contract.sections import EvaluationSpec
     from kubetune_trainer.data.read import load_table
     from kubetune_trainer.errors import InvalidDataset
-    from kubetune_trainer.data.held_out import check_answers
+    from kubetune_trainer.data.preflight import check_answers
 
     rows = [{"prompt": "a", "completion": " 12"}, {"prompt": "b", "completion": " 7"}, {"prompt": "c", "completion": " twelve"}]
     minio.client().put_object(Bucket=bucket, Key="data/priced.jsonl", Body="".join(json.dumps(r) + "\n" for r in rows).encode())

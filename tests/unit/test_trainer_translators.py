@@ -134,7 +134,7 @@ def test_precision_resolution():
 
 
 def test_format_detection_and_column_errors():
-    from kubetune_trainer.data.read import check_columns, dataset_format
+    from kubetune_trainer.data.preflight import check_columns, dataset_format
 
     def detect(columns: list[str], mapping: ColumnMapping | None = None, source: str = "f") -> str:
         return dataset_format(DatasetSpec(train_uri="file:///d.jsonl", columns=mapping), columns, source)
@@ -158,7 +158,7 @@ def test_format_detection_and_column_errors():
 def test_chat_rows_are_checked_by_the_contract_with_their_location():
     from datasets import Dataset
 
-    from kubetune_trainer.data.read import normalise
+    from kubetune_trainer.data.normalise import normalise
 
     good = {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]}
     rows, _ = normalise(Dataset.from_list([good]), "chat", None, "f", use_messages=True)
@@ -172,7 +172,8 @@ def test_chat_rows_are_checked_by_the_contract_with_their_location():
 
 
 def test_split_is_deterministic_disjoint_and_dedupe():
-    from kubetune_trainer.data.read import dedupe, split
+    from kubetune_trainer.data.held_out import split
+    from kubetune_trainer.data.normalise import dedupe
 
     rows = [{"text": str(i)} for i in range(100)]
     a_train, a_eval = split(rows, 0.1, seed=5)
@@ -186,7 +187,7 @@ def test_split_is_deterministic_disjoint_and_dedupe():
 def test_instruction_rows_become_prompt_completion():
     from datasets import Dataset
 
-    from kubetune_trainer.data.read import normalise
+    from kubetune_trainer.data.normalise import normalise
 
     ds = Dataset.from_list([{"instruction": "Add", "input": "1 2", "output": "3"}, {"instruction": "Hi", "input": "", "output": "Hello"},
                             {"instruction": "x", "input": "", "output": ""}])

@@ -1,4 +1,4 @@
-"""`dataset.sources`: each source read and pre-flighted on its own (`data.read_source`,
+"""`dataset.sources`: each source read and pre-flighted on its own (`source_rows.read_source`,
 the same checks as trainUri, with its own file:line errors), split per source
 (testSplit, then evalSplit) so no held-out row can reach training through any
 source, then mixed by weight (`mixing.plan`).
@@ -15,10 +15,14 @@ from pathlib import Path
 
 from kubetune_contract.sections import DatasetSpec, EvaluationSpec
 
-from . import mixing
-from .read import PreparedData, dataset_format, dedupe, has_generation_markers, held_out_file_rows, load_table, split
-from .source_rows import finish, read_source
 from ..errors import InvalidDataset
+from . import mixing
+from .held_out import held_out_file_rows, held_out_test_rows, hold_out_test, split
+from .normalise import dedupe, has_generation_markers
+from .preflight import dataset_format
+from .prepared import PreparedData, finish
+from .read import load_table
+from .source_rows import read_source
 
 # Formats that train on one shape: the training rows they normalise to.
 FAMILY = {"instruction": "prompt/completion", "completion": "prompt/completion", "chat": "chat"}
@@ -67,16 +71,39 @@ def as_chat(row: dict, use_messages: bool) -> dict:
 
 def prepare_mixed(cfg: DatasetSpec, tokenizer, *, seed: int, cache_dir: Path, s3_endpoint=None, s3_region=None,
                   evaluation: EvaluationSpec | None = None, objective: str = "sft") -> PreparedData:
-    from .held_out import hold_out_test, test_rows as held_out_file
-
     sources = cfg.training_sources
     reads = [_read(i, src, tokenizer, cache_dir, s3_endpoint, s3_region, evaluation, objective) for i, src in enumerate(sources)]
     fmt = mixed_format([r.format for r in reads], [s.uri for s in sources])
     use_messages = fmt == "chat" and has_generation_markers(getattr(tokenizer, "chat_template", None))
     conform = (lambda rows: [as_chat(r, use_messages) for r in rows]) if fmt == "chat" else (lambda rows: rows)
 
+    train, valid, test, per_source = _split_sources(cfg, reads, evaluation, seed, conform)
+
+    plan = mixing.plan([len(rows) for rows in train], [s.weight for s in sources], seed)
+    for entry, share, count in zip(per_source, plan.shares, plan.counts):
+        entry.update(shareAsked=round(share, 4), rowsInEpoch=count)
+    mixed = [train[source][row] for source, row in plan.order]
+
+    if cfg.eval_uri:
+        valid = conform(_held_out_file(cfg.eval_uri, cfg, fmt, use_messages, objective, cache_dir, s3_endpoint, s3_region))
+    if evaluation is not None and evaluation.test_uri:
+        test_fmt = _file_format(evaluation.test_uri, cfg, fmt, objective, cache_dir, s3_endpoint, s3_region)
+        _, rows = held_out_test_rows(evaluation, [], test_fmt, cfg, use_messages, seed, cache_dir, s3_endpoint, s3_region)
+        test = conform(rows)
+
+    stats = {"format": "+".join(dict.fromkeys(r.format for r in reads)), "rows": sum(r.rows_read for r in reads),
+             "droppedBlank": sum(r.dropped for r in reads), "duplicatesDropped": sum(e["duplicatesDropped"] for e in per_source),
+             "sha256": _combined_hash([r.sha256 for r in reads]), "sources": per_source}
+    data = finish(mixed, valid, test, fmt=fmt, use_messages=use_messages, cfg=cfg, tokenizer=tokenizer, stats=stats)
+    data.mix = plan
+    return data
+
+
+def _split_sources(cfg: DatasetSpec, reads: list, evaluation: EvaluationSpec | None, seed: int, conform):
+    """Each source deduplicated and split on its own (testSplit, then evalSplit):
+    (training rows per source, validation rows, test rows, each source's statistics)."""
     train, valid, test, per_source = [], [], [], []
-    for i, (src, read) in enumerate(zip(sources, reads)):
+    for i, (src, read) in enumerate(zip(cfg.training_sources, reads)):
         rows, duplicates = dedupe(read.rows) if cfg.dedupe else (read.rows, 0)
         if not rows:
             raise InvalidDataset(f"dataset.sources[{i}] ({src.uri}): no usable rows ({read.dropped} had a blank required field)")
@@ -90,25 +117,7 @@ def prepare_mixed(cfg: DatasetSpec, tokenizer, *, seed: int, cache_dir: Path, s3
         train.append(conform(rows))
         per_source.append({"uri": src.uri, "format": read.format, "weight": src.weight, "rowsRead": read.rows_read,
                            "droppedBlank": read.dropped, "duplicatesDropped": duplicates, "trainRows": len(rows)})
-
-    plan = mixing.plan([len(rows) for rows in train], [s.weight for s in sources], seed)
-    for entry, share, count in zip(per_source, plan.shares, plan.counts):
-        entry.update(shareAsked=round(share, 4), rowsInEpoch=count)
-    mixed = [train[source][row] for source, row in plan.order]
-
-    if cfg.eval_uri:
-        valid = conform(_held_out_file(cfg.eval_uri, cfg, fmt, use_messages, objective, cache_dir, s3_endpoint, s3_region))
-    if evaluation is not None and evaluation.test_uri:
-        test_fmt = _file_format(evaluation.test_uri, cfg, fmt, objective, cache_dir, s3_endpoint, s3_region)
-        _, rows = held_out_file(evaluation, [], test_fmt, cfg, use_messages, seed, cache_dir, s3_endpoint, s3_region)
-        test = conform(rows)
-
-    stats = {"format": "+".join(dict.fromkeys(r.format for r in reads)), "rows": sum(r.rows_read for r in reads),
-             "droppedBlank": sum(r.dropped for r in reads), "duplicatesDropped": sum(e["duplicatesDropped"] for e in per_source),
-             "sha256": _combined_hash([r.sha256 for r in reads]), "sources": per_source}
-    data = finish(mixed, valid, test, fmt=fmt, use_messages=use_messages, cfg=cfg, tokenizer=tokenizer, stats=stats)
-    data.mix = plan
-    return data
+    return train, valid, test, per_source
 
 
 def _read(i: int, src, tokenizer, cache_dir, s3_endpoint, s3_region, evaluation, objective):

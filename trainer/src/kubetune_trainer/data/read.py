@@ -1,23 +1,8 @@
-"""Training data: load, detect the format, map columns, clean, split, count.
+"""Reading a training or held-out file: file://, pvc://, s3:// (downloaded to
+the pod's cache) or hf:// into a `datasets.Dataset`, and where a row of it is
+(`file:line`) for the messages that name it. The first step of the pipeline
+(`kubetune_trainer.data`): it imports none of the later ones.
 
-Every format is normalised to one of TRL's native shapes so TRL does the
-tokenisation, masking and packing:
-
-- instruction (alpaca instruction/input/output) → prompt/completion (loss on the answer)
-- completion (prompt/completion)                → prompt/completion (loss on the completion)
-- chat (messages)                                → messages with assistant-only loss when the
-  chat template marks assistant turns ({% generation %}); otherwise a
-  conversational prompt/completion pair (loss on the final assistant turn)
-- text                                           → text (loss on everything)
-- preference (prompt/chosen/rejected)            → the same columns (DPO, ORPO), strings or messages
-- unpaired (prompt/completion/label)             → the same columns (KTO)
-- prompts (prompt, optional answer)              → the same columns (GRPO; answers as text)
-
-A preference or unpaired row with any problem is refused with its file and
-line (a pair with nothing to prefer teaches the wrong thing quietly).
-
-Format detection and the row checks are the contract's
-(`kubetune_contract.formats`), shared with `kubetune validate --dataset`.
 Problems are `InvalidDataset` errors naming the file, line or column and what
 would be valid.
 """
@@ -26,44 +11,17 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass, field
 from pathlib import Path
-
-from kubetune_contract.formats import FORMATS, columns_of, detect_format, row_problem, undetectable
-from kubetune_contract.sections import ColumnMapping, DatasetSpec, EvaluationSpec
 
 from ..errors import InvalidDataset
 from ..storage import fetch, local_path
 
-
 SUFFIXES = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
-ALPACA = "### Instruction:\n{instruction}\n\n{input_block}### Response:\n"
 
 
-def alpaca_prompt(instruction: str, inp: str | None) -> str:
-    block = f"### Input:\n{inp}\n\n" if inp else ""
-    return ALPACA.format(instruction=instruction, input_block=block)
-
-
-@dataclass
-class PreparedData:
-    train: object  # datasets.Dataset
-    eval: object | None
-    format: str  # the detected/declared user format
-    shape: str  # "prompt_completion" | "messages" | "text" | "preference" | "unpaired"
-    completion_only_loss: bool
-    assistant_only_loss: bool
-    stats: dict = field(default_factory=dict)
-    # Held-out test rows (evaluation.testUri / testSplit), in the same shape;
-    # never seen by training, early stopping or checkpoint selection.
-    test: object | None = None
-    # dataset.sources: the mixed epoch (mixing.MixPlan), the order training reads it in.
-    mix: object | None = None
-    # dataset.streaming: the streaming.TrainingStream that `train` iterates
-    stream: object | None = None
-
-
-# --------------------------------------------------------------------------- loading
+def download_dir(uri: str, cache_dir: Path) -> Path:
+    """Where an s3:// dataset is downloaded in the pod's cache (one directory per URI)."""
+    return cache_dir / hashlib.sha1(uri.encode()).hexdigest()[:16]
 
 
 def _read_jsonl(path: Path) -> list[dict]:
@@ -156,7 +114,7 @@ def load_table(uri: str, cache_dir: Path, s3_endpoint: str | None = None, s3_reg
     if uri.startswith(("file://", "pvc://")):
         return _load_path(local_path(uri))
     if uri.startswith("s3://"):
-        dst = cache_dir / hashlib.sha1(uri.encode()).hexdigest()[:16]
+        dst = download_dir(uri, cache_dir)
         try:
             local = fetch(uri, dst, s3_endpoint=s3_endpoint, s3_region=s3_region)
         except Exception as exc:  # noqa: BLE001
@@ -178,164 +136,22 @@ def load_table(uri: str, cache_dir: Path, s3_endpoint: str | None = None, s3_reg
     raise InvalidDataset(f"{uri}: unsupported URI scheme; use file://, pvc://, s3:// or hf://")
 
 
-# --------------------------------------------------------------------------- formats
-
-
-def dataset_format(cfg, column_names: list[str], source: str, objective: str = "sft") -> str:
-    """The declared format, or the one of the objective's that the columns show (honouring dataset.columns)."""
-    if cfg.format != "auto":
-        return cfg.format
-    fmt = detect_format(column_names, cfg.columns, objective)
-    if fmt is None:
-        raise InvalidDataset(f"{source}: {undetectable(column_names, objective, cfg.columns)}")
-    return fmt
-
-
-CHECKED_FORMATS = ("preference", "unpaired", "prompts")
-
-
-def check_rows(ds, fmt: str, columns: ColumnMapping | None, source: str, cache_dir: Path) -> None:
-    """Preference and unpaired rows: the first unusable one is refused with its file:line."""
-    if fmt not in CHECKED_FORMATS:
-        return
-    from .held_out import _row_location
-
-    for i, row in enumerate(ds):
-        problem = row_problem(row, fmt, columns)
-        if problem:
-            raise InvalidDataset(f"{_row_location(source, i, cache_dir)}: {problem}")
-
-
-def check_columns(column_names: list[str], columns: ColumnMapping | None, fmt: str, source: str) -> None:
-    m = columns_of(fmt, columns)
-    for f in FORMATS[fmt].required:
-        if m[f] not in column_names:
-            mapped = columns is not None and getattr(columns, f)
-            hint = f" (mapped by dataset.columns.{f})" if mapped else f" (set dataset.columns.{f} if yours is named differently)"
-            raise InvalidDataset(f"{source}: format {fmt} needs column {m[f]!r}{hint}; found columns: {', '.join(column_names) or 'none'}")
-
-
-def held_out_file_rows(uri: str, fmt: str, columns: ColumnMapping | None, use_messages: bool, cache_dir: Path,
-                       s3_endpoint=None, s3_region=None) -> list[dict]:
-    """A held-out file (evalUri): loaded whole (it is small), checked like the
-    training rows, in the training shape."""
-    raw = load_table(uri, cache_dir, s3_endpoint, s3_region)
-    if len(raw) == 0:
-        raise InvalidDataset(f"{uri}: the evaluation dataset is empty")
-    check_columns(raw.column_names, columns, fmt, uri)
-    check_rows(raw, fmt, columns, uri, cache_dir)
-    return normalise(raw, fmt, columns, uri, use_messages, cache_dir)[0]
-
-
-def _blank(v) -> bool:
-    return v is None or (isinstance(v, str) and not v.strip())
-
-
-def _messages(row: dict, column: str, columns: ColumnMapping | None, where: str) -> list[dict]:
-    problem = row_problem(row, "chat", columns)
-    if problem:
-        raise InvalidDataset(f"{where}: {problem}")
-    return [{"role": m["role"], "content": m["content"]} for m in row[column]]
-
-
-def normalise(ds, fmt: str, columns: ColumnMapping | None, source: str, use_messages: bool,
-              cache_dir: Path | None = None) -> tuple[list[dict], int]:
-    """Rows in TRL's shape for fmt; returns (rows, rows dropped for a blank required field).
-    With `cache_dir` (where s3:// files were fetched) a bad row is named by its file:line."""
-    from .held_out import _row_location
-
-    where = (lambda i: _row_location(source, i, cache_dir)) if cache_dir is not None else (lambda i: f"{source}: row {i + 1}")
-    m = columns_of(fmt, columns)
-    out, dropped = [], 0
-    for i, row in enumerate(ds):
-        if fmt in CHECKED_FORMATS:  # check_rows refused the bad ones, with their lines
-            problem = row_problem(row, fmt, columns)
-            if problem:
-                raise InvalidDataset(f"{where(i)}: {problem}")
-            out.append({f: _answer(row.get(m[f])) if f == "answer" else row[m[f]] for f in FORMATS[fmt].fields})
-            continue
-        if any(_blank(row.get(m[f])) for f in FORMATS[fmt].required):
-            dropped += 1
-            continue
-        if fmt == "instruction":
-            inp = row.get(m["input"]) if m["input"] in row else None
-            out.append({"prompt": alpaca_prompt(str(row[m["instruction"]]), None if _blank(inp) else str(inp)), "completion": str(row[m["output"]])})
-        elif fmt == "completion":
-            out.append({"prompt": str(row[m["prompt"]]), "completion": str(row[m["completion"]])})
-        elif fmt == "chat":
-            msgs = _messages(row, m["messages"], columns, where(i))
-            out.append({"messages": msgs} if use_messages else {"prompt": msgs[:-1], "completion": msgs[-1:]})
-        else:
-            out.append({"text": str(row[m["text"]])})
-    return out, dropped
-
-
-def _answer(value):
-    """A prompts row's answer as text (a number in the file is a number in the reward), or None."""
-    return None if value is None else str(value)
-
-
-def dedupe(rows: list[dict]) -> tuple[list[dict], int]:
-    seen, out = set(), []
-    for r in rows:
-        key = hashlib.sha1(json.dumps(r, sort_keys=True).encode()).digest()
-        if key not in seen:
-            seen.add(key)
-            out.append(r)
-    return out, len(rows) - len(out)
-
-
-def split(rows: list[dict], fraction: float, seed: int) -> tuple[list[dict], list[dict]]:
-    """Deterministic by seed, independent of process count and library versions."""
-    import random
-
-    order = list(range(len(rows)))
-    random.Random(seed).shuffle(order)
-    n_eval = max(1, round(len(rows) * fraction))
-    if n_eval >= len(rows):
-        raise InvalidDataset(f"evalSplit {fraction} leaves no training rows out of {len(rows)}")
-    eval_idx = set(order[:n_eval])
-    return [r for i, r in enumerate(rows) if i not in eval_idx], [r for i, r in enumerate(rows) if i in eval_idx]
-
-
-def has_generation_markers(template: str | None) -> bool:
-    return bool(template) and "{% generation %}" in template.replace("{%-", "{%").replace("-%}", "%}")
-
-
-def _texts(rows: list[dict], tokenizer) -> list[str]:
-    if not rows:
-        return []
-    if "messages" in rows[0]:
-        return [tokenizer.apply_chat_template(r["messages"], tokenize=False) for r in rows]
-    if "prompt" in rows[0]:
-        if isinstance(rows[0]["prompt"], list):
-            return [tokenizer.apply_chat_template(r["prompt"] + r["completion"], tokenize=False) for r in rows]
-        return [r["prompt"] + r["completion"] for r in rows]
-    return [r["text"] for r in rows]
-
-
-def _joined(prompt, answer, tokenizer) -> str:
-    if isinstance(prompt, list):
-        return tokenizer.apply_chat_template(prompt + answer, tokenize=False)
-    return prompt + answer
-
-
-def token_lengths(rows: list[dict], tokenizer) -> list[int]:
-    if rows and "chosen" in rows[0]:  # a pair is as long as its longer sequence
-        chosen = token_lengths([{"text": _joined(r["prompt"], r["chosen"], tokenizer)} for r in rows], tokenizer)
-        rejected = token_lengths([{"text": _joined(r["prompt"], r["rejected"], tokenizer)} for r in rows], tokenizer)
-        return [max(c, r) for c, r in zip(chosen, rejected)]
-    if rows and set(rows[0]) == {"prompt", "answer"}:  # GRPO prompts: the completions are sampled
-        return token_lengths([{"text": r["prompt"] if isinstance(r["prompt"], str) else
-                               tokenizer.apply_chat_template(r["prompt"], tokenize=False)} for r in rows], tokenizer)
-    if rows and "label" in rows[0]:
-        return token_lengths([{"text": _joined(r["prompt"], r["completion"], tokenizer)} for r in rows], tokenizer)
-    texts = _texts(rows, tokenizer)
-    lengths: list[int] = []
-    for i in range(0, len(texts), 1000):
-        enc = tokenizer(texts[i:i + 1000], add_special_tokens=True)["input_ids"]
-        lengths += [len(e) + 1 for e in enc]  # +1: the eos TRL appends
-    return lengths
+def row_location(uri: str, index: int, cache_dir: Path) -> str:
+    """`uri:line` for the index-th row of a JSONL file (blank lines skipped, as
+    the loader does), `uri: row N` otherwise."""
+    if uri.lower().endswith(".jsonl"):
+        local = local_path(uri) if uri.startswith(("file://", "pvc://")) else download_dir(uri, cache_dir)
+        if local.is_dir():  # an s3 object lands in its own cache directory
+            local = next(iter(sorted(local.rglob("*.jsonl"))), local)
+        if local.is_file():
+            seen = 0
+            with local.open(encoding="utf-8") as fh:
+                for lineno, line in enumerate(fh, 1):
+                    if line.strip():
+                        if seen == index:
+                            return f"{uri}:{lineno}"
+                        seen += 1
+    return f"{uri}: row {index + 1}"
 
 
 def content_hash(ds) -> str:
@@ -345,43 +161,4 @@ def content_hash(ds) -> str:
         h.update(json.dumps(row, sort_keys=True, default=str).encode())
         h.update(b"\n")
     return h.hexdigest()
-
-
-def prepare(cfg: DatasetSpec, tokenizer, *, seed: int, cache_dir: Path, s3_endpoint=None, s3_region=None,
-            evaluation: EvaluationSpec | None = None, objective: str = "sft", count: bool = False,
-            resume_dir: Path | None = None) -> PreparedData:
-    """`count` and `resume_dir` apply to dataset.streaming only: whether to count
-    the rows before training, and the checkpoint a resumed stream continues from."""
-    if cfg.streaming:
-        from .streaming import prepare_stream
-
-        return prepare_stream(cfg, tokenizer, seed=seed, cache_dir=cache_dir, s3_endpoint=s3_endpoint, s3_region=s3_region,
-                              evaluation=evaluation, objective=objective, count=count, resume_dir=resume_dir)
-    if cfg.sources:  # several sources mixed by weight
-        from .mixed import prepare_mixed
-
-        return prepare_mixed(cfg, tokenizer, seed=seed, cache_dir=cache_dir, s3_endpoint=s3_endpoint, s3_region=s3_region,
-                             evaluation=evaluation, objective=objective)
-    from .source_rows import finish, read_source
-
-    source = cfg.train_uri
-    read = read_source(source, cfg, tokenizer, cache_dir=cache_dir, s3_endpoint=s3_endpoint, s3_region=s3_region,
-                       evaluation=evaluation, objective=objective)
-    fmt, use_messages, rows, dropped = read.format, read.use_messages, read.rows, read.dropped
-    from .held_out import test_rows as held_out_rows
-
-    stats = {"format": fmt, "rows": read.rows_read, "droppedBlank": dropped, "duplicatesDropped": 0, "sha256": read.sha256}
-    if cfg.dedupe:
-        rows, stats["duplicatesDropped"] = dedupe(rows)
-    if not rows:
-        raise InvalidDataset(f"{source}: no usable rows ({dropped} had a blank required field)")
-    rows, test_rows = held_out_rows(evaluation, rows, fmt, cfg, use_messages, seed, cache_dir, s3_endpoint, s3_region)
-
-    eval_rows: list[dict] = []
-    if cfg.eval_uri:
-        eval_rows = held_out_file_rows(cfg.eval_uri, fmt, cfg.columns, use_messages, cache_dir, s3_endpoint, s3_region)
-    elif cfg.eval_split:
-        rows, eval_rows = split(rows, cfg.eval_split, seed)
-
-    return finish(rows, eval_rows, test_rows, fmt=fmt, use_messages=use_messages, cfg=cfg, tokenizer=tokenizer, stats=stats)
 

@@ -3,7 +3,6 @@ a position: JSONL by byte offset (line-numbered errors), Parquet by row group.""
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -11,6 +10,7 @@ from typing import Iterator
 
 from ..errors import InvalidDataset
 from ..storage import fetch, local_path
+from .read import download_dir
 
 STREAMED_SUFFIXES = (".jsonl", ".parquet")
 
@@ -45,7 +45,7 @@ def stream_files(uri: str, cache_dir: Path, s3_endpoint=None, s3_region=None) ->
         root, shown_root = local_path(uri), uri.rstrip("/")
     elif uri.startswith("s3://"):
         # Downloaded to the pod's disk (not memory); read from there.
-        root = fetch(uri, cache_dir / hashlib.sha1(uri.encode()).hexdigest()[:16], s3_endpoint=s3_endpoint, s3_region=s3_region)
+        root = fetch(uri, download_dir(uri, cache_dir), s3_endpoint=s3_endpoint, s3_region=s3_region)
         shown_root = uri.rstrip("/")
     else:
         raise InvalidDataset(f"{uri}: dataset.streaming reads s3://, pvc:// or file:// .jsonl/.parquet files")

@@ -23,7 +23,8 @@ from pathlib import Path
 import torch
 from transformers import TrainerCallback
 
-from .streaming import PLAN_FILE, POSITION_COLUMNS, POSITION_FILE, StreamPosition
+from .stream_files import StreamPosition
+from .streaming import PLAN_FILE, POSITION_COLUMNS, POSITION_FILE
 
 # Test hook: a JSONL trace of each training forward's rows ({"step", "rows": [[pass, file, line], ...]}).
 TRACE_ENV = "KUBETUNE_STREAM_TRACE"

@@ -31,8 +31,11 @@ from kubetune_contract.evaluation_data import answer_problem
 from kubetune_contract.formats import FORMATS, columns_of, row_problem
 from kubetune_contract.sections import DatasetSpec, EvaluationSpec
 
-from .read import PreparedData, _blank, check_columns, dataset_format, has_generation_markers, normalise, token_lengths
 from ..errors import InvalidDataset
+from .held_out import held_out_file_rows, held_out_test_rows
+from .normalise import has_generation_markers, normalise, token_lengths
+from .preflight import blank, check_columns, dataset_format
+from .prepared import PreparedData
 from .stream_files import StreamPosition, read_rows, stream_files
 
 log = logging.getLogger("kubetune.data")
@@ -73,7 +76,7 @@ class RowRules:
     def usable(self, row: dict, where: str) -> dict | None:
         """The normalised row, or None for a blank required field (dropped, counted)."""
         m = columns_of(self.fmt, self.cfg.columns)
-        if any(_blank(row.get(m[f])) for f in FORMATS[self.fmt].required):
+        if any(blank(row.get(m[f])) for f in FORMATS[self.fmt].required):
             return None
         problem = row_problem(row, self.fmt, self.cfg.columns) or (
             answer_problem(row, self.fmt, list(self.scored), self.cfg.columns) if self.scored else None)
@@ -191,13 +194,10 @@ def prepare_stream(cfg: DatasetSpec, tokenizer, *, seed: int, cache_dir: Path, s
 
 def _rows_from_uris(cfg, evaluation, fmt, use_messages, cache_dir, s3_endpoint, s3_region, eval_rows, test_rows):
     """evalUri / evaluation.testUri: small files, loaded into memory as without streaming."""
-    from .read import held_out_file_rows
-    from .held_out import test_rows as held_out_rows
-
     if cfg.eval_uri:
         eval_rows = held_out_file_rows(cfg.eval_uri, fmt, cfg.columns, use_messages, cache_dir, s3_endpoint, s3_region)[:VALIDATION_ROWS_CAP]
     if evaluation is not None and evaluation.test_uri:
-        test_rows = held_out_rows(evaluation, [], fmt, cfg, use_messages, 0, cache_dir, s3_endpoint, s3_region)[1]
+        test_rows = held_out_test_rows(evaluation, [], fmt, cfg, use_messages, 0, cache_dir, s3_endpoint, s3_region)[1]
     return eval_rows, test_rows
 
 
