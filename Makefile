@@ -56,7 +56,8 @@ crds: ## regenerate crds/, the chart's copy and README's spec reference from the
 	$(PY) -m kubetune_operator.cli crd --write
 	$(PY) -m kubetune_operator.cli docs --write
 
-lint: ## static checks: example manifests, Dockerfiles (hadolint)
+lint: ## static checks: import contracts (.importlinter), example manifests, Dockerfiles (hadolint)
+	$$(hack/python-env.sh)/bin/lint-imports --no-cache
 	$(PY) -m kubetune_operator.cli validate examples/*.yaml examples/*/*.yaml
 	bash hack/lint-dockerfiles.sh
 

@@ -426,7 +426,7 @@ def test_operator_command_line():
 
 
 def test_render_shows_a_pool_member_s_pool_deployment():
-    from kubetune_operator.render.objects import render_objects
+    from kubetune_operator.cli.render import render_objects
 
     job = example("serving.yaml", uid=None, serving={"enabled": True, "pool": "coding", "mode": "adapter"})
     names = [(o["kind"], o["metadata"]["name"]) for o in render_objects(job, CFG)]

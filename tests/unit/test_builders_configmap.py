@@ -10,7 +10,7 @@ import json
 import pytest
 
 from kubetune_operator.builders import build_configmap, build_training_objects
-from kubetune_operator.render.objects import render_manifest_objects
+from kubetune_operator.cli.render import render_manifest_objects
 
 from .test_builders import CFG, REPO, example
 

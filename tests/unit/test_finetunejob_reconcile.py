@@ -6,7 +6,8 @@ in which order a trained job's serving objects are made."""
 from __future__ import annotations
 
 from kubetune_operator.builders.meta import LABEL_JOB, config_map_name, training_job_name
-from kubetune_operator.controllers.finetunejob.controller import FINETUNEJOBS, TRAINING_JOBS, FineTuneJobController
+from kubetune_operator.controllers.finetunejob.controller import FineTuneJobController
+from kubetune_operator.controllers.watches import FINETUNEJOBS, TRAINING_JOBS
 from kubetune_operator.runtime import Runtime
 from kubetune_operator.runtime.watches import slim
 

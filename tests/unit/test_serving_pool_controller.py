@@ -4,9 +4,9 @@ server and vLLM): what it applies, when it does nothing, what events mark."""
 from __future__ import annotations
 
 from kubetune_operator.builders.serving_plan import MEMBERS_ANNOTATION
-from kubetune_operator.controllers.finetunejob.controller import FINETUNEJOBS
+from kubetune_operator.controllers.watches import FINETUNEJOBS
 from kubetune_operator.controllers.servingpool.controller import DIGEST_ANNOTATION, ServingPoolController
-from kubetune_operator.controllers.servingpool.watches import POOL_DEPLOYMENTS
+from kubetune_operator.controllers.watches import POOL_DEPLOYMENTS
 from kubetune_operator.runtime import Runtime
 from kubetune_operator.settings import Settings
 

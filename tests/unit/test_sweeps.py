@@ -13,7 +13,7 @@ from optuna.trial import TrialState
 
 from kubetune_operator.api.manifest import parse_sweep
 from kubetune_operator.sweeps import study as st
-from kubetune_operator.sweeps.space import trial_spec
+from kubetune_operator.api.search_space import trial_spec
 
 TEMPLATE = {
     "model": {"uri": "s3://bucket-one/models/tiny"},
@@ -228,7 +228,7 @@ def test_a_task_metric_is_asked_of_each_trial_on_the_validation_rows_and_read_fr
     from kubetune_operator.api.manifest import parse_document
     from kubetune_operator.api.sweep import FineTuneSweep
     from kubetune_operator.builders.trial import build_trial
-    from kubetune_operator.sweeps import objective
+    from kubetune_operator.api import sweep_objective as objective
 
     doc = sweep(optimize={"metric": "exactMatch"})
     doc["metadata"]["namespace"] = "ns"
@@ -247,7 +247,7 @@ def test_a_task_metric_is_asked_of_each_trial_on_the_validation_rows_and_read_fr
 
 
 def test_evalloss_trials_are_not_asked_for_more():
-    from kubetune_operator.sweeps.objective import ask_for
+    from kubetune_operator.api.sweep_objective import ask_for
 
     assert ask_for({"evaluation": {"validationMetrics": ["mae"]}}, "evalLoss") == {"evaluation": {"validationMetrics": ["mae"]}}
     assert ask_for({"evaluation": {"validationMetrics": ["mae"]}}, "mae") == {"evaluation": {"validationMetrics": ["mae"]}}

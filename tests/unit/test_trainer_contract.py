@@ -23,7 +23,7 @@ import pytest
 from kubetune_contract.config import ConfigError, parse_config, unset_fields
 from kubetune_operator.api import load_manifests, parse_job
 from kubetune_operator.api.manifest import parse_document
-from kubetune_operator.sweeps.space import dimensions, trial_spec
+from kubetune_operator.api.search_space import dimensions, trial_spec
 from kubetune_operator.api.crd import model_schema
 from kubetune_operator.api.spec import FineTuneJobSpec
 from kubetune_operator.render.trainer_config import Placement, render_trainer_config

@@ -97,7 +97,7 @@ def parse_job(data: object, lines: dict[tuple, int] | None = None, source: str =
 
 def parse_sweep(data: object, lines: dict[tuple, int] | None = None, source: str = "<manifest>") -> ParsedManifest:
     """Validate one already-loaded document as a FineTuneSweep, its search space against its template."""
-    from ..sweeps.space import problems as search_space_problems
+    from .search_space import problems as search_space_problems
 
     lines = lines or {}
     problem = _kind_problem(data, (SWEEP_KIND,), lines)

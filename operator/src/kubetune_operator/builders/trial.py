@@ -10,8 +10,8 @@ import json
 
 from ..api.job import API_VERSION, KIND
 from ..api.sweep import FineTuneSweep
-from ..sweeps.objective import ask_for
-from ..sweeps.space import trial_spec
+from ..api.sweep_objective import ask_for
+from ..api.search_space import trial_spec
 from .meta import LABEL_MANAGED_BY, LABEL_SWEEP, LABEL_TRIAL, MANAGED_BY, TRIAL_ANNOTATION, child_name, owner_references
 
 

@@ -21,7 +21,7 @@ from .local_run import run_job
 from ..status.progress import read_trainer_metrics, scrape
 from ..sweeps import study as st
 from ..sweeps.report import write_report
-from ..sweeps.space import shown
+from ..api.search_space import shown
 
 
 def _free_port() -> int:

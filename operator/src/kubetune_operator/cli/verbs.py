@@ -106,7 +106,7 @@ def _cmd_docs(args: argparse.Namespace) -> int:
 
 
 def _cmd_render(args: argparse.Namespace) -> int:
-    from ..render.objects import render_manifest_objects
+    from .render import render_manifest_objects
 
     return render_manifest_objects(args.file, namespace=args.namespace, out=sys.stdout)
 

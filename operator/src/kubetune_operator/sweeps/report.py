@@ -12,7 +12,7 @@ from pathlib import Path
 
 from ..api.sweep import FineTuneSweepSpec
 from . import study as st
-from .space import shown
+from ..api.search_space import shown
 
 WIDTH, HEIGHT, PAD = 360, 220, 40
 COLOURS = {"complete": "#2b6cb0", "pruned": "#dd6b20", "failed": "#c53030", "running": "#718096"}

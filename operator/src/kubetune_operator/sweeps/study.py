@@ -20,8 +20,8 @@ from optuna.distributions import BaseDistribution, CategoricalDistribution, Floa
 from optuna.trial import TrialState, create_trial
 
 from ..api.sweep import FineTuneSweepSpec
-from .objective import lower_is_better
-from .space import Dimension, dimensions
+from ..api.sweep_objective import lower_is_better
+from ..api.search_space import Dimension, dimensions
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 log = logging.getLogger("kubetune.sweeps")

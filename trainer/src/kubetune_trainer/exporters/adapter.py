@@ -13,7 +13,7 @@ from ..storage import put_tree
 from .card import base_model_name, card_text
 
 if TYPE_CHECKING:
-    from . import ExportInputs
+    from .inputs import ExportInputs
 
 
 def export(inputs: ExportInputs) -> dict[str, str]:

@@ -15,7 +15,7 @@ import yaml
 from kubetune_contract.evaluation_metrics import METRICS, format_value, metric
 
 if TYPE_CHECKING:
-    from . import ExportInputs
+    from .inputs import ExportInputs
 
 
 def base_model_name(uri: str) -> str:

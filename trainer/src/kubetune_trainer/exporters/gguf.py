@@ -20,7 +20,7 @@ from .failures import ExportFailed
 from .merged import merged_dir
 
 if TYPE_CHECKING:
-    from . import ExportInputs
+    from .inputs import ExportInputs
 
 # Where llama.cpp's converter lives: a directory holding convert_hf_to_gguf.py,
 # conversion/ and gguf-py/ (the trainer image: /opt/llama.cpp; tests: hack/llama-cpp.sh).

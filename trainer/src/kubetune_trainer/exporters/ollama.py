@@ -18,7 +18,7 @@ from .gguf import gguf_name
 from .ollama_template import Unsupported, to_go_template
 
 if TYPE_CHECKING:
-    from . import ExportInputs
+    from .inputs import ExportInputs
 
 
 def export(inputs: ExportInputs) -> dict[str, str]:

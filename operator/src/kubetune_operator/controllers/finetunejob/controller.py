@@ -7,81 +7,22 @@ tells users)."""
 
 from __future__ import annotations
 
-import logging
 import time
-from dataclasses import dataclass, field
 
 from ... import metrics
-from ...api import GROUP, PLURAL, VERSION, parse_job
-from ...api.errors import Problem
-from ...api.job import FineTuneJob
 from ...api.status import STOP_ANNOTATION
 from ...api.status import ConditionType as C
-from ...builders.meta import LABEL_JOB, LABEL_MANAGED_BY, LABEL_NAME, MANAGED_BY, SERVING_APP, TRAINER_APP
 from ...k8s import ApiError, now_rfc3339
 from ...runtime import Key, PermanentError, Runtime, Watch
 from ...runtime.status import StatusWriter
-from ...runtime.watches import whole
 from ...status.observed import set_condition, transition_event
+from ..watches import FINETUNEJOBS, POOL_DEPLOYMENTS, POOL_PODS, SERVING_DEPLOYMENTS, SERVING_PODS, TRAINER_PODS, TRAINING_JOBS
 from .adapter_source import Dependents
-from .reconcile import FINETUNEJOBS_KIND, reconcile
+from .observe import Pass, children, members_to_mark
+from .reconcile import reconcile
 from .scrape import poll_progress
-from ..servingpool.watches import POOL_DEPLOYMENTS, POOL_PODS
 from .secrets import SecretChecker
-from .serving import SERVING_PODS, members_to_mark
 from .sync import sync
-
-TRAINER_LABELS = {LABEL_MANAGED_BY: MANAGED_BY, LABEL_NAME: TRAINER_APP}
-SERVING_LABELS = {LABEL_MANAGED_BY: MANAGED_BY, LABEL_NAME: SERVING_APP}
-FINETUNEJOBS = Watch(FINETUNEJOBS_KIND, GROUP, VERSION, PLURAL, keep=whole)
-TRAINING_JOBS = Watch("training-jobs", "batch", "v1", "jobs", TRAINER_LABELS, owner_label=LABEL_JOB)
-TRAINER_PODS = Watch("trainer-pods", "", "v1", "pods", TRAINER_LABELS, owner_label=LABEL_JOB)
-SERVING_DEPLOYMENTS = Watch("serving-deployments", "apps", "v1", "deployments", SERVING_LABELS, owner_label=LABEL_JOB)
-
-log = logging.getLogger("kubetune.operator")
-
-
-class JobLog(logging.LoggerAdapter):
-    """Names the job, as Kopf's per-object loggers do, in logs written outside Kopf's handlers."""
-
-    def process(self, msg, kwargs):
-        return f"[{self.extra['namespace']}/{self.extra['name']}] {msg}", kwargs
-
-
-@dataclass
-class Pass:
-    """One worker's pass over one FineTuneJob: its body as the cache shows it,
-    the spec parsed once (status is not parsed: it is ours, and an old
-    operator's fields must not block reconciling)."""
-
-    key: Key
-    body: dict
-    job: FineTuneJob | None
-    problems: list[Problem] = field(default_factory=list)
-
-    @classmethod
-    def of(cls, key: Key, body: dict) -> "Pass":
-        meta = body["metadata"]
-        parsed = parse_job({
-            "apiVersion": body.get("apiVersion"), "kind": body.get("kind"),
-            "metadata": {k: meta[k] for k in ("name", "namespace", "uid", "generation", "labels", "annotations") if k in meta},
-            "spec": body.get("spec"),
-        })
-        return cls(key, body, parsed.job, parsed.problems)
-
-    @property
-    def generation(self) -> int | None:
-        return self.body["metadata"].get("generation")
-
-    @property
-    def version(self) -> tuple[str | None, int | None]:
-        """What identifies the spec: (uid, generation)."""
-        return self.body["metadata"].get("uid"), self.generation
-
-    @property
-    def logger(self) -> JobLog:
-        return JobLog(log, {"namespace": self.key[0], "name": self.key[1]})
-
 
 def phase_event(before: str | None, after: str, status: dict, final: bool) -> tuple[str, str, str] | None:
     # A phase the write skipped says why it was entered: the spec was accepted.
@@ -178,8 +119,7 @@ class FineTuneJobController:
 
     def children(self, key: Key) -> tuple[dict | None, list[dict], dict | None]:
         """(training Job, trainer pods, serving Deployment) as the cache shows them."""
-        cache = self.rt.cache
-        return cache.one(TRAINING_JOBS.kind, key), cache.all(TRAINER_PODS.kind, key), cache.one(SERVING_DEPLOYMENTS.kind, key)
+        return children(self.rt.cache, key)
 
     def refuse(self, p: Pass, phase: str, reason: str, message: str) -> None:
         """Record why the job cannot run (Valid=False, and Failed for permanent reasons)."""

@@ -8,15 +8,15 @@ from __future__ import annotations
 from ...admission import disallowed_images
 from ...api.status import Reason as R
 from ...builders import build_training_objects
-from ...k8s import ApiError, Kube
+from ...k8s import ApiError
 from ...runtime import PermanentError
 from . import adapter_source
-from .serving import pool_refusal
+from ..watches import FINETUNEJOBS
+from .observe import pool_refusal
 from .suspend import converge_suspend
 from .sync import trained
 
 SECRET_RETRY_SECONDS = 10
-FINETUNEJOBS_KIND = "finetunejobs"  # controller.FINETUNEJOBS.kind (the controller imports this module)
 
 
 def reconcile(ctl, p) -> float | None:
@@ -57,7 +57,7 @@ def _adapter_source(ctl, p) -> adapter_source.Resolved:
     name = p.job.spec.model.adapter_from_job
     if name is None:
         return adapter_source.Resolved()
-    return adapter_source.resolve(p.key[0], name, ctl.rt.cache.one(FINETUNEJOBS_KIND, (p.key[0], name)))
+    return adapter_source.resolve(p.key[0], name, ctl.rt.cache.one(FINETUNEJOBS.kind, (p.key[0], name)))
 
 
 def _complete_training_objects(ctl, p, training_job: dict) -> None:

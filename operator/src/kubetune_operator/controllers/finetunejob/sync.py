@@ -12,7 +12,8 @@ from ...k8s import now_rfc3339
 from ...status.serving_gate import held_back
 from ...status.observed import Observation, next_status, set_condition, stop_request
 from . import attempts, queue
-from .serving import ensure_serving, observe_serving
+from .observe import observe_serving
+from .serving import ensure_serving
 from .suspend import converge_suspend
 
 

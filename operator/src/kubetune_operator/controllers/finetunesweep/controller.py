@@ -23,7 +23,7 @@ from ...runtime.status import StatusWriter
 from ...runtime.watches import whole
 from ...status.observed import set_condition
 from ...sweeps import study as st
-from ...sweeps.space import shown
+from ...api.search_space import shown
 from . import act, progress
 from .observe import INVALID, observe
 

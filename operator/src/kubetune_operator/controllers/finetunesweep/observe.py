@@ -8,7 +8,7 @@ from kubetune_contract import curves
 
 from ...api.status import Reason as R
 from ...builders.trial import trial_record
-from ...sweeps import objective
+from ...api import sweep_objective
 from ...sweeps.study import Trial
 
 INVALID = "Invalid"  # a trial whose suggested spec was refused; it has no FineTuneJob
@@ -18,7 +18,7 @@ def trial_state(status: dict, metric: str) -> tuple[str, float | None]:
     """(study state, objective) of a trial from its FineTuneJob's status."""
     phase = status.get("phase")
     if phase in ("Succeeded", "Serving"):
-        return "complete", objective.value(status, metric)
+        return "complete", sweep_objective.value(status, metric)
     if phase == "Failed":
         return "failed", None
     if phase == "Stopped":

@@ -4,9 +4,9 @@ the phase. Pure, so every rule is unit-tested without a cluster."""
 from __future__ import annotations
 
 from ...api.sweep import FineTuneSweepSpec
-from ...sweeps import objective
+from ...api import sweep_objective
 from ...sweeps import study as st
-from ...sweeps.space import shown
+from ...api.search_space import shown
 from .observe import INVALID
 
 MAX_CURVE_POINTS = 200
@@ -50,7 +50,7 @@ def best_row(spec: FineTuneSweepSpec, trials: list[st.Trial], bodies: dict[int, 
     body = bodies[best.number]
     return {"number": best.number, "name": body["metadata"]["name"], "objective": best.objective, "parameters": shown(best.values),
             "output": dict(((body.get("status") or {}).get("output")) or {}),
-            "testMetrics": objective.test_metrics(body.get("status") or {}) or None}
+            "testMetrics": sweep_objective.test_metrics(body.get("status") or {}) or None}
 
 
 def too_many_failures(spec: FineTuneSweepSpec, trials: list[st.Trial]) -> bool:

@@ -16,9 +16,8 @@ from ...builders.serving import plan_objects
 from ...builders.serving_plan import MEMBERS_ANNOTATION, members_of, pool_name, pool_plan
 from ...runtime import Key, PermanentError, Runtime, Watch
 from ...status.serving import available, serves
-from ..finetunejob.controller import FINETUNEJOBS
 from .members import assemble, candidates
-from .watches import POOL_DEPLOYMENTS, POOL_PODS
+from ..watches import FINETUNEJOBS, POOL_DEPLOYMENTS, POOL_PODS
 
 __all__ = ["POOL_DEPLOYMENTS", "POOL_PODS", "ServingPoolController"]
 

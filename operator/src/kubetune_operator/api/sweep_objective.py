@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from kubetune_contract.evaluation_metrics import METRICS, PREFERENCE, SELECTABLE, metric
 
-from ..api.errors import Problem
+from .errors import Problem
 
 # preferenceAccuracy ranks test pairs only: a preference sweep judges by evalLoss.
 OBJECTIVES = ("evalLoss", *(m for m in SELECTABLE if m not in PREFERENCE))

@@ -11,10 +11,10 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from ..api.errors import Problem, problems_from
-from ..api.spec import FineTuneJobSpec
-from ..api.sweep import SEARCHABLE, FineTuneSweepSpec, SweepParameter
-from . import objective
+from .errors import Problem, problems_from
+from .spec import FineTuneJobSpec
+from .sweep import SEARCHABLE, FineTuneSweepSpec, SweepParameter
+from .sweep_objective import problems as objective_problems
 
 # Spec sections that default to a whole object when left out, and what they resolve to.
 _RESOLVED = {"lora": "resolved_lora", "quantization": "resolved_quantization"}
@@ -133,7 +133,7 @@ def problems(spec: FineTuneSweepSpec) -> list[Problem]:
 
 
 def _objective_problems(spec: FineTuneSweepSpec) -> list[Problem]:
-    out = objective.problems(spec)
+    out = objective_problems(spec)
     if spec.pruning is not None and spec.template.training.eval_every_steps is None:
         out.append(Problem("spec.pruning", "pruning compares trials at their evaluations during training: set template.training.evalEverySteps"))
     return out
