@@ -41,8 +41,10 @@ k apply --server-side --force-conflicts -f crds/finetunejob.yaml -f crds/finetun
 k wait --for=condition=Established crd/finetunejobs.kubetune.io --timeout=60s >/dev/null
 k create namespace "$ns" --dry-run=client -o yaml | k apply -f - >/dev/null
 # The S3 Secret the quickstart job uses by default (operator setting KUBETUNE_DEFAULT_S3_SECRET).
+# Labelled usable: the admin policy lets jobs reference only Secrets that carry the label.
 k -n "$ns" create secret generic kubetune-s3 --from-literal=AWS_ACCESS_KEY_ID="$AWS_ACCESS_KEY_ID" \
-  --from-literal=AWS_SECRET_ACCESS_KEY="$AWS_SECRET_ACCESS_KEY" --dry-run=client -o yaml | k apply -f - >/dev/null
+  --from-literal=AWS_SECRET_ACCESS_KEY="$AWS_SECRET_ACCESS_KEY" --dry-run=client -o yaml \
+  | k label --local -f - kubetune.io/usable=true -o yaml | k apply -f - >/dev/null
 
 say "previous demo job (if any) removed"
 k -n "$ns" delete ftj quickstart --ignore-not-found --wait=true >/dev/null
@@ -85,6 +87,7 @@ KUBETUNE_DEFAULT_BUCKET_URI="s3://$bucket" \
 KUBETUNE_DEFAULT_S3_SECRET=kubetune-s3 \
 KUBETUNE_DEFAULT_S3_ENDPOINT="$AWS_ENDPOINT_URL" \
 KUBETUNE_DEFAULT_S3_REGION=us-east-1 \
+KUBETUNE_POLICY="{\"storageRoots\": [\"s3://$bucket/{namespace}/\"], \"readOnlyRoots\": [\"s3://$bucket/models/\", \"s3://$bucket/data/\"], \"allowedS3Endpoints\": [\"$AWS_ENDPOINT_URL\"]}" \
 KUBETUNE_METRICS_PORT=18080 \
 KUBETUNE_METRICS_SCRAPE_INTERVAL=2 \
   setsid "$py" -m kopf run -m kubetune_operator.handlers --namespace="$ns" --standalone \

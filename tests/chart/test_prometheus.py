@@ -56,19 +56,47 @@ def _rules_with_test_override() -> dict:
     return {"groups": groups}
 
 
+def _snake(key: str) -> str:
+    return "".join("_" + c.lower() if c.isupper() else c for c in key)
+
+
+def trainer_scrape_config(pods: list[tuple[str, str, str]]) -> dict:
+    """The scrape config the Prometheus Operator makes of the chart's trainer
+    PodMonitor, for `pods` as (address, namespace, the pod's kubetune.io/job
+    label): the pod's namespace as the `namespace` target label (the operator's
+    own relabelling), then the PodMonitor's relabelings and metricRelabelings."""
+    monitor = next(d for d in render({"monitoring.podMonitor.enabled": "true"}, monitoring_api=True)
+                   if d["kind"] == "PodMonitor" and d["metadata"]["name"].endswith("-trainer"))
+    endpoint = monitor["spec"]["podMetricsEndpoints"][0]
+    translate = lambda rules: [{_snake(k): v for k, v in r.items()} for r in rules]  # noqa: E731
+    return {
+        "job_name": "kubetune-trainer", "honor_labels": endpoint["honorLabels"], "scrape_timeout": "1s",
+        "static_configs": [{"targets": [address], "labels": {"__meta_kubernetes_namespace": namespace,
+                                                             "__meta_kubernetes_pod_label_kubetune_io_job": job}}
+                           for address, namespace, job in pods],
+        "relabel_configs": [{"source_labels": ["__meta_kubernetes_namespace"], "target_label": "namespace"},
+                            *translate(endpoint.get("relabelings", []))],
+        "metric_relabel_configs": translate(endpoint.get("metricRelabelings", [])),
+    }
+
+
 @pytest.fixture
 def prom(tmp_path):
-    """Prometheus scraping `targets` with honor_labels (as the chart's PodMonitor
-    does) and the chart's rules; 1 s scrape and evaluation."""
+    """Prometheus scraping the operator at `targets` with honor_labels (as the
+    chart's ServiceMonitor does), trainer `pods` as the chart's PodMonitor has
+    them scraped, and the chart's rules; 1 s scrape and evaluation."""
     started = []
 
-    def start(targets):
+    def start(targets, pods=()):
         (tmp_path / "rules.yaml").write_text(yaml.safe_dump(_rules_with_test_override()))
+        scrape = [{"job_name": "kubetune-operator", "honor_labels": True, "scrape_timeout": "1s",
+                   "static_configs": [{"targets": targets}]}] if targets else []
+        if pods:
+            scrape.append(trainer_scrape_config(list(pods)))
         (tmp_path / "prometheus.yml").write_text(json.dumps({
             "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
             "rule_files": [str(tmp_path / "rules.yaml")],
-            "scrape_configs": [{"job_name": "kubetune-trainer", "honor_labels": True, "scrape_timeout": "1s",
-                                "static_configs": [{"targets": targets}]}],
+            "scrape_configs": scrape,
         }))
         port = procs.free_port()
         proc = procs.spawn([tool("prometheus"), f"--config.file={tmp_path / 'prometheus.yml'}",
@@ -141,7 +169,7 @@ def test_dashboard_queries_return_data_and_no_progress_alert_fires(prom):
 
     trainer = threading.Thread(target=train, daemon=True)
     try:
-        url = prom([f"127.0.0.1:{trainer_port}", f"127.0.0.1:{op_server.server_address[1]}"])
+        url = prom([f"127.0.0.1:{op_server.server_address[1]}"], pods=[(f"127.0.0.1:{trainer_port}", NS, JOB)])
         trainer.start()
         alert = f'ALERTS{{alertname="KubetuneJobNoProgress", namespace="{NS}", job="{JOB}"}}'
         # While steps advance: the series carry the job's own labels, and once the
@@ -171,6 +199,24 @@ def test_dashboard_queries_return_data_and_no_progress_alert_fires(prom):
         stop.set()
         m.stop()
         op_server.shutdown()
+
+
+def test_a_trainer_pod_cannot_write_another_namespace_s_series(prom):
+    """A pod in team-a whose metrics claim namespace victim and another job: its
+    series are team-a's and its own job's, whatever it says."""
+    from kubetune_trainer.metrics import TrainerMetrics
+
+    forged = TrainerMetrics(namespace="victim", job="victim-job", rank=0)
+    port = forged.serve(port=0, addr="127.0.0.1")
+    try:
+        forged.step.set(7)
+        url = prom([], pods=[(f"127.0.0.1:{port}", "team-a", "own-job")])
+        (series,) = wait(lambda: query(url, "kubetune_trainer_step"), 30, "the pod's series")
+        assert series["metric"]["namespace"] == "team-a" and series["metric"]["job"] == "own-job"
+        assert not {"exported_namespace", "exported_job"} & set(series["metric"])
+        assert query(url, 'kubetune_trainer_step{namespace="victim"}') == []
+    finally:
+        forged.stop()
 
 
 def _dashboard_promql(namespace: str, job: str, rate_interval: str, objective: str = "dpo") -> list[tuple[str, str]]:
@@ -203,7 +249,7 @@ def test_dashboard_queries_return_data_for_a_live_training_run(kube, namespace, 
         running = [p for p in pods(kube, namespace) if (p.get("status") or {}).get("phase") == "Running"]
         return running and running[0]["status"].get("podIP")
     ip = wait(trainer_ip, 120, "a running trainer pod")
-    url = prom([f"{ip}:9400", f"127.0.0.1:{op.metrics_port}"])
+    url = prom([f"127.0.0.1:{op.metrics_port}"], pods=[(f"{ip}:9400", namespace, "watched")])
     # A committed checkpoint first: the upload panels need one.
     wait(lambda: (status(kube, namespace, "watched").get("checkpoint") or {}).get("step"), 180, "a committed checkpoint")
     for where, promql in _dashboard_promql(namespace, "watched", "1m", objective="sft"):

@@ -42,7 +42,7 @@ def test_lint_and_template_clean(name):
     assert template(values, monitoring_api=True).stdout == template(values, monitoring_api=True).stdout
 
 
-@pytest.mark.parametrize("name", ["finetunejob.yaml", "finetunesweep.yaml"])
+@pytest.mark.parametrize("name", ["finetunejob.yaml", "finetunesweep.yaml", "kubetunepolicy.yaml"])
 def test_crd_copy_is_identical_to_crds_dir(name):
     # Helm installs charts/kubetune/crds/; crds/ is the single source.
     assert (CHART / "crds" / name).read_bytes() == (ROOT / "crds" / name).read_bytes(), \
@@ -95,6 +95,40 @@ def test_operator_settings_env_is_read_and_parsed_by_the_operator():
     assert "KUBETUNE_PEERING_PRIORITY" not in env
 
 
+def test_the_admin_policy_is_one_kubetune_policy_the_operator_reads_too():
+    """The KubetunePolicy (the admission policy's params) and the operator's
+    KUBETUNE_POLICY are the same policy: the values plus the default bucket's
+    per-namespace prefix and the default S3 endpoint."""
+    from kubetune_operator.api.admission_policy import admission_spec
+    from kubetune_operator.api.policy import PolicySpec, default_policy
+    from kubetune_operator.settings import load_settings
+
+    docs = render({"operator.defaultS3Endpoint": "http://minio:9000"},
+                  extra=["--set-json", 'policy.allowedTolerations=[{"key":"nvidia.com/gpu","operator":"Exists"}]',
+                         "--set-json", 'policy.readOnlyRoots=["s3://models/"]'])
+    policy = one(docs, "KubetunePolicy")
+    settings = load_settings(_env(one(docs, "Deployment")))
+    assert PolicySpec.model_validate(policy["spec"], by_alias=True) == settings.policy
+    assert settings.policy.storage_roots == ["s3://kubetune/{namespace}/"] and settings.policy.read_only_roots == ["s3://models/"]
+    assert settings.policy.allowed_s3_endpoints == ["http://minio:9000"] and settings.policy.allowed_tolerations[0].key == "nvidia.com/gpu"
+    # Unchanged values: the chart's policy is the operator's own default.
+    assert load_settings(_env(one(render(), "Deployment"))).policy == default_policy("s3://kubetune", None)
+    vap, binding = one(docs, "ValidatingAdmissionPolicy"), one(docs, "ValidatingAdmissionPolicyBinding")
+    assert vap["spec"] == admission_spec()
+    assert binding["spec"]["paramRef"] == {"name": policy["metadata"]["name"], "parameterNotFoundAction": "Deny"}
+    assert binding["spec"]["policyName"] == vap["metadata"]["name"] and binding["spec"]["validationActions"] == ["Deny"]
+    assert binding["spec"]["matchResources"]["namespaceSelector"] == {}
+    namespaced = one(render({"scope": "namespaced", "watchNamespaces": "{ml-a,ml-b}"}), "ValidatingAdmissionPolicyBinding")
+    assert namespaced["spec"]["matchResources"]["namespaceSelector"] == {
+        "matchExpressions": [{"key": "kubernetes.io/metadata.name", "operator": "In", "values": ["ml-a", "ml-b"]}]}
+    assert not by_kind(render({"policy.admission.enabled": "false"}), "ValidatingAdmissionPolicy")
+    # A typo in a knob fails the install (values.schema.json mirrors the KubetunePolicy's fields).
+    failed = template({"policy.allowedTolerationz": "[]"}, check=False)
+    assert failed.returncode != 0 and "allowedTolerationz" in failed.stderr
+    schema = json.loads((CHART / "values.schema.json").read_text())["properties"]["policy"]["properties"]
+    assert set(schema) - {"admission"} == {f.alias for f in PolicySpec.model_fields.values()}
+
+
 def test_namespaced_mode_grants_nothing_cluster_wide():
     docs = render({"scope": "namespaced", "watchNamespaces": "{ml-a,ml-b}"})
     assert not by_kind(docs, "ClusterRole") and not by_kind(docs, "ClusterRoleBinding")
@@ -119,12 +153,13 @@ def _rules(docs):
 
 
 @pytest.mark.parametrize("values", [{}, {"scope": "namespaced"}], ids=["cluster", "namespaced"])
-def test_rbac_never_grants_secrets_exec_delete_or_wildcards(values):
+def test_rbac_never_grants_secrets_data_exec_delete_or_wildcards(values):
     rules = _rules(render(values))
     assert rules
     for rule in rules:
         assert "*" not in rule["verbs"] and "*" not in rule["resources"] and "*" not in rule["apiGroups"], rule
-        assert "secrets" not in rule["resources"], rule
+        # Secrets: get alone (the operator asks for metadata only), never list, watch or writes.
+        assert "secrets" not in rule["resources"] or (rule["resources"] == ["secrets"] and rule["verbs"] == ["get"]), rule
         assert not {"pods/exec", "pods/attach", "pods/portforward", "pods/log"} & set(rule["resources"]), rule
         assert not {"delete", "deletecollection", "escalate", "bind", "impersonate"} & set(rule["verbs"]), rule
         assert "rbac.authorization.k8s.io" not in rule["apiGroups"], rule
@@ -155,9 +190,10 @@ def test_monitoring_objects_need_the_prometheus_operator_api():
     svc = one(docs, "Service")
     assert sm["spec"]["selector"]["matchLabels"].items() <= svc["metadata"]["labels"].items()
     assert sm["spec"]["endpoints"][0]["port"] == svc["spec"]["ports"][0]["name"] == "metrics"
-    # Trainer series carry `namespace`/`job` labels that must beat the target labels.
+    # The operator's series carry jobs' `namespace`/`job` labels that must beat the target labels;
+    # a trainer pod's own claims must not (tests/chart/test_prometheus checks both on a real Prometheus).
     assert sm["spec"]["endpoints"][0]["honorLabels"] is True
-    assert pm["spec"]["podMetricsEndpoints"][0]["honorLabels"] is True
+    assert pm["spec"]["podMetricsEndpoints"][0]["honorLabels"] is False
     assert pm["spec"]["podMetricsEndpoints"][0]["port"] == "metrics"
     assert pm["spec"]["selector"]["matchLabels"] == {"app.kubernetes.io/name": "kubetune-trainer"}
     assert pm["spec"]["namespaceSelector"] == {"any": True}

@@ -7,6 +7,7 @@ import json
 
 import pytest
 
+from tests.harness.operator_fixture import usable_secret
 from tests.harness.waiting import wait_for
 
 from .operator_helpers import condition, create, events, jobs, manifest, pods, status, wait_phase
@@ -65,9 +66,7 @@ def test_missing_secret_waits_then_proceeds(kube, namespace, operator_factory, s
     valid = condition(status(kube, namespace, "nosecret"), "Valid")
     assert "team-s3" in valid["message"] and valid["status"] == "False"
     assert jobs(kube, namespace) == []
-    kube.raw.request("POST", f"/api/v1/namespaces/{namespace}/secrets", {
-        "apiVersion": "v1", "kind": "Secret", "metadata": {"name": "team-s3"},
-        "stringData": {"AWS_ACCESS_KEY_ID": "kt-id-5f1e2d", "AWS_SECRET_ACCESS_KEY": "kt-secret-9a8b7c"}})
+    usable_secret(kube, namespace, "team-s3", {"AWS_ACCESS_KEY_ID": "kt-id-5f1e2d", "AWS_SECRET_ACCESS_KEY": "kt-secret-9a8b7c"})
     st = wait_phase(kube, namespace, "nosecret", "Succeeded", "Failed", timeout=60, operator=op)
     assert st["phase"] == "Succeeded"
     assert condition(st, "Valid")["reason"] == "Accepted"

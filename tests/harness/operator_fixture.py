@@ -10,6 +10,7 @@ Fixtures (registered for every test by tests/conftest.py):
 """
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -23,7 +24,8 @@ import pytest
 from .waiting import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
-CRD_FILES = [REPO / "crds" / "finetunejob.yaml", REPO / "crds" / "finetunesweep.yaml", REPO / "charts" / "kubetune" / "crds" / "kopf-peering.yaml"]
+CRD_FILES = [REPO / "crds" / "finetunejob.yaml", REPO / "crds" / "finetunesweep.yaml", REPO / "crds" / "kubetunepolicy.yaml",
+             REPO / "charts" / "kubetune" / "crds" / "kopf-peering.yaml"]
 PEERING_NAME = "kubetune"
 S3_SECRET = "kubetune-s3"
 
@@ -99,22 +101,45 @@ class OperatorProcess:
 def kubetune_crds(kube) -> None:
     for path in CRD_FILES:
         kube.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(path))
-    for name in ("finetunejobs.kubetune.io", "finetunesweeps.kubetune.io", "kopfpeerings.kopf.dev", "clusterkopfpeerings.kopf.dev"):
+    for name in ("finetunejobs.kubetune.io", "finetunesweeps.kubetune.io", "kubetunepolicies.kubetune.io", "kopfpeerings.kopf.dev",
+                 "clusterkopfpeerings.kopf.dev"):
         kube.kubectl("wait", "--for=condition=Established", f"crd/{name}", "--timeout=60s")
+
+
+# The label the admin policy's default secretLabel asks of a Secret a job may use.
+USABLE = {"kubetune.io/usable": "true"}
+
+
+def harness_policy(bucket: str, endpoint: str) -> dict:
+    """The admin policy the harness's operators run with: the chart's default for
+    this bucket and endpoint (a prefix per namespace, labelled Secrets), plus what
+    the test admin shares read-only (the tiny model and data every test uploads,
+    the examples' demo bucket) and the local MLflow server as a tracking host."""
+    return {
+        "storageRoots": [f"s3://{bucket}/{{namespace}}/"],
+        "readOnlyRoots": [f"s3://{bucket}/models/", f"s3://{bucket}/data/", "s3://kubetune-demo/"],
+        "allowedS3Endpoints": [endpoint],
+        "allowedTrackingHosts": ["127.0.0.1"],
+    }
+
+
+def usable_secret(kube, namespace: str, name: str, data: dict[str, str]) -> dict:
+    """A Secret labelled usable by jobs, as the namespace's admin would create it."""
+    return kube.raw.request("POST", f"/api/v1/namespaces/{namespace}/secrets", {
+        "apiVersion": "v1", "kind": "Secret", "metadata": {"name": name, "labels": dict(USABLE)}, "stringData": data})
 
 
 @pytest.fixture
 def s3_env(kube, namespace, s3_bucket, control_plane) -> dict[str, str]:
     """Operator settings pointing at the test's bucket, and the default S3 Secret in the namespace."""
-    kube.raw.request("POST", f"/api/v1/namespaces/{namespace}/secrets", {
-        "apiVersion": "v1", "kind": "Secret", "metadata": {"name": S3_SECRET},
-        "stringData": {"AWS_ACCESS_KEY_ID": s3_bucket.access_key, "AWS_SECRET_ACCESS_KEY": s3_bucket.secret_key},
-    })
+    usable_secret(kube, namespace, S3_SECRET, {"AWS_ACCESS_KEY_ID": s3_bucket.access_key,
+                                               "AWS_SECRET_ACCESS_KEY": s3_bucket.secret_key})
     return {
         "KUBETUNE_DEFAULT_BUCKET_URI": f"s3://{s3_bucket.name}",
         "KUBETUNE_DEFAULT_S3_SECRET": S3_SECRET,
         "KUBETUNE_DEFAULT_S3_ENDPOINT": s3_bucket.endpoint,
         "KUBETUNE_DEFAULT_S3_REGION": "us-east-1",
+        "KUBETUNE_POLICY": json.dumps(harness_policy(s3_bucket.name, s3_bucket.endpoint)),
     }
 
 

@@ -267,4 +267,15 @@ BAD_CASES: list[BadCase] = [
     # semantic checks only kubetune can make
     case("revision-on-s3", {"spec.model": {"uri": "s3://bucket-one/m", "revision": "v1"}}, "spec.model", "revision applies only to hf:// models", None),
     case("bad-name", {"metadata.name": "Bad_Name"}, "metadata.name", "has an invalid format", "metadata.name: Invalid value: \"Bad_Name\""),
+    # $(NAME) in a string that reaches a command line or an env value: the kubelet would expand it (a Secret in the env)
+    case("expansion-in-extra-args", {"spec.serving": {"enabled": True, "extraArgs": ["--max-model-len=$(HF_TOKEN)"]}},
+         "spec.serving.extraArgs[0]", "must not contain $(", "spec.serving.extraArgs[0]: Invalid value"),
+    case("expansion-in-model-uri", {"spec.model.uri": "pvc://models/$(AWS_SECRET_ACCESS_KEY)"}, "spec.model.uri", "must not contain $(",
+         "must not contain $("),
+    case("expansion-in-s3-endpoint", {"spec.credentials": {"s3": {"secretName": "s3", "endpoint": "http://x/$(AWS_SECRET_ACCESS_KEY)"}}},
+         "spec.credentials.s3.endpoint", "must not contain $(", "spec.credentials.s3.endpoint: Invalid value"),
+    case("expansion-in-tracking-uri", {"spec.tracking": {"backend": "mlflow", "uri": "http://x/$(MLFLOW_TRACKING_TOKEN)"}},
+         "spec.tracking.uri", "must not contain $(", "spec.tracking.uri: Invalid value"),
+    case("expansion-in-adapter-from", {"spec.model.adapterFrom": "s3://bucket-one/$(HF_TOKEN)"}, "spec.model.adapterFrom", "must not contain $(",
+         "spec.model.adapterFrom: Invalid value"),
 ]

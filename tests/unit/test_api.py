@@ -107,7 +107,7 @@ def test_invalid_yaml_and_wrong_kind_are_reported_not_raised(tmp_path):
 def test_crd_files_are_generated_from_the_models():
     """A stale crds/<kind>.yaml fails here: run `make crds`."""
     crds = build_crds()
-    assert [c["spec"]["names"]["kind"] for c in crds] == ["FineTuneJob", "FineTuneSweep"]
+    assert [c["spec"]["names"]["kind"] for c in crds] == ["FineTuneJob", "FineTuneSweep", "KubetunePolicy"]
     for crd in crds:
         name = f"{crd['spec']['names']['singular']}.yaml"
         assert (ROOT / "crds" / name).read_text() == dump_yaml(crd), f"crds/{name} is stale: run make crds"

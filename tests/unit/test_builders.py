@@ -19,6 +19,7 @@ from kubetune_operator.builders import (
 )
 from kubetune_operator.api.spec import vllm_lora_rank
 from kubetune_operator.builders.meta import child_name, training_job_name
+from kubetune_operator.api.policy import PolicySpec
 from kubetune_operator.settings import Settings, load_settings
 
 REPO = Path(__file__).resolve().parents[2]
@@ -29,6 +30,10 @@ CFG = Settings(
     default_s3_secret="kt-s3",
     default_s3_endpoint="http://minio.local:9000",
     vllm_image="registry.local/vllm:1",
+    # The examples' own buckets, allowed as an admin would (the default policy's root is kt-bucket/<namespace>/).
+    admin_policy=PolicySpec(storage_roots=["s3://kt-bucket/{namespace}/", "s3://acme-ml-checkpoints/", "s3://acme-ml-outputs/"],
+                            read_only_roots=["s3://kubetune-demo/", "s3://acme-ml-data/", "s3://acme-ml-models/"],
+                            allowed_s3_endpoints=["http://minio.local:9000"]),
 )
 UID = "0b7c3a6e-1111-2222-3333-444455556666"
 

@@ -24,8 +24,8 @@ class RecordingApiServer:
         self.created: list[tuple[str, str]] = []
         self.patched: list[tuple[str, str, dict]] = []
 
-    def exists(self, kind, namespace, name) -> bool:
-        return True  # every Secret the job names is there
+    def metadata(self, kind, namespace, name) -> dict:
+        return {"name": name, "labels": {"kubetune.io/usable": "true"}}  # every Secret the job names is there, usable
 
     def create_all_if_absent(self, objects):
         results = []

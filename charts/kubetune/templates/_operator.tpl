@@ -54,6 +54,9 @@ chart sets is read there).
   value: {{ $o.vllmImage | quote }}
 - name: KUBETUNE_FETCH_IMAGE
   value: {{ $o.fetchImage | quote }}
+# The admin policy, as the KubetunePolicy says it (templates/policy.yaml).
+- name: KUBETUNE_POLICY
+  value: {{ include "kubetune.policySpec" . | quote }}
 {{- if $o.extraTrainerEnv }}
 - name: KUBETUNE_EXTRA_TRAINER_ENV
   value: {{ include "kubetune.pairs" $o.extraTrainerEnv | quote }}

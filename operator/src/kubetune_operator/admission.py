@@ -4,6 +4,7 @@ what the CRD schema already enforces: rules that depend on operator settings."""
 from __future__ import annotations
 
 from .api.job import FineTuneJob
+from .api.policy import violations
 from .settings import Settings
 
 
@@ -20,3 +21,9 @@ def disallowed_images(job: FineTuneJob, cfg: Settings) -> list[str]:
         allowed = ", ".join(cfg.allowed_image_prefixes) or "(none)"
         problems = [f"{p}: images must start with one of {allowed}; ask your cluster admin to allow it or leave the field unset for the default" for p in problems]
     return problems
+
+
+def policy_violations(job: FineTuneJob, cfg: Settings) -> list[str]:
+    """Messages for each field that breaks the admin policy (the API server's
+    admission policy refuses the same; this holds where it is not installed)."""
+    return [problem.render() for problem in violations(job.spec, cfg.policy, job.metadata.namespace or "default")]

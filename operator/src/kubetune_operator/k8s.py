@@ -171,13 +171,18 @@ class Kube:
 
     def exists(self, kind: str, namespace: str, name: str) -> bool:
         """Existence only: asks for metadata, so a Secret's data never reaches us."""
+        return self.metadata(kind, namespace, name) is not None
+
+    def metadata(self, kind: str, namespace: str, name: str) -> dict | None:
+        """An object's metadata alone (PartialObjectMetadata: a Secret's data never
+        reaches us), or None when it does not exist."""
         try:
-            self.request("GET", self.path(kind, namespace, name), accept="application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1")
-            return True
+            found = self.request("GET", self.path(kind, namespace, name), accept="application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1")
         except ApiError as exc:
             if exc.status == 404:
-                return False
+                return None
             raise
+        return found.get("metadata") or {}
 
     def create_if_absent(self, obj: dict) -> tuple[dict, bool]:
         """(the object as stored, created?). An existing object is returned as is:

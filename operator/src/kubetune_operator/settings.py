@@ -12,6 +12,8 @@ import os
 from dataclasses import dataclass, field
 from typing import Mapping
 
+from .api.policy import PolicySpec, default_policy, parse_policy
+
 ENV_PREFIX = "KUBETUNE_"
 
 
@@ -49,13 +51,37 @@ class Settings:
     peering_priority: int | None = None  # None: random per process (see handlers)
     max_workers: int = 32  # work queue threads (reconciles, status syncs, progress scrapes)
     extra_trainer_env: Mapping[str, str] = field(default_factory=dict)
+    # The admin policy (KUBETUNE_POLICY, the chart's KubetunePolicy spec);
+    # None: the chart's defaults for this bucket and endpoint.
+    admin_policy: PolicySpec | None = None
 
     @property
     def effective_fetch_image(self) -> str:
         return self.fetch_image or self.trainer_image
 
+    @property
+    def policy(self) -> PolicySpec:
+        return self.admin_policy or default_policy(self.default_bucket_uri, self.default_s3_endpoint)
+
     def image_allowed(self, image: str) -> bool:
-        return any(image.startswith(prefix) for prefix in self.allowed_image_prefixes)
+        return any(image_matches(image, allowed) for allowed in self.allowed_image_prefixes)
+
+
+def image_matches(image: str, allowed: str) -> bool:
+    """Whether `image` lies under `allowed`, matched by whole name parts: a
+    registry host (`registry.corp`) admits its repositories (`registry.corp/x`)
+    but not another host that starts alike (`registry.corp.evil.io/x`); a
+    repository (`ghcr.io/kubetune/trainer`) admits its tags and digests but not
+    `ghcr.io/kubetune/trainer-evil`. An entry ending in `/` is a path prefix."""
+    if allowed.endswith("/"):
+        return image.startswith(allowed)
+    if image == allowed:
+        return True
+    if not image.startswith(allowed):
+        return False
+    after = image[len(allowed)]
+    # A host alone is followed by its path; a repository by its tag or digest, or a deeper path.
+    return after == "/" if "/" not in allowed else after in "/:@"
 
 
 def _split(value: str) -> tuple[str, ...]:
@@ -102,6 +128,7 @@ _ENV: dict[str, tuple[str, object]] = {
     "PEERING_PRIORITY": ("peering_priority", lambda v: int(v) if v else None),
     "MAX_WORKERS": ("max_workers", int),
     "EXTRA_TRAINER_ENV": ("extra_trainer_env", _pairs),
+    "POLICY": ("admin_policy", lambda v: parse_policy(v) if v.strip() else None),
 }
 
 ENV_VARS = tuple(ENV_PREFIX + suffix for suffix in _ENV)
@@ -118,6 +145,6 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
             continue
         try:
             values[name] = parse(raw)  # type: ignore[operator]
-        except ValueError as exc:
+        except ValueError as exc:  # pydantic's ValidationError is one
             raise ValueError(f"{ENV_PREFIX}{suffix}={raw!r}: {exc}") from None
     return Settings(**values)

@@ -30,6 +30,13 @@ SWEEP_PRINTER_COLUMNS = [
 ]
 
 
+POLICY_PRINTER_COLUMNS = [
+    {"name": "Secret label", "type": "string", "jsonPath": ".spec.secretLabel"},
+    {"name": "Remote code", "type": "boolean", "jsonPath": ".spec.trustRemoteCode"},
+    {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+]
+
+
 @dataclass(frozen=True)
 class Kind:
     """One custom resource kind and the models its CRD is generated from."""
@@ -40,8 +47,9 @@ class Kind:
     short_names: list[str]
     description: str
     spec: type
-    status: type
+    status: type | None
     columns: list[dict]
+    scope: str = "Namespaced"
 
     @property
     def file_name(self) -> str:
@@ -49,6 +57,7 @@ class Kind:
 
 
 def _kinds() -> tuple[Kind, ...]:
+    from .policy import POLICY_KIND, POLICY_PLURAL, POLICY_SHORT_NAMES, POLICY_SINGULAR, PolicySpec
     from .sweep import SWEEP_KIND, SWEEP_PLURAL, SWEEP_SHORT_NAMES, SWEEP_SINGULAR, FineTuneSweepSpec, FineTuneSweepStatus
 
     return (
@@ -58,6 +67,10 @@ def _kinds() -> tuple[Kind, ...]:
         Kind(SWEEP_KIND, SWEEP_PLURAL, SWEEP_SINGULAR, SWEEP_SHORT_NAMES,
              "A hyper-parameter sweep: FineTuneJobs from one template, their parameters chosen by Optuna, the best one named.",
              FineTuneSweepSpec, FineTuneSweepStatus, SWEEP_PRINTER_COLUMNS),
+        Kind(POLICY_KIND, POLICY_PLURAL, POLICY_SINGULAR, POLICY_SHORT_NAMES,
+             "The admin policy: what FineTuneJobs may reference beyond their namespace (Secrets by label, S3 endpoints, "
+             "tracking hosts, storage prefixes, placement, remote code). The params of kubetune's ValidatingAdmissionPolicy.",
+             PolicySpec, None, POLICY_PRINTER_COLUMNS, scope="Cluster"),
     )
 
 
@@ -69,6 +82,14 @@ def build_crds() -> list[dict]:
 def build_crd(kind: Kind | None = None) -> dict:
     """The complete CRD of one kind (default: FineTuneJob)."""
     kind = kind or _kinds()[0]
+    properties = {
+        "apiVersion": {"type": "string"},
+        "kind": {"type": "string"},
+        "metadata": {"type": "object"},
+        "spec": model_schema(kind.spec),
+    }
+    if kind.status is not None:
+        properties["status"] = model_schema(kind.status)
     return {
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",
@@ -78,7 +99,7 @@ def build_crd(kind: Kind | None = None) -> dict:
         },
         "spec": {
             "group": GROUP,
-            "scope": "Namespaced",
+            "scope": kind.scope,
             "names": {
                 "kind": kind.kind,
                 "listKind": f"{kind.kind}List",
@@ -92,20 +113,14 @@ def build_crd(kind: Kind | None = None) -> dict:
                     "name": VERSION,
                     "served": True,
                     "storage": True,
-                    "subresources": {"status": {}},
+                    **({"subresources": {"status": {}}} if kind.status is not None else {}),
                     "additionalPrinterColumns": kind.columns,
                     "schema": {
                         "openAPIV3Schema": {
                             "type": "object",
                             "description": kind.description,
                             "required": ["spec"],
-                            "properties": {
-                                "apiVersion": {"type": "string"},
-                                "kind": {"type": "string"},
-                                "metadata": {"type": "object"},
-                                "spec": model_schema(kind.spec),
-                                "status": model_schema(kind.status),
-                            },
+                            "properties": properties,
                         }
                     },
                 }

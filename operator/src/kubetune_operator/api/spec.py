@@ -20,7 +20,7 @@ from typing import Annotated, Literal
 from pydantic import AfterValidator, Field
 
 from kubetune_contract import evaluation_metrics
-from kubetune_contract.base import ApiModel, Rule
+from kubetune_contract.base import ApiModel, Rule, no_expansion, no_expansion_field
 from kubetune_contract.grpo import GrpoSpec
 from kubetune_contract.rules import (
     ADAPTER_FROM_KEEPS_ITS_SHAPE,
@@ -166,7 +166,8 @@ class ServingSpec(ApiModel):
     mode: Literal["adapter", "merged"] | None = Field(
         None, description="adapter: the base model + this job's LoRA adapter (vLLM multi-LoRA); merged: the merged model (method full, or merged in output.formats). Default: adapter for lora/qlora, merged for full.")
     gpus: int = Field(1, ge=0, le=16, description="GPUs per serving replica.")
-    extra_args: list[Annotated[str, Field(max_length=1024)]] = Field(default_factory=list, max_length=64, description="Extra vLLM arguments, e.g. --max-model-len=8192.")
+    extra_args: list[Annotated[str, Field(max_length=1024, json_schema_extra=no_expansion_field()), AfterValidator(no_expansion)]] = Field(
+        default_factory=list, max_length=64, description="Extra vLLM arguments, e.g. --max-model-len=8192 (no $( : the kubelet would expand it).")
     pool: str | None = Field(
         None, max_length=POOL_NAME_LENGTH, pattern=DNS_LABEL,
         description="Serve with every job of this namespace that names the same pool and base model: one vLLM Deployment, each job's adapter under its own model name (status.serving.modelName). Members must agree on image, replicas, gpus and extraArgs.")

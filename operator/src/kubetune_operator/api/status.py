@@ -44,6 +44,8 @@ class Reason:
     ACCEPTED = "Accepted"
     INVALID_SPEC = "InvalidSpec"
     IMAGE_NOT_ALLOWED = "ImageNotAllowed"
+    POLICY_DENIED = "PolicyDenied"  # a field the admin policy (KubetunePolicy) does not allow
+    SECRET_NOT_USABLE = "SecretNotUsable"  # a referenced Secret without the policy's label
     SECRET_MISSING = "SecretMissing"
     # spec.model.adapterFrom naming a FineTuneJob: still running, failed (or without an adapter), absent.
     ADAPTER_SOURCE_PENDING = "AdapterSourcePending"

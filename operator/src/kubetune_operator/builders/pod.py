@@ -31,6 +31,14 @@ def container_security_context() -> dict:
     }
 
 
+def literal(text: str) -> str:
+    """`text` as the kubelet passes it on: it expands `$(NAME)` in commands, args
+    and env values with the pod's environment (Secrets included) and turns `$$`
+    into `$`. Every string a spec gives that reaches one goes through here (the
+    API server already refuses `$(` in them; this holds if a check is missed)."""
+    return text.replace("$", "$$")
+
+
 def secret_env(env_name: str, secret: str, key: str) -> dict:
     return {"name": env_name, "valueFrom": {"secretKeyRef": {"name": secret, "key": key}}}
 
@@ -52,9 +60,9 @@ def s3_env(job: FineTuneJob, cfg: Settings) -> list[dict]:
     ]
     endpoint, region = locations.s3_endpoint(job, cfg), locations.s3_region(job, cfg)
     if endpoint:
-        env.append({"name": "AWS_ENDPOINT_URL", "value": endpoint})
+        env.append({"name": "AWS_ENDPOINT_URL", "value": literal(endpoint)})
     if region:
-        env.append({"name": "AWS_REGION", "value": region})
+        env.append({"name": "AWS_REGION", "value": literal(region)})
     return env
 
 

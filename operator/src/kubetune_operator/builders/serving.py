@@ -19,7 +19,7 @@ from ..api.job import FineTuneJob
 from ..api.spec import vllm_lora_rank
 from ..settings import Settings
 from .meta import serving_name
-from .pod import container_security_context, pod_security_context, resource_requirements, s3_env, token_env
+from .pod import container_security_context, literal, pod_security_context, resource_requirements, s3_env, token_env
 from .serving_plan import ServingPlan, exported_uri, job_plan
 
 __all__ = ["build_serving_deployment", "build_serving_objects", "build_serving_service", "exported_uri",
@@ -81,13 +81,14 @@ def vllm_args_of(plan: ServingPlan) -> tuple[list[str], list[tuple[str, str]]]:
             fetches.append((fetch, path))
         return path
 
-    args = ["--model", source(plan.model_uri, f"{MODELS_DIR}/{'base' if plan.adapters else 'merged'}"),
-            "--served-model-name", plan.model_name]
+    args = ["--model", literal(source(plan.model_uri, f"{MODELS_DIR}/{'base' if plan.adapters else 'merged'}")),
+            "--served-model-name", literal(plan.model_name)]
     if plan.adapters:
-        modules = [f"{a.name}={source(a.uri, f'{MODELS_DIR}/adapters/{a.name}')}" for a in plan.adapters]
+        modules = [literal(f"{a.name}={source(a.uri, f'{MODELS_DIR}/adapters/{a.name}')}") for a in plan.adapters]
         args += ["--enable-lora", "--max-loras", str(len(plan.adapters)),
                  "--max-lora-rank", str(vllm_lora_rank(max(a.rank for a in plan.adapters))), "--lora-modules", *modules]
-    args += ["--host=$(POD_IP)", "--port", str(SERVING_PORT), *plan.source.spec.serving.extra_args]
+    # $(POD_IP) is ours: the one expansion the kubelet is meant to make here.
+    args += ["--host=$(POD_IP)", "--port", str(SERVING_PORT), *map(literal, plan.source.spec.serving.extra_args)]
     return args, fetches
 
 
@@ -100,7 +101,7 @@ def _fetch_container(fetches: list[tuple[str, str]], env: list[dict], cfg: Setti
         "name": "fetch",
         "image": cfg.effective_fetch_image,
         "imagePullPolicy": cfg.image_pull_policy,
-        "command": ["python", "-c", FETCH_SCRIPT, *(part for pair in fetches for part in pair)],
+        "command": ["python", "-c", literal(FETCH_SCRIPT), *(literal(part) for pair in fetches for part in pair)],
         "env": env,
         "volumeMounts": [{"name": "models", "mountPath": MODELS_DIR}, {"name": "tmp", "mountPath": "/tmp"}],
         "securityContext": container_security_context(),

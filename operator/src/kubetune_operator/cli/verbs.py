@@ -35,9 +35,12 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     if not args.files and not args.dataset and not args.sources:
         print("nothing to validate: give manifest files and/or --dataset FILE", file=sys.stderr)
         return 2
+    policy = _policy_from(args.policy) if args.policy else None
     failed, jobs = False, []
     for path in args.files:
         for parsed in load_manifests(path, parse_document):
+            if policy is not None and not parsed.problems:
+                parsed.problems = _policy_problems(parsed, policy, args.namespace)
             if parsed.problems:
                 failed = True
                 for problem in parsed.problems:
@@ -75,6 +78,24 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def _policy_from(path: str):
+    from .api.policy import parse_policy
+
+    try:
+        return parse_policy(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise SystemExit(f"--policy {path}: {exc}") from None
+
+
+def _policy_problems(parsed, policy, namespace: str | None) -> list:
+    """The admin policy's refusals of a job (or a sweep's template), as the API server and the operator make them."""
+    from .api.policy import violations
+
+    obj = parsed.sweep or parsed.job
+    spec, prefix = (obj.spec.template, "spec.template") if parsed.sweep is not None else (obj.spec, "spec")
+    return violations(spec, policy, namespace or obj.metadata.namespace or "default", prefix)
+
+
 def _cmd_crd(args: argparse.Namespace) -> int:
     from ..api.crd import build_crds
     from ..api.yamlio import dump_yaml, dump_yaml_all
@@ -90,6 +111,13 @@ def _cmd_crd(args: argparse.Namespace) -> int:
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_text(dump_yaml(crd))
             print(f"wrote {target}")
+    if (root / "charts" / "kubetune").is_dir():
+        from .api.admission_policy import RULES_FILE, admission_spec
+
+        target = root / "charts" / "kubetune" / RULES_FILE
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(dump_yaml(admission_spec()))
+        print(f"wrote {target}")
     return 0
 
 
@@ -168,6 +196,9 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--format", default="auto", choices=list(get_args(DatasetFormat)),
                    help="dataset row format (default: the one manifest's dataset.format, else detect); with one manifest, its dataset.columns apply")
     v.add_argument("--max-errors", type=int, default=50, metavar="N", help="bad rows to list before summarising (default 50)")
+    v.add_argument("--policy", metavar="FILE",
+                   help="also check against the cluster's admin policy: a KubetunePolicy (kubectl get kubetunepolicy NAME -o yaml) or its spec")
+    v.add_argument("--namespace", "-n", metavar="NS", help="the namespace the policy's storage roots are read for (default: the manifest's, else default)")
     v.set_defaults(func=_cmd_validate)
 
     r = sub.add_parser("render", help="print the Kubernetes objects the operator would create", description="Render the ConfigMap, Job (and Service) the operator creates for a manifest, as YAML.")
@@ -194,7 +225,7 @@ def build_parser() -> argparse.ArgumentParser:
     sr.set_defaults(func=_cmd_sweep_report)
 
     c = sub.add_parser("crd", help="print (or --write) the CRDs generated from the API models")
-    c.add_argument("--write", action="store_true", help="write crds/<kind>.yaml (and the chart's copies) under --root")
+    c.add_argument("--write", action="store_true", help="write crds/<kind>.yaml (and the chart's copies, and the admission policy's rules) under --root")
     c.add_argument("--root", default=".", help="repository root (default: .)")
     c.set_defaults(func=_cmd_crd)
 

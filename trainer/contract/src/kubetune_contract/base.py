@@ -78,3 +78,23 @@ class ApiModel(BaseModel):
 def cel_field(rule: str, message: str) -> dict:
     """A field-level CEL rule (`json_schema_extra` of one field)."""
     return {"x-kubernetes-validations": [{"rule": rule, "message": message}]}
+
+
+# The kubelet expands `$(NAME)` in a container's command, args and env values
+# with the pod's environment, Secrets included: a spec string that reaches one
+# of them (vLLM's extra arguments, a model path, an S3 endpoint) must not carry it.
+NO_EXPANSION_MESSAGE = "must not contain $( : the kubelet would expand $(NAME) with the pod's environment, Secrets included"
+NO_EXPANSION_CEL = {"rule": "!self.contains('$(')", "message": NO_EXPANSION_MESSAGE}
+
+
+def no_expansion(value: str | None) -> str | None:
+    """Pydantic check of a string that reaches a command line or an env value."""
+    if value is not None and "$(" in value:
+        raise ValueError(f"{value!r} {NO_EXPANSION_MESSAGE}")
+    return value
+
+
+def no_expansion_field(**extra) -> dict:
+    """`json_schema_extra` of such a string field (with any other extras)."""
+    rules = extra.pop("x-kubernetes-validations", [])
+    return {**extra, "x-kubernetes-validations": [NO_EXPANSION_CEL, *rules]}

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator
+from pydantic import AfterValidator, Field, field_validator
 
-from .base import ApiModel, Rule, cel_field
+from .base import ApiModel, Rule, cel_field, no_expansion, no_expansion_field
 from .uris import UriType
 
 # --------------------------------------------------------------------------- model
@@ -35,8 +35,8 @@ class ModelSpec(ApiModel):
     uri: UriType("hf", "s3", "pvc", "file", description="Where the base model lives: hf://org/name, s3://bucket/prefix, pvc://claim/path, or file://path (local runs and baked-in images).")
     revision: str | None = Field(None, max_length=256, description="Hugging Face revision (branch, tag or commit) for hf:// models.")
     trust_remote_code: bool = Field(False, description="Allow the model repository's own Python code to run. Off unless you trust the source.")
-    adapter_from: str | None = Field(
-        None, max_length=2048, pattern=ADAPTER_FROM_PATTERN,
+    adapter_from: Annotated[str, Field(max_length=2048, pattern=ADAPTER_FROM_PATTERN), AfterValidator(no_expansion)] | None = Field(
+        None, json_schema_extra=no_expansion_field(),
         description="Continue training an earlier adapter (methods lora, qlora): the name of a FineTuneJob in this namespace (the operator waits while it runs, fails if it failed, and uses its status.output.adapterUri) or an adapter's URI (s3://, pvc://, file://, hf://). The reference model of dpo and kto is then that adapter, frozen; the output is again one adapter on the original base.")
 
     @property
@@ -257,7 +257,9 @@ def resolve_formats(method: str, output: OutputSpec) -> list[str]:
 class S3Location(ApiModel):
     """Where an S3-compatible store is; the keys come from a Secret, never from here."""
 
-    endpoint: str | None = Field(None, max_length=2048, pattern=r"^https?://[^\s/]+(/[^\s]*)?$", description="Endpoint of an S3-compatible store (MinIO, Ceph...); AWS when unset.")
+    endpoint: Annotated[str, Field(max_length=2048, pattern=r"^https?://[^\s/]+(/[^\s]*)?$"), AfterValidator(no_expansion)] | None = Field(
+        None, json_schema_extra=no_expansion_field(),
+        description="Endpoint of an S3-compatible store (MinIO, Ceph...); AWS when unset.")
     region: str | None = Field(None, max_length=64, pattern=r"^[a-z0-9-]+$", description="Bucket region.")
 
 
@@ -292,7 +294,8 @@ class TrackingSpec(ApiModel):
 
     backend: Literal["none", "wandb", "mlflow"] = Field("none", description="Experiment tracker.")
     project: str | None = Field(None, max_length=128, description="W&B project or MLflow experiment name.")
-    uri: str | None = Field(None, max_length=2048, pattern=r"^https?://[^\s]+$", description="MLflow tracking URI or W&B host.")
+    uri: Annotated[str, Field(max_length=2048, pattern=r"^https?://[^\s]+$"), AfterValidator(no_expansion)] | None = Field(
+        None, json_schema_extra=no_expansion_field(), description="MLflow tracking URI or W&B host.")
     mode: Literal["online", "offline"] = Field(
         "online", description="online: log to the tracker as training runs. offline (W&B only): no key needed; the run files "
                               "are written with the outputs under `<output uri>/tracking/wandb`, for `wandb sync` later.")

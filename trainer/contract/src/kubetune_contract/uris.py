@@ -11,6 +11,8 @@ from typing import Annotated
 
 from pydantic import AfterValidator, Field
 
+from .base import no_expansion, no_expansion_field
+
 _BUCKET = r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]"
 _DNS_LABEL = r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?"
 _HF_PART = r"[A-Za-z0-9][A-Za-z0-9._-]{0,95}"
@@ -54,6 +56,7 @@ def UriType(*schemes: str, description: str):  # noqa: N802 - reads as a type
     """A string URI restricted to `schemes`, with the same pattern in the CRD."""
     return Annotated[
         str,
-        Field(description=description, max_length=2048, json_schema_extra={"pattern": uri_pattern(schemes)}),
+        Field(description=description, max_length=2048, json_schema_extra=no_expansion_field(pattern=uri_pattern(schemes))),
         AfterValidator(_uri_validator(schemes)),
+        AfterValidator(no_expansion),
     ]

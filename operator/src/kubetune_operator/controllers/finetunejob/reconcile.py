@@ -5,7 +5,7 @@ creating Jobs first."""
 
 from __future__ import annotations
 
-from ...admission import disallowed_images
+from ...admission import disallowed_images, policy_violations
 from ...api.status import Reason as R
 from ...builders import build_training_objects
 from ...k8s import ApiError
@@ -27,10 +27,16 @@ def reconcile(ctl, p) -> float | None:
     refused = disallowed_images(p.job, ctl.cfg)
     if refused:
         raise PermanentError(R.IMAGE_NOT_ALLOWED, "; ".join(refused))
-    missing = ctl.secrets.missing(p.job, p.logger)
-    if missing:
-        message = f"Secret {', '.join(missing)} not found in namespace {p.key[0]}; create it (no training Job is created until then)"
+    refused = policy_violations(p.job, ctl.cfg)
+    if refused:  # before anything is created, as the API server's admission policy would have
+        raise PermanentError(R.POLICY_DENIED, "; ".join(refused))
+    secrets = ctl.secrets.check(p.job, p.logger)
+    if secrets.missing:
+        message = f"Secret {', '.join(secrets.missing)} not found in namespace {p.key[0]}; create it (no training Job is created until then)"
         ctl.refuse(p, "Pending", R.SECRET_MISSING, message)
+        return SECRET_RETRY_SECONDS
+    if secrets.unusable:
+        ctl.refuse(p, "Pending", R.SECRET_NOT_USABLE, secrets.unusable_message(ctl.cfg.policy.secret_label))
         return SECRET_RETRY_SECONDS
     training_job, _, _ = ctl.children(p.key)
     if trained(ctl.status.current(p.key, p.body)):

@@ -34,8 +34,8 @@ def accepted(status: dict, generation: int | None, warnings: list[str] | tuple =
     written together with the first derived status."""
     message = "spec accepted" + "".join(f"; warning: {w}" for w in warnings)
     conditions = set_condition(list(status.get("conditions") or []), C.VALID, "True", R.ACCEPTED, message, now_rfc3339(), generation)
-    # A job refused earlier (fixed image) is no longer failed for that reason.
-    conditions = [c for c in conditions if not (c["type"] == C.FAILED and c.get("reason") == R.IMAGE_NOT_ALLOWED)]
+    # A job refused earlier (fixed image, fixed policy breach) is no longer failed for that reason.
+    conditions = [c for c in conditions if not (c["type"] == C.FAILED and c.get("reason") in (R.IMAGE_NOT_ALLOWED, R.POLICY_DENIED))]
     new = dict(status, conditions=conditions, observedGeneration=generation)
     if status.get("phase") in (None, "Failed") and not any(c["type"] == C.FAILED for c in conditions):
         new["phase"] = "Pending"
