@@ -79,7 +79,7 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 
 
 def _policy_from(path: str):
-    from .api.policy import parse_policy
+    from ..api.policy import parse_policy
 
     try:
         return parse_policy(Path(path).read_text(encoding="utf-8"))
@@ -89,7 +89,7 @@ def _policy_from(path: str):
 
 def _policy_problems(parsed, policy, namespace: str | None) -> list:
     """The admin policy's refusals of a job (or a sweep's template), as the API server and the operator make them."""
-    from .api.policy import violations
+    from ..api.policy import violations
 
     obj = parsed.sweep or parsed.job
     spec, prefix = (obj.spec.template, "spec.template") if parsed.sweep is not None else (obj.spec, "spec")
@@ -112,7 +112,7 @@ def _cmd_crd(args: argparse.Namespace) -> int:
             target.write_text(dump_yaml(crd))
             print(f"wrote {target}")
     if (root / "charts" / "kubetune").is_dir():
-        from .api.admission_policy import RULES_FILE, admission_spec
+        from ..api.admission_policy import RULES_FILE, admission_spec
 
         target = root / "charts" / "kubetune" / RULES_FILE
         target.parent.mkdir(parents=True, exist_ok=True)
