@@ -68,7 +68,8 @@ def committed(bucket, namespace: str, name: str) -> list[int]:
 
 
 def manifest(bucket, namespace: str, name: str, step: int) -> dict:
-    key = f"{namespace}/{name}/checkpoints/step-{step:08d}/COMMITTED.json"
+    """The commit marker of one step (under the run's own prefix, checkpoints/run-<uid>/)."""
+    (key,) = [k for k in bucket.keys(f"{namespace}/{name}/checkpoints/") if k.endswith(f"/step-{step:08d}/COMMITTED.json")]
     return json.loads(bucket.client.get_object(Bucket=bucket.name, Key=key)["Body"].read())
 
 

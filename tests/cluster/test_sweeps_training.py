@@ -103,5 +103,5 @@ def test_tpe_sweep_prunes_a_slow_clearly_worse_trial(kube, namespace, operator_f
     assert line, log[-2000:]
     step = int(line.split("checkpointing step ")[1].split()[0])
     assert step < 10, "pruned only after its last step"
-    marker = f"{namespace}/{slow['name']}/checkpoints/step-{step:08d}/COMMITTED.json"
+    marker = f"{namespace}/{slow['name']}/checkpoints/run-{ftj['metadata']['uid']}/step-{step:08d}/COMMITTED.json"
     wait_for(lambda: marker in bucket.keys(f"{namespace}/{slow['name']}/checkpoints/"), timeout=30, what=f"the commit marker {marker}")

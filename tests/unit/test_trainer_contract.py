@@ -403,7 +403,7 @@ def test_qlora_example_golden():
     assert r["training"]["epochs"] == 3 and r["training"]["maxSteps"] is None
     # The API's documented defaults, not the trainer's old ones (4 and true, not 1 and false).
     assert r["training"]["gradientAccumulationSteps"] == 4 and r["training"]["gradientCheckpointing"] is True
-    assert r["job"] == {"namespace": "ml-team", "name": "support-bot-llama3-8b"}
+    assert r["job"] == {"namespace": "ml-team", "name": "support-bot-llama3-8b", "uid": None}
     assert r["metrics"] == {"enabled": True, "port": 9400}
 
 

@@ -86,7 +86,8 @@ def main(cfg: TrainerConfig | None = None) -> int:
         if metrics:
             metrics.up.set(0)
     if topo.is_main:
-        checkpoint = {**state.checkpoint, **({"best": state.best} if state.best else {})}
+        checkpoint = {**state.checkpoint, **({"best": state.best} if state.best else {}),
+                      **({"resumedFrom": state.resumed_from_other} if state.resumed_from_other else {})}
         text = termination_message(reason, message, step=state.step, total_steps=state.total_steps, metrics=state.metrics,
                                    checkpoint=checkpoint, output=state.output, evaluation=state.evaluation,
                                    export_failures=state.export_failures, tracking=state.tracking,

@@ -71,7 +71,7 @@ def restore(s) -> None:
     step = state.best_global_step
     if not s.cfg.training.keep_best or not step or state.best_metric is None:
         return
-    s.state.best = {"uri": checkpoint_uri(s.cfg.checkpoint.uri, step) if s.cfg.checkpoint.uri else None,
+    s.state.best = {"uri": checkpoint_uri(s.checkpoints.uri, step) if s.checkpoints is not None else None,
                     "step": step, "evalLoss": float(state.best_metric)}
     s.state.summary.setdefault("train", {})["best"] = s.state.best
     if step == state.global_step:

@@ -139,8 +139,10 @@ class Uploader:
     """Uploads checkpoints in order in one background thread and commits each."""
 
     def __init__(self, store: Store, *, keep_last: int, staging: Path, metrics=None, retry_seconds: float = 600.0, background: bool = True,
-                 node: int = 0, nodes: int = 1):
+                 node: int = 0, nodes: int = 1, owner: dict | None = None):
         self.store = store
+        # {"uid", "fingerprint", "fields"}: which run wrote each commit, with what settings.
+        self.owner = owner
         # Node 0 (where torchrun puts global rank 0) commits; the others upload their part.
         self.node, self.nodes = node, nodes
         self.keep_last = keep_last
@@ -273,6 +275,8 @@ class Uploader:
         step_store = self.store.child(step_dir(step))
         parts.wait_for_parts(step_store, self.nodes, deadline, superseded=lambda: self._newer_waiting(step))
         manifest = parts.merged_manifest(step_store, step, self.nodes)
+        if self.owner:
+            manifest["owner"] = self.owner
         # The marker goes last: its presence is what makes the step resumable.
         step_store.put_bytes(MARKER, json.dumps(manifest, indent=1).encode(), deadline_s=max(1.0, deadline - time.monotonic()), on_retry=self._failed_attempt)
 

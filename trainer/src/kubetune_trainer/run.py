@@ -20,13 +20,13 @@ import logging
 import shutil
 import time
 
-from kubetune_contract.checkpoints import checkpoint_uri, step_dir
+from kubetune_contract.checkpoints import checkpoint_uri, differing_fields, fingerprint, split_step_uri, step_dir
 from kubetune_contract.outputs import output_keys
 from kubetune_contract.termination import FINAL_METRICS
 
 from . import checkpointing, distributed
 from .config import TrainerConfig
-from .errors import CheckpointFailed, Interrupted, LossDiverged
+from .errors import CheckpointFailed, Interrupted, InvalidConfig, LossDiverged
 from .session import RunState, Session, open_session
 from .storage import join, put_tree
 
@@ -59,29 +59,41 @@ def run(cfg: TrainerConfig, state: RunState, metrics=None) -> RunState:
 
 
 def resume(s: Session) -> None:
-    """Continue from the newest committed, verifiable checkpoint, if there is one."""
-    found = _fetch_resume_point(s)
-    if found is None:
-        return
-    step, s.resume_dir = found
-    s.state.resumed_from = step
-    _committed(s, step)
-    if s.metrics:
-        s.metrics.committed(step, s.state.checkpoint["uri"])
-    log.info("resuming from committed checkpoint step %d", step)
+    """Continue from this run's newest committed, verifiable checkpoint, if there
+    is one; else from `checkpoint.resumeFrom`, when the spec asks for it. A
+    checkpoint of this run written with other settings is refused, naming them."""
+    own = _fetch_resume_point(s, s.checkpoints, own=True)
+    if own is not None:
+        step, s.resume_dir = own
+        s.state.resumed_from = step
+        _committed(s, step)
+        if s.metrics:
+            s.metrics.committed(step, s.state.checkpoint["uri"])
+        log.info("resuming from committed checkpoint step %d", step)
+    elif s.cfg.checkpoint.resume_from:
+        _resume_from_other(s)
 
 
-def _fetch_resume_point(s: Session):
-    """Rank 0 lists the committed checkpoints; each node's local rank 0 downloads
-    what its node needs of the newest one; when any node cannot verify its files,
-    every node falls back to the next older one together."""
-    if s.checkpoints is None:
+def owner(cfg) -> dict:
+    """What this run's commits record of it: its job's UID and the fingerprint of its settings."""
+    return {"uid": cfg.job.uid, **fingerprint(cfg.to_json())}
+
+
+def _fetch_resume_point(s: Session, store, own: bool, step: int | None = None):
+    """Rank 0 lists the committed checkpoints (one `step`, when given); each
+    node's local rank 0 downloads what its node needs of the newest one; when
+    any node cannot verify its files, every node falls back to the next older
+    one together. `own`: this run's store, whose commits must carry its settings."""
+    if store is None:
         return None
     root = s.workdir / "resume"
-    candidates = distributed.broadcast_object(checkpointing.list_committed(s.checkpoints) if s.topo.is_main else None)
+    candidates = distributed.broadcast_object(checkpointing.list_committed(store) if s.topo.is_main else None)
+    candidates = [c for c in candidates if step is None or c.step == step]
+    if own and candidates:
+        _same_settings(s, store, candidates[-1])
     for chosen in reversed(candidates):
         local = root / step_dir(chosen.step)
-        ok = checkpointing.try_download(s.checkpoints, chosen, local, s.topo.node_rank) if s.topo.is_local_main else True
+        ok = checkpointing.try_download(store, chosen, local, s.topo.node_rank) if s.topo.is_local_main else True
         if not distributed.any_rank(not ok):
             if s.topo.is_local_main and not s.topo.is_main:
                 # Other nodes log warnings only; this line says which state the node resumed.
@@ -90,9 +102,42 @@ def _fetch_resume_point(s: Session):
     return None
 
 
+def _same_settings(s: Session, store, newest) -> None:
+    """This job's own checkpoint, written before its spec changed: continuing it
+    would train the old run's state with settings it never had."""
+    recorded = (newest.manifest or {}).get("owner")
+    if not recorded:
+        return  # written before runs recorded themselves: nothing to compare
+    differs = differing_fields(owner(s.cfg), recorded)
+    if differs:
+        raise InvalidConfig(
+            f"checkpoint {checkpoint_uri(store.uri, newest.step)} of this job was trained with other settings ({', '.join(differs)} "
+            "differ): it cannot be continued with these; restore them, or create a new job with checkpoint.resumeFrom set to "
+            "that checkpoint to continue it with the new ones")
+
+
+def _resume_from_other(s: Session) -> None:
+    """checkpoint.resumeFrom: another run's checkpoint (a step's URI, or a run's prefix for its newest)."""
+    from .storage import open_store
+
+    cfg = s.cfg
+    root, step = split_step_uri(cfg.checkpoint.resume_from)
+    store = open_store(root, cfg.s3.endpoint, cfg.s3.region)
+    found = _fetch_resume_point(s, store, own=False, step=step)
+    if found is None:
+        raise InvalidConfig(f"checkpoint.resumeFrom {cfg.checkpoint.resume_from}: no committed checkpoint there that verifies")
+    step, s.resume_dir = found
+    committed = next(c for c in checkpointing.list_committed(store) if c.step == step) if s.topo.is_main else None
+    recorded = ((committed.manifest if committed else {}) or {}).get("owner")
+    differs = differing_fields(owner(cfg), recorded) if recorded else ["(not recorded)"]
+    s.state.resumed_from = step
+    s.state.resumed_from_other = {"uri": checkpoint_uri(root, step), "step": step, "differs": differs}
+    log.info("resuming from %s (checkpoint.resumeFrom; settings that differ: %s)", checkpoint_uri(root, step), ", ".join(differs) or "none")
+
+
 def _committed(s: Session, step: int) -> None:
-    """The newest committed checkpoint, as the termination message reports it."""
-    s.state.checkpoint = {"uri": checkpoint_uri(s.cfg.checkpoint.uri, step), "step": step}
+    """The newest committed checkpoint of this run, as the termination message reports it."""
+    s.state.checkpoint = {"uri": checkpoint_uri(s.checkpoints.uri, step), "step": step}
 
 
 # --------------------------------------------------------------------------- build
@@ -118,7 +163,8 @@ def build(s: Session) -> None:
     if s.checkpoints is not None and topo.is_local_main:
         s.uploader = checkpointing.Uploader(s.checkpoints, keep_last=cfg.checkpoint.keep_last, staging=s.workdir / "run" / "staging",
                                             metrics=s.metrics, retry_seconds=cfg.checkpoint.upload_retry_seconds,
-                                            background=cfg.checkpoint.background_upload, node=topo.node_rank, nodes=topo.nodes)
+                                            background=cfg.checkpoint.background_upload, node=topo.node_rank, nodes=topo.nodes,
+                                            owner=owner(cfg))
     s.loop = loop_callbacks(cfg, metrics=s.metrics, flag=s.stop_flag, uploader=s.uploader, topo=topo, has_eval=s.data.eval is not None)
     s.tracking = open_tracking(cfg, s.workdir / "tracking", s.metrics.tracking_degraded if s.metrics else None) if topo.is_main else None
     s.trainer = recipe_for(cfg)(s, model, s.loop.all() + ([s.tracking.callback()] if s.tracking else []))
@@ -190,6 +236,8 @@ def _record_training(s: Session, seconds: float) -> None:
     state.metrics.update({k: v for k, v in last.items() if k in FINAL_METRICS})
     state.summary["train"] = {"steps": state.step, "totalSteps": state.total_steps, "seconds": round(seconds, 2),
                               "resumedFrom": state.resumed_from, **last}
+    if state.resumed_from_other:
+        state.summary["train"]["resumedFromCheckpoint"] = state.resumed_from_other
     # The curves as training left them (the evaluations after it are not part of them).
     from .report import history
 

@@ -20,6 +20,8 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from kubetune_contract.checkpoints import run_root
+
 from . import distributed
 from .config import TrainerConfig
 from .errors import Interrupted
@@ -46,6 +48,8 @@ class RunState:
     # {name: reason} of each format that could not be exported (the run still succeeds)
     export_failures: dict = field(default_factory=dict)
     resumed_from: int | None = None
+    # checkpoint.resumeFrom: {"uri", "step", "differs"} of the other run's checkpoint this one continued
+    resumed_from_other: dict | None = None
     summary: dict = field(default_factory=dict)
     # The evaluation's compact summary (evaluation.results.compact): what
     # status.evaluation and the Fit condition are made from.
@@ -70,7 +74,7 @@ class Session:
     cuda: bool
     bf16_supported: bool
     stop_flag: StopFlag
-    checkpoints: Store | None  # None: the config names no checkpoint location
+    checkpoints: Store | None  # this run's checkpoints (run_root); None: the config names no checkpoint location
     shared: Store | None = None  # a sweep's shared work (cfg.shared), None outside a sweep
     # resume: the verified local copy of the newest committed checkpoint
     resume_dir: Path | None = None
@@ -120,8 +124,9 @@ def open_session(cfg: TrainerConfig, state: RunState, metrics=None) -> Session:
     _install_sigterm(flag)
     state.total_steps = cfg.training.max_steps
     checkpoints = None
-    if cfg.checkpoint.uri:
-        checkpoints = open_store(cfg.checkpoint.uri, cfg.s3.endpoint, cfg.s3.region, deadline_s=cfg.checkpoint.upload_retry_seconds)
+    if cfg.checkpoint.uri:  # this run's own prefix: it resumes, writes and deletes nothing else
+        checkpoints = open_store(run_root(cfg.checkpoint.uri, cfg.job.uid), cfg.s3.endpoint, cfg.s3.region,
+                                 deadline_s=cfg.checkpoint.upload_retry_seconds)
     shared = open_store(cfg.shared.uri, cfg.s3.endpoint, cfg.s3.region) if cfg.shared else None
     return Session(cfg=cfg, state=state, metrics=metrics, topo=topo, workdir=wd, cuda=cuda, bf16_supported=bf16_ok,
                    stop_flag=flag, checkpoints=checkpoints, shared=shared)

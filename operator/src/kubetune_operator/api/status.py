@@ -142,10 +142,20 @@ class BestCheckpoint(ApiModel):
     eval_loss: float | None = Field(None, description="Its validation loss.")
 
 
+class ResumedFrom(ApiModel):
+    """Another run's checkpoint this job continued (spec.checkpoint.resumeFrom)."""
+
+    uri: str | None = Field(None, max_length=2048, description="The checkpoint continued.")
+    step: int | None = None
+    differs: list[Annotated[str, Field(max_length=256)]] = Field(
+        default_factory=list, max_length=64, description="The settings this job trains with that the checkpoint's run did not.")
+
+
 class CheckpointStatus(ApiModel):
-    uri: str | None = Field(None, max_length=2048, description="Newest committed checkpoint.")
+    uri: str | None = Field(None, max_length=2048, description="Newest committed checkpoint (under this run's own prefix, run-<uid>).")
     step: int | None = None
     best: BestCheckpoint | None = Field(None, description="With training.keepBest: the checkpoint the output was made from.")
+    resumed_from: ResumedFrom | None = Field(None, description="With checkpoint.resumeFrom: the checkpoint this run started from.")
 
 
 class MetricComparison(ApiModel):

@@ -52,7 +52,7 @@ def trainer_config(job: FineTuneJob, cfg: Settings) -> dict:
         # status.checkpoint and serving read these very locations.
         checkpoint_uri=locations.checkpoint_uri(job, cfg), output_uri=locations.output_uri(job, cfg),
         s3_endpoint=locations.s3_endpoint(job, cfg), s3_region=locations.s3_region(job, cfg), metrics_port=METRICS_PORT,
-        shared_uri=locations.shared_uri(job, cfg),
+        shared_uri=locations.shared_uri(job, cfg), uid=getattr(job.metadata, "uid", None),
     )
     return render_trainer_config(job.spec, namespace=job.metadata.namespace or "default", name=job.metadata.name, placement=placement)
 

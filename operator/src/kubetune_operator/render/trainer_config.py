@@ -33,6 +33,7 @@ class Placement:
     s3_region: str | None
     metrics_port: int
     shared_uri: str | None = None  # a sweep trial's shared work (locations.shared_uri)
+    uid: str | None = None  # the FineTuneJob's UID: its run's checkpoint prefix (None: `kubetune run`)
 
 
 def _full(section) -> dict | None:
@@ -51,7 +52,7 @@ def render_trainer_config(spec: FineTuneJobSpec, *, namespace: str, name: str, p
     s3 = spec.credentials.s3
     config = {
         "version": CONFIG_VERSION,
-        "job": {"namespace": namespace, "name": name},
+        "job": {"namespace": namespace, "name": name, "uid": placement.uid},
         "model": _full(spec.model),
         "dataset": _full(spec.dataset),
         "method": spec.method,

@@ -22,6 +22,15 @@ def _metrics(report: dict) -> dict:
     return metrics
 
 
+def _resumed_from(found) -> dict | None:
+    """checkpoint.resumeFrom's record: the checkpoint continued and which settings differed."""
+    if not isinstance(found, dict) or not isinstance(found.get("uri"), str):
+        return None
+    differs = found.get("differs") if isinstance(found.get("differs"), list) else []
+    return {"uri": found["uri"][:2048], "step": found.get("step") if isinstance(found.get("step"), int) else None,
+            "differs": [str(d)[:256] for d in differs[:64]]}
+
+
 def apply_report(status: dict, report: dict) -> None:
     """Copy the trainer's final numbers and output URIs into status (in place)."""
     metrics = _metrics(report)
@@ -32,6 +41,8 @@ def apply_report(status: dict, report: dict) -> None:
         status["checkpoint"] = {"uri": str(checkpoint["uri"]), "step": checkpoint.get("step") if isinstance(checkpoint.get("step"), int) else None}
         if best := best_checkpoint(checkpoint):
             status["checkpoint"]["best"] = best
+    if resumed := _resumed_from(checkpoint.get("resumedFrom")):
+        status["checkpoint"] = {**(status.get("checkpoint") or {}), "resumedFrom": resumed}
     if evaluation := evaluation_status(report):
         status["evaluation"] = evaluation
     status.update({**tracking_fields(report), **dataset_fields(report)})

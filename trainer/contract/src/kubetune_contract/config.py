@@ -46,6 +46,9 @@ class JobRef(ApiModel):
 
     namespace: str = Field(min_length=1, max_length=63)
     name: str = Field(min_length=1, max_length=253)
+    # The FineTuneJob's UID: its checkpoints live under their own prefix and
+    # record it (kubetune_contract.checkpoints). None for `kubetune run`.
+    uid: str | None = Field(max_length=128, pattern=r"^[a-z0-9-]+$")
 
 
 class ResolvedDistributed(ApiModel):

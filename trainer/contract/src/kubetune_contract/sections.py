@@ -191,6 +191,11 @@ class CheckpointSpec(ApiModel):
     """Where and how often to checkpoint. Jobs resume from the newest committed checkpoint."""
 
     uri: UriType("s3", "pvc", "file", description="Checkpoint prefix (default: the operator's bucket, <namespace>/<name>/checkpoints).") | None = None
+    resume_from: UriType("s3", "pvc", "file", description=(
+        "Continue another run's checkpoint: a checkpoint's URI (status.checkpoint.uri of that job, .../step-NNNNNNNN) or a run's "
+        "prefix (its newest committed step). A job only resumes its own checkpoints by itself (its UID and settings must match); "
+        "this is how a re-created job, or one with changed settings, continues an earlier one. Used when this job has no "
+        "checkpoint of its own yet; recorded in status.checkpoint.resumedFrom and the report.")) | None = None
     every_steps: int = Field(100, ge=1, le=10_000_000, description="Checkpoint every N optimizer steps (also on SIGTERM).")
     keep_last: int = Field(3, ge=1, le=100, description="Committed checkpoints kept; older ones are deleted.")
 

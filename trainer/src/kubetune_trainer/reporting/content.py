@@ -32,6 +32,7 @@ WORDS = {
     "streamed": "streamed (read lazily, not loaded)", "split": "held out by", "dedupe": "duplicates",
     "totalStepsFrom": "steps planned from", "countingPassSeconds": "counting pass (s)",
     "packedSequences": "packed sequences per pass",
+    "resumedFromCheckpoint": "continued another run's checkpoint (checkpoint.resumeFrom)", "differs": "with other settings",
 }
 
 
