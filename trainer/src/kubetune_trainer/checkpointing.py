@@ -36,7 +36,7 @@ from kubetune_contract.checkpoints import MARKER, checkpoint_uri, step_dir, step
 
 from . import checkpoint_parts as parts
 from .errors import CheckpointFailed
-from .storage import Store
+from .storage import Store, UnsafeKey, inside
 
 log = logging.getLogger("kubetune.checkpoint")
 
@@ -106,7 +106,10 @@ def download(store: Store, committed: Committed, dst: Path, node: int = 0) -> Pa
     name = step_dir(committed.step)
     dst.mkdir(parents=True, exist_ok=True)
     for f in parts.files_for_node(committed.manifest, node):
-        target = dst / f["path"]
+        try:
+            target = inside(dst, f["path"])
+        except UnsafeKey as exc:
+            raise CheckpointFailed(f"{store.uri}/{name}: {exc}") from None
         if not (target.is_file() and target.stat().st_size == f["size"] and sha256_file(target) == f["sha256"]):
             store.get_file(f"{name}/{f['path']}", target)
         if target.stat().st_size != f["size"] or sha256_file(target) != f["sha256"]:

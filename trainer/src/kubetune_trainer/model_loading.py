@@ -18,7 +18,7 @@ from pathlib import Path
 
 from .config import TrainerConfig
 from .errors import InvalidModel
-from .storage import local_path, open_store
+from .storage import UnsafeKey, inside, local_path, open_store
 
 log = logging.getLogger("kubetune.model")
 WEIGHT_PATTERNS = ("*.safetensors", "pytorch_model*.bin", "model*.bin")
@@ -47,7 +47,10 @@ def _download_s3(uri: str, cache: Path, cfg: TrainerConfig) -> Path:
         log.info("model %s already cached at %s", uri, dst)
         return dst
     for key, size in listing.items():
-        target = dst / key
+        try:
+            target = inside(dst, key)
+        except UnsafeKey as exc:
+            raise InvalidModel(f"{uri}: {exc}") from None
         if target.is_file() and target.stat().st_size == size:
             continue
         store.get_file(key, target)

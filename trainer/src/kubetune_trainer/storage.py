@@ -291,6 +291,23 @@ def open_store(uri: str, s3_endpoint: str | None = None, s3_region: str | None =
     return Store(uri, endpoint=s3_endpoint, region=s3_region, deadline_s=deadline_s)
 
 
+class UnsafeKey(ValueError):
+    """A stored object's name that would land outside the directory it is downloaded into."""
+
+
+def inside(root: Path, rel: str) -> Path:
+    """`root / rel`, refused when an object's name (a store's key, a manifest's
+    path) would put it outside `root`: absolute, with `..`, or through a link.
+    Object names come from storage other runs and tenants may write."""
+    parts = rel.replace("\\", "/").split("/")
+    if not rel or rel.startswith("/") or ".." in parts:
+        raise UnsafeKey(f"refusing to download {rel!r}: it would land outside {root}")
+    target = root / rel
+    if not target.resolve().is_relative_to(root.resolve()):
+        raise UnsafeKey(f"refusing to download {rel!r}: it resolves outside {root}")
+    return target
+
+
 def put_tree(store: Store, src: Path, key: str) -> str:
     """Upload a file, or every file under a directory, as `key`; returns its URI."""
     if src.is_file():
@@ -312,7 +329,7 @@ def fetch(uri: str, dst_dir: Path, *, s3_endpoint=None, s3_region=None) -> Path:
             _get_whole(store, target)
         return target
     for obj in store.list():
-        target = dst_dir / obj.key
+        target = inside(dst_dir, obj.key)
         if not (target.exists() and target.stat().st_size == obj.size):
             store.get_file(obj.key, target)
     return dst_dir

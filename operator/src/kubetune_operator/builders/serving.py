@@ -34,7 +34,9 @@ PRESTOP_SLEEP_SECONDS = 5
 
 # Copies every object under each s3:// prefix into its directory
 # (argv: uri dir [uri dir ...]). Runs in the trainer image (python + boto3),
-# reading credentials from the AWS_* env.
+# reading credentials from the AWS_* env. An object whose name would land
+# outside its directory (`..`, absolute) is refused: a bucket may hold what
+# someone else wrote.
 FETCH_SCRIPT = """\
 import os, sys, boto3
 s3 = boto3.client("s3")
@@ -43,12 +45,15 @@ for uri, dest in zip(pairs[::2], pairs[1::2]):
     bucket, _, prefix = uri.removeprefix("s3://").partition("/")
     prefix = prefix.rstrip("/") + "/" if prefix else ""
     count = 0
+    root = os.path.realpath(dest)
     for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
         for item in page.get("Contents", []):
             rel = item["Key"][len(prefix):]
             if not rel or rel.endswith("/"):
                 continue
             path = os.path.join(dest, rel)
+            if ".." in rel.split("/") or rel.startswith("/") or not os.path.realpath(path).startswith(root + os.sep):
+                sys.exit(f"refusing {item['Key']}: it would land outside {dest}")
             os.makedirs(os.path.dirname(path), exist_ok=True)
             s3.download_file(bucket, item["Key"], path)
             count += 1
