@@ -27,7 +27,8 @@ def test_loop_roles_content_and_generation_prompt():
 def test_whitespace_control_is_applied_as_transformers_parses_it():
     # trim_blocks and lstrip_blocks, then nothing trims again in Go.
     assert go("{% for m in messages %}\n  <{{ m.role }}>\n{% endfor %}") == "{{ range $i, $m := $.Messages }}  <{{ $m.Role }}>\n{{ end }}"
-    assert "{{ \"{{\" }}" in go("{% raw %}{{{% endraw %}")
+    # Every literal "{" is an action of its own, so no two pieces can join into a Go action.
+    assert go("{% raw %}{{{% endraw %}").endswith('{{ "{" }}{{ "{" }}')
 
 
 @pytest.mark.parametrize("source,named", [

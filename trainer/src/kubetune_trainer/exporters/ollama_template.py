@@ -28,6 +28,12 @@ FIELDS = {"role": "Role", "content": "Content"}
 LOOP = {"first": "(eq $i 0)", "last": "(eq (len (slice $.Messages $i)) 1)", "index0": "$i"}
 
 
+def go_string(text: str) -> str:
+    """A Go interpreted string literal of `text`: JSON's escapes, but non-ASCII
+    kept as UTF-8 (JSON's \\uXXXX surrogate pairs are not valid Go escapes)."""
+    return json.dumps(text, ensure_ascii=False)
+
+
 class Unsupported(ValueError):
     """A construct the translation does not cover."""
 
@@ -81,7 +87,10 @@ class _Translator:
 
     def output(self, node: nodes.Node) -> str:
         if isinstance(node, nodes.TemplateData):
-            return node.data.replace("{{", '{{ "{{" }}')
+            # Every "{" as an action of its own: escaping only "{{" let a literal
+            # ending in "{" and the next one (or an action) starting with one
+            # join into a Go action.
+            return node.data.replace("{", '{{ "{" }}')
         if isinstance(node, nodes.Const) and isinstance(node.value, str):
             return self.output(nodes.TemplateData(node.value))
         if isinstance(node, (nodes.Concat, nodes.Add)):
@@ -112,7 +121,9 @@ class _Translator:
 
     def expr(self, node: nodes.Node) -> str:
         if isinstance(node, nodes.Const) and isinstance(node.value, (str, bool, int)):
-            return json.dumps(node.value) if not isinstance(node.value, bool) else ("true" if node.value else "false")
+            if isinstance(node.value, bool):
+                return "true" if node.value else "false"
+            return go_string(node.value) if isinstance(node.value, str) else str(node.value)
         if isinstance(node, nodes.Name):
             return self.name(node)
         if isinstance(node, (nodes.Getitem, nodes.Getattr)):
@@ -129,7 +140,7 @@ class _Translator:
         if node.name == "add_generation_prompt":
             return GEN
         if node.name in self.tokens:
-            return json.dumps(self.tokens[node.name])
+            return go_string(self.tokens[node.name])
         raise Unsupported(f"the variable {node.name!r} (line {node.lineno})")
 
     def field(self, node) -> str:
