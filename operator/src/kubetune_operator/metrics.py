@@ -25,6 +25,10 @@ PHASE_TRANSITIONS = Counter(
 # Requests made by the operator's own client (Kopf's watches and metadata patches
 # are not included): what the operator costs the API server, per kind and verb.
 API_REQUESTS = Counter("kubetune_operator_api_requests_total", "Kubernetes API requests made by the operator's client.", ["kind", "verb"], registry=REGISTRY)
+# A trainer's /metrics that gave nothing usable (too slow, too big, a redirect,
+# unparseable): the job's status keeps what it had (runtime.scraper).
+SCRAPE_FAILURES = Counter("kubetune_operator_trainer_scrape_failures_total", "Trainer /metrics scrapes that gave nothing usable.",
+                          registry=REGISTRY)
 JOB_ATTEMPTS = Gauge("kubetune_operator_job_attempts", "Training pods started per FineTuneJob.", ["namespace", "job"], registry=REGISTRY)
 
 SWEEP_TRIALS = Gauge("kubetune_operator_sweep_trials", "A FineTuneSweep's trials by state (running, succeeded, failed, pruned).",

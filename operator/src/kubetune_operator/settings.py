@@ -46,7 +46,9 @@ class Settings:
     metrics_port: int = 8080
     liveness_port: int = 8081
     metrics_scrape_interval: float = 10.0  # seconds between trainer /metrics polls
-    metrics_scrape_timeout: float = 2.0
+    metrics_scrape_timeout: float = 2.0  # the whole exchange with one trainer's /metrics, connect to last byte
+    metrics_scrape_workers: int = 4  # threads of their own (never the work queue's)
+    metrics_scrape_per_namespace: int = 1  # scrapes in flight at once per namespace
     peering_name: str = "kubetune"
     peering_priority: int | None = None  # None: random per process (see handlers)
     max_workers: int = 32  # work queue threads (reconciles, status syncs, progress scrapes)
@@ -124,6 +126,8 @@ _ENV: dict[str, tuple[str, object]] = {
     "LIVENESS_PORT": ("liveness_port", int),
     "METRICS_SCRAPE_INTERVAL": ("metrics_scrape_interval", float),
     "METRICS_SCRAPE_TIMEOUT": ("metrics_scrape_timeout", float),
+    "METRICS_SCRAPE_WORKERS": ("metrics_scrape_workers", int),
+    "METRICS_SCRAPE_PER_NAMESPACE": ("metrics_scrape_per_namespace", int),
     "PEERING_NAME": ("peering_name", str),
     "PEERING_PRIORITY": ("peering_priority", lambda v: int(v) if v else None),
     "MAX_WORKERS": ("max_workers", int),

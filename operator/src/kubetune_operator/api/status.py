@@ -36,6 +36,7 @@ class ConditionType:
     SERVING_GATED = "ServingGated"  # does spec.serving.gate hold serving back (True) or let it go ahead?
     ADMITTED = "Admitted"  # has Kueue admitted the Job (spec.queueName)?
     TRACKING = tracking_contract.CONDITION  # did the experiment tracker get the run, or was tracking degraded?
+    REPORT_INVALID = "ReportInvalid"  # was the trainer's termination message not a report (ignored, the exit code decides)?
 
 
 class Reason:
@@ -45,7 +46,8 @@ class Reason:
     INVALID_SPEC = "InvalidSpec"
     IMAGE_NOT_ALLOWED = "ImageNotAllowed"
     POLICY_DENIED = "PolicyDenied"  # a field the admin policy (KubetunePolicy) does not allow
-    SECRET_NOT_USABLE = "SecretNotUsable"  # a referenced Secret without the policy's label
+    SECRET_NOT_USABLE = "SecretNotUsable"
+    REPORT_INVALID = "ReportInvalid"  # the termination message broke the report's schema, size or depth  # a referenced Secret without the policy's label
     SECRET_MISSING = "SecretMissing"
     # spec.model.adapterFrom naming a FineTuneJob: still running, failed (or without an adapter), absent.
     ADAPTER_SOURCE_PENDING = "AdapterSourcePending"

@@ -18,7 +18,8 @@ from kubetune_contract import curves
 from ..api.manifest import load_manifests, parse_job, parse_sweep
 from ..builders.trial import build_trial
 from .local_run import run_job
-from ..status.progress import read_trainer_metrics, scrape
+from ..runtime.scraper import ScrapeError, fetch
+from ..status.progress import read_trainer_metrics
 from ..sweeps import study as st
 from ..sweeps.report import write_report
 from ..api.search_space import shown
@@ -39,9 +40,9 @@ class _Watch:
 
     def __call__(self, child) -> None:
         try:
-            values = read_trainer_metrics(scrape(f"http://127.0.0.1:{self.port}/metrics", 2.0)).values
-        except OSError:
-            return  # not serving yet
+            values = read_trainer_metrics(fetch("127.0.0.1", self.port, "/metrics", 2.0)).values
+        except (ScrapeError, ValueError):
+            return  # not serving yet, or a page caught mid-write
         if "eval_loss" in values and values.get("eval_step"):
             self.trial.curve[int(values["eval_step"])] = values["eval_loss"]
         if not self.pruned and self.trial.number in st.to_prune(self.spec, self.trials):

@@ -7,8 +7,9 @@ cluster. Handlers feed them what they read and write back what they return.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
+
+from kubetune_contract.termination import ReportInvalid, parse_report
 
 from . import queueing
 from ..api.status import STOP_ANNOTATION, ConditionType as C, Reason as R
@@ -45,6 +46,7 @@ class Outcome:
     reason: str
     message: str
     report: dict | None = None  # the trainer's termination message, when one explains it
+    report_problem: str | None = None  # why the newest termination message is not a trainer report
 
 
 @dataclass(frozen=True)
@@ -98,20 +100,27 @@ def _pod_time(pod: dict) -> str:
     return term.get("finishedAt") or (pod.get("status") or {}).get("startTime") or pod.get("metadata", {}).get("creationTimestamp") or ""
 
 
-def termination_report(pod: dict) -> dict | None:
-    """The trainer's final JSON from its termination message, if it wrote one."""
+def read_report(pod: dict) -> tuple[dict | None, str | None]:
+    """(the trainer's report from the pod's termination message, why the message
+    is not one): a pod runs a tenant's code, so the message is checked against
+    the report's schema, size and depth before anything reads it."""
     term = _terminated(pod)
     if not term or not term.get("message"):
-        return None
+        return None, None
     try:
-        report = json.loads(term["message"])
-    except ValueError:
-        return None
-    return report if isinstance(report, dict) else None
+        return parse_report(str(term["message"])), None
+    except ReportInvalid as exc:
+        return None, f"the termination message of pod {pod.get('metadata', {}).get('name')} is not a trainer report: {exc}"
 
 
-def latest_report(pods: list[dict], *, succeeded: bool | None = None) -> dict | None:
-    """The newest termination report (optionally only from succeeded / failed pods)."""
+def termination_report(pod: dict) -> dict | None:
+    """The trainer's final JSON from its termination message, if it wrote a valid one."""
+    return read_report(pod)[0]
+
+
+def newest_report(pods: list[dict], *, succeeded: bool | None = None) -> tuple[dict | None, str | None]:
+    """(the newest termination report, why the newest message was none) of
+    the pods (optionally only succeeded / failed ones)."""
     candidates = []
     for pod in pods:
         phase = (pod.get("status") or {}).get("phase")
@@ -119,10 +128,18 @@ def latest_report(pods: list[dict], *, succeeded: bool | None = None) -> dict | 
             continue
         if succeeded is False and phase != "Failed":
             continue
-        report = termination_report(pod)
-        if report is not None:
-            candidates.append((_pod_time(pod), report))
-    return max(candidates, key=lambda c: c[0])[1] if candidates else None
+        report, problem = read_report(pod)
+        if report is not None or problem is not None:
+            candidates.append((_pod_time(pod), report, problem))
+    if not candidates:
+        return None, None
+    _, report, problem = max(candidates, key=lambda c: c[0])
+    return report, problem
+
+
+def latest_report(pods: list[dict], *, succeeded: bool | None = None) -> dict | None:
+    """The newest termination report (optionally only from succeeded / failed pods)."""
+    return newest_report(pods, succeeded=succeeded)[0]
 
 
 def pod_started(pod: dict) -> bool:
@@ -174,8 +191,8 @@ def training_outcome(obs: Observation, previous_phase: str | None) -> Outcome:
             return Outcome("Succeeded", R.COMPLETED, "training finished")
         return Outcome("Pending", R.PODS_PENDING, "creating the training Job")
     if _job_condition(job, "Complete"):
-        report = latest_report(obs.pods, succeeded=True)
-        return Outcome("Succeeded", R.COMPLETED, "training finished", report)
+        report, problem = newest_report(obs.pods, succeeded=True)
+        return Outcome("Succeeded", R.COMPLETED, "training finished", report, problem)
     failed = _job_condition(job, "Failed")
     if failed:
         return _failure(failed, obs.pods)
@@ -226,7 +243,12 @@ def stop_request(annotations: dict | None) -> tuple[str, str] | None:
 
 
 def _failure(condition: dict, pods: list[dict]) -> Outcome:
-    report = latest_report(pods, succeeded=False)
+    report, problem = newest_report(pods, succeeded=False)
+    outcome = _failed(condition, pods, report)
+    return Outcome(outcome.phase, outcome.reason, outcome.message, outcome.report, problem)
+
+
+def _failed(condition: dict, pods: list[dict], report: dict | None) -> Outcome:
     job_reason = condition.get("reason") or ""
     job_message = condition.get("message") or job_reason
     if report and report.get("reason") in TRAINER_FAILURE_REASONS:
@@ -294,9 +316,17 @@ def next_status(current: dict, obs: Observation, *, now: str, generation: int | 
     job_status = (obs.job or {}).get("status") or {}
     if job_status.get("startTime"):
         status["startTime"] = job_status["startTime"]
-    if outcome.report:
-        apply_report(status, outcome.report)
-    fitted = fit_condition(outcome.report, outcome.reason if outcome.phase == "Failed" else None)
+    report, problem = outcome.report, outcome.report_problem
+    if report:
+        try:
+            reported = dict(status)
+            apply_report(reported, report)
+            status = reported
+        except Exception as exc:  # noqa: BLE001 - a section the right type outside, the wrong shape inside
+            report, problem = None, f"the trainer report could not be read: {type(exc).__name__}: {str(exc)[:200]}"
+    if problem:  # the job ends as its exit code says; what the message claimed is not used
+        conditions = set_condition(conditions, C.REPORT_INVALID, "True", R.REPORT_INVALID, _clip(problem), now, generation)
+    fitted = fit_condition(report, outcome.reason if outcome.phase == "Failed" else None)
     if fitted and outcome.phase in ("Succeeded", "Failed"):
         conditions = set_condition(conditions, C.FIT, *fitted, now, generation)
 
@@ -310,7 +340,7 @@ def next_status(current: dict, obs: Observation, *, now: str, generation: int | 
         conditions = set_condition(conditions, C.SUCCEEDED, "True", R.COMPLETED, outcome.message, now, generation)
     if outcome.phase == "Failed":
         conditions = set_condition(conditions, C.FAILED, "True", outcome.reason, outcome.message, now, generation)
-    for type_, *verdict in outcome_conditions(obs.serving_enabled, outcome.phase, outcome.reason, outcome.report):
+    for type_, *verdict in outcome_conditions(obs.serving_enabled, outcome.phase, outcome.reason, report):
         conditions = set_condition(conditions, type_, *verdict, now, generation)
     running = obs.job is not None and not (obs.job.get("spec") or {}).get("suspend")
     if admission := queueing.admission(obs.queue_name, obs.workload, outcome.phase, outcome.reason, outcome.message, running):

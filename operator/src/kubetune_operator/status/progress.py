@@ -5,7 +5,6 @@ the checkpoint URI the trainer published (never one rebuilt here)."""
 from __future__ import annotations
 
 import math
-import urllib.request
 from dataclasses import dataclass, field
 
 from kubetune_contract import metric_names as m
@@ -96,9 +95,3 @@ def progress_patch(reading: TrainerReading) -> dict:
     if committed > 0 and reading.checkpoint_uri:
         out["checkpoint"] = {"uri": reading.checkpoint_uri, "step": committed}
     return out
-
-
-def scrape(url: str, timeout: float) -> str:
-    """GET a /metrics page (plain HTTP inside the cluster network)."""
-    with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310 - fixed scheme
-        return response.read(2_000_000).decode("utf-8", "replace")

@@ -14,7 +14,9 @@ from ...api.status import STOP_ANNOTATION
 from ...api.status import ConditionType as C
 from ...k8s import ApiError, now_rfc3339
 from ...runtime import Key, PermanentError, Runtime, Watch
+from ...runtime.scraper import Scraper
 from ...runtime.status import StatusWriter
+from ...status.progress import read_trainer_metrics
 from ...status.observed import set_condition, transition_event
 from ..watches import FINETUNEJOBS, POOL_DEPLOYMENTS, POOL_PODS, SERVING_DEPLOYMENTS, SERVING_PODS, TRAINER_PODS, TRAINING_JOBS
 from .adapter_source import Dependents
@@ -46,7 +48,11 @@ class FineTuneJobController:
         self.secrets = SecretChecker(runtime.kube, runtime.cfg, self.clock)
         self.reconciled: dict[Key, tuple] = {}  # key -> the spec version reconciled (or refused for good)
         self.accepted: dict[Key, tuple] = {}  # key -> a spec version accepted whose Valid=True is not written yet
-        self.scraped: dict[Key, float] = {}  # key -> when rank 0's /metrics was last read
+        self.scraped: dict[Key, float] = {}  # key -> when rank 0's /metrics was last asked for
+        cfg = runtime.cfg
+        self.scraper = Scraper(read_trainer_metrics, on_done=self.mark, workers=cfg.metrics_scrape_workers,
+                               per_namespace=cfg.metrics_scrape_per_namespace, deadline_s=cfg.metrics_scrape_timeout,
+                               clock=self.clock)
         self.handled: dict[Key, frozenset[str]] = {}  # key -> pods of failed multi-node attempts acted on
         self.started: dict[Key, dict[str, str]] = {}  # key -> uid -> completion index of trainer pods that started
         self.dependents = Dependents()  # which jobs train on from which job's adapter
@@ -80,6 +86,7 @@ class FineTuneJobController:
         for memory in (self.reconciled, self.accepted, self.scraped, self.handled, self.started):
             memory.pop(key, None)
         self.dependents.forget(key)
+        self.scraper.forget(key)
         self.status.forget(key)
         self.rt.discard(self.name, key)
 

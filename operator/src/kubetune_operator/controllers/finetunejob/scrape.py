@@ -1,38 +1,51 @@
 """While a job runs, rank 0's /metrics -> status.progress, status.metrics and
 status.checkpoint, every scrape interval: the numbers Grafana shows; and the
-Tracking condition as soon as the trainer says a tracker degraded."""
+Tracking condition as soon as the trainer says a tracker degraded.
+
+The scrape itself runs on the scraper's threads (`runtime.scraper`), bounded
+in time and size, never on a worker: a pass asks for one when it is due and
+applies the last one that finished (whose end marks the job for a pass)."""
 
 from __future__ import annotations
 
+from ... import metrics
 from ...builders.training import METRICS_PORT
 from ...k8s import now_rfc3339
-from ...status.progress import progress_patch, read_trainer_metrics, scrape
+from ...runtime.scraper import ScrapeResult
 from ...status.observed import set_condition
+from ...status.progress import progress_patch
 from ...status.tracking import degraded_while_running
 
 JOB_COMPLETION_INDEX = "batch.kubernetes.io/job-completion-index"
 
 
 def poll_progress(ctl, p) -> float | None:
-    """Returns when to read again (None: the job does not run)."""
+    """Returns when to look again (None: the job does not run)."""
     interval = ctl.cfg.metrics_scrape_interval
     old = ctl.status.current(p.key, p.body)  # the queue runs no other pass on this job meanwhile
+    finished = ctl.scraper.take(p.key)
     if old.get("phase") != "Running" or p.job is None:
         ctl.scraped.pop(p.key, None)
         return None
+    if finished is not None:
+        _apply(ctl, p, old, finished)
     wait = ctl.scraped.get(p.key, float("-inf")) + interval - ctl.clock()
     if wait > 0:
         return wait
-    ctl.scraped[p.key] = ctl.clock()
     ip = rank0_ip(ctl.children(p.key)[1])
-    if not ip:
-        return interval
-    try:
-        text = scrape(f"http://{ip}:{METRICS_PORT}/metrics", ctl.cfg.metrics_scrape_timeout)
-    except OSError as exc:
-        p.logger.debug("trainer metrics not reachable yet at %s: %s", ip, exc)
-        return interval
-    reading = read_trainer_metrics(text)
+    if ip and ctl.scraper.request(p.key, ip, METRICS_PORT):
+        ctl.scraped[p.key] = ctl.clock()
+    elif not ip:
+        ctl.scraped[p.key] = ctl.clock()
+    return interval
+
+
+def _apply(ctl, p, old: dict, finished: ScrapeResult) -> None:
+    if finished.error is not None:
+        metrics.SCRAPE_FAILURES.inc()
+        p.logger.debug("trainer metrics not read: %s", finished.error)
+        return
+    reading = finished.value
     new = dict(old)
     for section, values in progress_patch(reading).items():
         new[section] = dict(old.get(section) or {}, **values)
@@ -41,7 +54,6 @@ def poll_progress(ctl, p) -> float | None:
                                           now_rfc3339(), p.generation)
     if new != old:
         ctl.status.write(p.body, old, new, p.logger)
-    return interval
 
 
 def rank0_ip(pods: list[dict]) -> str | None:
