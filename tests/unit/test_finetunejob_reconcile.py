@@ -11,7 +11,7 @@ from kubetune_operator.controllers.watches import FINETUNEJOBS, TRAINING_JOBS
 from kubetune_operator.runtime import Runtime
 from kubetune_operator.runtime.watches import slim
 
-from .test_builders import CFG, example
+from .test_builders import CFG, UID, example
 
 KEY = ("team", "quickstart")
 
@@ -19,8 +19,9 @@ KEY = ("team", "quickstart")
 class RecordingApiServer:
     """Holds objects by (kind, name) and records what a pass creates and patches."""
 
-    def __init__(self, *held: tuple[str, str]):
-        self.held = set(held)
+    def __init__(self, *held: tuple[str, str], foreign: tuple[tuple[str, str], ...] = ()):
+        self.held = set(held) | set(foreign)
+        self.foreign = set(foreign)  # held, made by someone else: no ownerReference to the FineTuneJob
         self.created: list[tuple[str, str]] = []
         self.patched: list[tuple[str, str, dict]] = []
 
@@ -35,7 +36,8 @@ class RecordingApiServer:
             if new:
                 self.held.add(ident)
                 self.created.append(ident)
-            results.append((obj, new))
+            theirs = {"kind": obj["kind"], "metadata": {"name": obj["metadata"]["name"]}, "spec": {}}
+            results.append((theirs if ident in self.foreign else obj, new))
         return results
 
     def create_if_absent(self, obj):
@@ -67,8 +69,10 @@ def quickstart_job() -> dict:
     return doc
 
 
-def stored_job(name: str) -> dict:
-    return slim({"metadata": {"name": name, "uid": "job-uid"}, "spec": {"suspend": False}, "status": {"active": 1}})
+def stored_job(name: str, owner: str = UID) -> dict:
+    """A training Job as the cache keeps it, controlled by the FineTuneJob `owner`."""
+    return slim({"metadata": {"name": name, "uid": "job-uid", "ownerReferences": [{"uid": owner, "kind": "FineTuneJob", "controller": True}]},
+                 "spec": {"suspend": False}, "status": {"active": 1}})
 
 
 def test_a_new_job_gets_its_config_map_and_training_job():
@@ -111,3 +115,33 @@ def test_a_trained_job_s_service_is_created_before_its_deployment():
     server = RecordingApiServer()
     first_pass(server, body, passes=2)  # reconcile, then the status sync that serves it
     assert [kind for kind, _ in server.created] == ["Service", "Deployment"]
+
+
+def test_a_config_map_of_our_name_someone_else_made_is_never_run():
+    """Pre-created `<job>-config`: the trainer would run it with the job's
+    Secrets. No Job is created, nothing is modified, the conflict is in status."""
+    server = RecordingApiServer(foreign=(("ConfigMap", config_map_name(KEY[1])),))
+    statuses = []
+    server.patch_status = lambda kind, ns, name, status: statuses.append(status) or {}
+    first_pass(server, quickstart_job())
+    assert server.created == [] and server.patched == []
+    valid = next(c for c in statuses[-1]["conditions"] if c["type"] == "Valid")
+    assert (valid["status"], valid["reason"]) == ("False", "ChildConflict") and "ConfigMap quickstart-config exists and is not" in valid["message"]
+
+
+def test_an_earlier_incarnation_s_job_is_not_adopted():
+    """Re-created before garbage collection removed the old, Complete Job: that
+    Job is another FineTuneJob's (its UID): not ours, not adopted, its pods not read."""
+    from kubetune_operator.controllers.finetunejob.observe import children
+    from kubetune_operator.controllers.watches import TRAINER_PODS
+
+    job_name = training_job_name(KEY[1])
+    server = RecordingApiServer(foreign=(("Job", job_name),))
+    rt = Runtime.create(CFG, server, (FineTuneJobController,), workers=0)
+    rt.index(FINETUNEJOBS, *KEY, {}, quickstart_job())
+    rt.index(TRAINING_JOBS, KEY[0], job_name, {LABEL_JOB: KEY[1]}, stored_job(job_name, owner="an-older-uid"))
+    forged = slim({"metadata": {"name": "forged", "labels": {LABEL_JOB: KEY[1]}}, "status": {"phase": "Succeeded"}})
+    rt.index(TRAINER_PODS, KEY[0], "forged", {LABEL_JOB: KEY[1]}, forged)
+    assert children(rt.cache, KEY, UID) == (None, [], None)
+    rt.controllers["finetunejob"].work(KEY)
+    assert [kind for kind, _ in server.created] == ["ConfigMap"] and server.patched == []  # our config; their Job untouched

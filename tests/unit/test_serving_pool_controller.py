@@ -16,11 +16,16 @@ from .test_builders import _member
 class RecordingKube:
     """Records the calls a pass makes (the stand-in for the one client module)."""
 
-    def __init__(self):
+    def __init__(self, existing: dict | None = None):
         self.applied, self.patched = [], []
+        self.existing = existing or {}  # (kind, name) -> what the API server holds
+
+    def get(self, kind, namespace, name):
+        return self.existing.get((kind, name))
 
     def apply(self, obj, field_manager):
         self.applied.append(obj)
+        self.existing[(obj["kind"], obj["metadata"]["name"])] = obj
         return obj
 
     def merge_patch(self, kind, namespace, name, patch, subresource=None):
@@ -95,3 +100,18 @@ def test_events_mark_the_pools_a_job_was_and_is_in():
     ctl.on_event(FINETUNEJOBS, "DELETED", ("team", "coding"), moved)
     assert marked[0] == ("team", "coding") and set(marked[1:3]) == {("team", "coding"), ("team", "other")}
     assert marked[3:] == [("team", "other")]
+
+
+def test_an_unrelated_object_with_the_pool_s_name_is_never_applied_over():
+    """A Service `coding-pool` someone else made: the pool applies nothing (its
+    selector is not replaced, no ownerReference added) and its members hear why."""
+    from kubetune_operator.controllers.servingpool.controller import POOL_CONFLICTS
+
+    rt, ctl, kube = runtime(_member("a", "2026-01-01T00:00:00Z"))
+    kube.existing[("Service", "coding-pool")] = {"kind": "Service", "metadata": {"name": "coding-pool"}, "spec": {"selector": {"app": "theirs"}}}
+    assert ctl.work(("team", "coding")) is not None  # looked at again later
+    assert kube.applied == [] and kube.existing[("Service", "coding-pool")]["spec"]["selector"] == {"app": "theirs"}
+    assert "Service coding-pool exists and is not serving pool coding's" in rt.cache.one(POOL_CONFLICTS, ("team", "coding"))["message"]
+    del kube.existing[("Service", "coding-pool")]  # its owner renames it
+    ctl.work(("team", "coding"))
+    assert [o["kind"] for o in kube.applied] == ["Service", "Deployment"] and rt.cache.one(POOL_CONFLICTS, ("team", "coding")) is None

@@ -47,6 +47,7 @@ class Reason:
     IMAGE_NOT_ALLOWED = "ImageNotAllowed"
     POLICY_DENIED = "PolicyDenied"  # a field the admin policy (KubetunePolicy) does not allow
     SECRET_NOT_USABLE = "SecretNotUsable"
+    CHILD_CONFLICT = "ChildConflict"  # an object with a child's name that is not this job's (left untouched)
     REPORT_INVALID = "ReportInvalid"  # the termination message broke the report's schema, size or depth  # a referenced Secret without the policy's label
     SECRET_MISSING = "SecretMissing"
     # spec.model.adapterFrom naming a FineTuneJob: still running, failed (or without an adapter), absent.

@@ -89,3 +89,24 @@ def object_meta(job: FineTuneJob, namespace: str, name: str, labels: dict[str, s
     if owners:
         meta["ownerReferences"] = owners
     return meta
+
+
+def controlled_by(obj: dict | None, uid: str | None) -> bool:
+    """Whether `obj` names `uid` as its controlling owner: what makes a child
+    ours. Names and labels prove nothing (anyone in the namespace can pick
+    them); an ownerReference to our object's UID is only ever written by us."""
+    if obj is None or not uid:
+        return False
+    return any(o.get("uid") == uid and o.get("controller") for o in (obj.get("metadata") or {}).get("ownerReferences") or [])
+
+
+def owned_by_any(obj: dict | None, uids) -> bool:
+    """Whether `obj` names any of `uids` as an owner (a serving pool's objects are owned by its members)."""
+    wanted = set(uids)
+    return obj is not None and any(o.get("uid") in wanted for o in (obj.get("metadata") or {}).get("ownerReferences") or [])
+
+
+def conflict_message(obj: dict, whose: str) -> str:
+    kind, name = obj.get("kind", "object"), obj["metadata"]["name"]
+    return (f"{kind} {name} exists and is not {whose}'s (no ownerReference to it): it is left untouched; "
+            f"rename or delete it, or use another name")

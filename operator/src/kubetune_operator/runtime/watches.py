@@ -11,11 +11,16 @@ Key = tuple[str, str]  # (namespace, name) of the resource a controller reconcil
 
 
 def slim(body) -> dict:
-    """What status derivation needs of a child; keeps the cache small."""
+    """What status derivation needs of a child; keeps the cache small. Its
+    owners' UIDs are kept: a child is ours only when it names our object as
+    its controller (a label anyone in the namespace can set)."""
     meta = body["metadata"]
     spec = body.get("spec") or {}
+    owners = [{"uid": o.get("uid"), "kind": o.get("kind"), "controller": bool(o.get("controller"))}
+              for o in meta.get("ownerReferences") or []]
     return {
-        "metadata": {k: meta.get(k) for k in ("name", "uid", "annotations", "labels", "creationTimestamp") if meta.get(k) is not None},
+        "metadata": {**{k: meta.get(k) for k in ("name", "uid", "annotations", "labels", "creationTimestamp") if meta.get(k) is not None},
+                     **({"ownerReferences": owners} if owners else {})},
         "spec": {k: spec.get(k) for k in ("suspend", "replicas") if k in spec},
         "status": dict(body.get("status") or {}),
     }

@@ -125,8 +125,9 @@ class FineTuneJobController:
     # ------------------------------------------------------------------ shared by the steps
 
     def children(self, key: Key) -> tuple[dict | None, list[dict], dict | None]:
-        """(training Job, trainer pods, serving Deployment) as the cache shows them."""
-        return children(self.rt.cache, key)
+        """(training Job, trainer pods, serving Deployment) as the cache shows them, ours by UID only."""
+        body = self.rt.cache.one(FINETUNEJOBS.kind, key)
+        return children(self.rt.cache, key, (body or {}).get("metadata", {}).get("uid"))
 
     def refuse(self, p: Pass, phase: str, reason: str, message: str) -> None:
         """Record why the job cannot run (Valid=False, and Failed for permanent reasons)."""

@@ -11,7 +11,9 @@ from dataclasses import dataclass, field
 from ...api import parse_job
 from ...api.errors import Problem
 from ...api.job import FineTuneJob
+from ...builders.meta import controlled_by
 from ...runtime import Key
+from ..servingpool.controller import POOL_CONFLICTS
 from ..servingpool.members import assemble, candidates
 from ..watches import FINETUNEJOBS, POOL_DEPLOYMENTS, POOL_PODS, SERVING_DEPLOYMENTS, SERVING_PODS, TRAINER_PODS, TRAINING_JOBS
 
@@ -60,9 +62,16 @@ class Pass:
         return JobLog(log, {"namespace": self.key[0], "name": self.key[1]})
 
 
-def children(cache, key: Key) -> tuple[dict | None, list[dict], dict | None]:
-    """(training Job, trainer pods, serving Deployment) as the cache shows them."""
-    return cache.one(TRAINING_JOBS.kind, key), cache.all(TRAINER_PODS.kind, key), cache.one(SERVING_DEPLOYMENTS.kind, key)
+def children(cache, key: Key, uid: str | None) -> tuple[dict | None, list[dict], dict | None]:
+    """(training Job, trainer pods, serving Deployment) as the cache shows them:
+    only what is ours by UID. The label that files them under this job can be
+    set by anyone in the namespace; the Job must name this FineTuneJob (`uid`)
+    as its controller, the pods that Job, the Deployment this FineTuneJob."""
+    job = next((j for j in cache.all(TRAINING_JOBS.kind, key) if controlled_by(j, uid)), None)
+    job_uid = (job or {}).get("metadata", {}).get("uid")
+    pods = [pod for pod in cache.all(TRAINER_PODS.kind, key) if controlled_by(pod, job_uid)]
+    deployment = next((d for d in cache.all(SERVING_DEPLOYMENTS.kind, key) if controlled_by(d, uid)), None)
+    return job, pods, deployment
 
 
 def pool_refusal(ctl, p) -> str | None:
@@ -82,8 +91,9 @@ def observe_serving(ctl, p, own_deployment: dict | None) -> dict:
     if not (serving.enabled and serving.pool):
         return {"deployment": own_deployment, "serving_pods": cache.all(SERVING_PODS.kind, p.key)}
     pool_key = (p.key[0], serving.pool)
+    conflict = (cache.one(POOL_CONFLICTS, pool_key) or {}).get("message")
     return {"deployment": cache.one(POOL_DEPLOYMENTS.kind, pool_key), "serving_pods": cache.all(POOL_PODS.kind, pool_key),
-            "serving_member": p.key[1], "serving_refusal": pool_refusal(ctl, p)}
+            "serving_member": p.key[1], "serving_refusal": pool_refusal(ctl, p) or conflict}
 
 
 def members_to_mark(ctl, namespace: str, pool: str) -> list[tuple[str, str]]:

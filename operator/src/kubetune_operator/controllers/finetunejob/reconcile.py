@@ -8,6 +8,7 @@ from __future__ import annotations
 from ...admission import disallowed_images, policy_violations
 from ...api.status import Reason as R
 from ...builders import build_training_objects
+from ...builders.meta import conflict_message, controlled_by
 from ...k8s import ApiError
 from ...runtime import PermanentError
 from . import adapter_source
@@ -17,18 +18,51 @@ from .suspend import converge_suspend
 from .sync import trained
 
 SECRET_RETRY_SECONDS = 10
+CONFLICT_RETRY_SECONDS = 10
 
 
 def reconcile(ctl, p) -> float | None:
     """Returns when to try again (a Secret still missing), None when done.
     Raises PermanentError when retrying cannot help until the spec changes."""
+    waiting = _admit(ctl, p)
+    if waiting is not None:
+        return waiting
+    training_job, _, _ = ctl.children(p.key)
+    if trained(ctl.status.current(p.key, p.body)):
+        if training_job is not None:
+            converge_suspend(ctl.kube, p, training_job)
+    elif training_job is not None:
+        conflict = _complete_training_objects(ctl, p, training_job)
+        if conflict:
+            return _conflict(ctl, p, conflict)
+    else:
+        conflict = pool_refusal(ctl, p)
+        if conflict:  # refused before anything is created: the pool could never serve it
+            raise PermanentError(R.INVALID_SPEC, conflict)
+        source = _adapter_source(ctl, p)
+        if source.waiting:
+            ctl.refuse(p, "Pending", R.ADAPTER_SOURCE_PENDING, source.waiting)
+            return adapter_source.RETRY_SECONDS
+        conflict = _create_training_objects(ctl, p, source.uri)
+        if conflict:
+            return _conflict(ctl, p, conflict)
+    ctl.accepted[p.key] = p.version
+    ctl.reconciled[p.key] = p.version
+    ctl.mark(p.key)
+    return None
+
+
+def _admit(ctl, p) -> float | None:
+    """What must hold before anything is created: a valid spec, allowed images,
+    the admin policy (as the API server's admission policy has it) and usable
+    Secrets. Raises PermanentError, or returns when to look again."""
     if p.job is None:
         raise PermanentError(R.INVALID_SPEC, "; ".join(problem.render() for problem in p.problems))
     refused = disallowed_images(p.job, ctl.cfg)
     if refused:
         raise PermanentError(R.IMAGE_NOT_ALLOWED, "; ".join(refused))
     refused = policy_violations(p.job, ctl.cfg)
-    if refused:  # before anything is created, as the API server's admission policy would have
+    if refused:
         raise PermanentError(R.POLICY_DENIED, "; ".join(refused))
     secrets = ctl.secrets.check(p.job, p.logger)
     if secrets.missing:
@@ -38,25 +72,14 @@ def reconcile(ctl, p) -> float | None:
     if secrets.unusable:
         ctl.refuse(p, "Pending", R.SECRET_NOT_USABLE, secrets.unusable_message(ctl.cfg.policy.secret_label))
         return SECRET_RETRY_SECONDS
-    training_job, _, _ = ctl.children(p.key)
-    if trained(ctl.status.current(p.key, p.body)):
-        if training_job is not None:
-            converge_suspend(ctl.kube, p, training_job)
-    elif training_job is not None:
-        _complete_training_objects(ctl, p, training_job)
-    else:
-        conflict = pool_refusal(ctl, p)
-        if conflict:  # refused before anything is created: the pool could never serve it
-            raise PermanentError(R.INVALID_SPEC, conflict)
-        source = _adapter_source(ctl, p)
-        if source.waiting:
-            ctl.refuse(p, "Pending", R.ADAPTER_SOURCE_PENDING, source.waiting)
-            return adapter_source.RETRY_SECONDS
-        _create_training_objects(ctl, p, source.uri)
-    ctl.accepted[p.key] = p.version
-    ctl.reconciled[p.key] = p.version
-    ctl.mark(p.key)
     return None
+
+
+def _conflict(ctl, p, conflict: str) -> float:
+    """A child of our name that is not ours: said in status, looked at again
+    later (an earlier incarnation's Job goes once garbage collection catches up)."""
+    ctl.refuse(p, "Pending", R.CHILD_CONFLICT, f"{conflict} (no training Job runs until then)")
+    return CONFLICT_RETRY_SECONDS
 
 
 def _adapter_source(ctl, p) -> adapter_source.Resolved:
@@ -66,45 +89,84 @@ def _adapter_source(ctl, p) -> adapter_source.Resolved:
     return adapter_source.resolve(p.key[0], name, ctl.rt.cache.one(FINETUNEJOBS.kind, (p.key[0], name)))
 
 
-def _complete_training_objects(ctl, p, training_job: dict) -> None:
+def _complete_training_objects(ctl, p, training_job: dict) -> str | None:
     """A Job this process did not create (it restarted, or the spec changed):
     its ConfigMap and Service are created too where missing, since a process
     killed between creating the Job and them left pods waiting for a volume
-    that would never come. Costs a 409 per object, once per job and process."""
+    that would never come. Costs a 409 per object, once per job and process.
+    Returns a conflict, as `_create_training_objects`."""
     source = _adapter_source(ctl, p)
     if source.waiting:  # made while its source job had an adapter; nothing to rebuild the config from now
         converge_suspend(ctl.kube, p, training_job)
-        return
-    _create_training_objects(ctl, p, source.uri, existing_job=training_job)
+        return None
+    return _create_training_objects(ctl, p, source.uri, existing_job=training_job)
 
 
-def _create_training_objects(ctl, p, adapter_uri: str | None = None, existing_job: dict | None = None) -> None:
-    """Create the ConfigMap, Job (and Service) side by side, all but the Job
-    when `existing_job` is there. Their order does not matter: the Job's pods
-    wait for the ConfigMap as a kubelet waits for any volume. When the API
-    server refuses one of the others for good (a quota, say) but the Job
-    exists, the Job is suspended, so that no pod waits for a ConfigMap that will
-    never come (the operator may not delete; the Job goes with its
+def _create_training_objects(ctl, p, adapter_uri: str | None = None, existing_job: dict | None = None) -> str | None:
+    """Create the ConfigMap (and Service) side by side, then the Job (unless
+    `existing_job` is there). What the Job's pods read must be ours before a
+    pod can start: a ConfigMap of our name that someone else made would run
+    this job's trainer, with its Secrets, on their config. So every object a
+    create answered 409 for must name this FineTuneJob as its controller;
+    otherwise it is left untouched, no Job is created (an existing one is
+    suspended) and the conflict is returned, to be said in status.
+
+    When the API server refuses one of the others for good (a quota, say) but
+    the Job exists, the Job is suspended, so that no pod waits for a ConfigMap
+    that will never come (the operator may not delete; the Job goes with its
     FineTuneJob), and the refusal is permanent. A retryable error leaves
     everything as it is: the retry finds it (409)."""
-    kube = ctl.kube
+    kube, uid = ctl.kube, p.body["metadata"].get("uid")
     job = adapter_source.with_source_adapter(p.job, adapter_uri) if adapter_uri else p.job
-    objects = [obj for obj in build_training_objects(job, ctl.cfg) if existing_job is None or obj["kind"] != "Job"]
-    results = dict(zip((obj["kind"] for obj in objects), kube.create_all_if_absent(objects)))
-    job = results.get("Job", (existing_job, False))
-    errors = [r for r in results.values() if isinstance(r, ApiError)]
-    if not errors:
-        stored, created = job
-        if created:
-            p.logger.info("created Job %s", stored["metadata"]["name"])
-        else:
-            converge_suspend(kube, p, stored)
-        return
+    built = build_training_objects(job, ctl.cfg)
+    first = [obj for obj in built if obj["kind"] != "Job"]
+    results = list(zip(first, kube.create_all_if_absent(first)))
+    if existing_job is None:
+        the_job = next(obj for obj in built if obj["kind"] == "Job")
+        if not _failed(results) and not _foreign(results, uid):
+            results.append((the_job, kube.create_all_if_absent([the_job])[0]))
+    stored_job = next((r for obj, r in results if obj["kind"] == "Job"), (existing_job, False) if existing_job else None)
+    foreign = _foreign(results, uid)
+    if _failed(results) and not foreign:
+        _refused(kube, p, results, stored_job)
+    if foreign:
+        if existing_job is not None:
+            _suspend(kube, p, existing_job, foreign)
+        return foreign
+    stored, created = stored_job
+    if created:
+        p.logger.info("created Job %s", stored["metadata"]["name"])
+    else:
+        converge_suspend(kube, p, stored)
+    return None
+
+
+def _refused(kube, p, results, stored_job) -> None:
+    """Raise what the API server answered: the error to retry, or (refused
+    for good) PermanentError, the Job suspended if it exists."""
+    errors = [r for _, r in results if isinstance(r, ApiError)]
     final = [e for e in errors if not (e.retryable or e.status in (404, 409))]
     if not final:
         raise errors[0]
-    if not isinstance(job, ApiError):
-        name = job[0]["metadata"]["name"]
-        p.logger.info("suspending Job %s: %s", name, final[0].message)
-        kube.merge_patch("Job", p.key[0], name, {"spec": {"suspend": True}})
+    if stored_job is not None and not isinstance(stored_job, ApiError):
+        _suspend(kube, p, stored_job[0], final[0].message)
     raise PermanentError(R.INVALID_SPEC, f"the API server refused a child object: {final[0].message}")
+
+
+def _failed(results) -> bool:
+    return any(isinstance(r, ApiError) for _, r in results)
+
+
+def _foreign(results, uid: str | None) -> str | None:
+    """The first object a create found already there that is not this job's."""
+    for _, result in results:
+        if isinstance(result, tuple) and not result[1] and not controlled_by(result[0], uid):
+            return conflict_message(result[0], "this FineTuneJob")
+    return None
+
+
+def _suspend(kube, p, job: dict, why: str) -> None:
+    name = job["metadata"]["name"]
+    if not (job.get("spec") or {}).get("suspend"):
+        p.logger.info("suspending Job %s: %s", name, why)
+        kube.merge_patch("Job", p.key[0], name, {"spec": {"suspend": True}})

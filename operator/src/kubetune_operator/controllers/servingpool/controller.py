@@ -12,6 +12,7 @@ import hashlib
 import json
 import logging
 
+from ...builders.meta import conflict_message, owned_by_any
 from ...builders.serving import plan_objects
 from ...builders.serving_plan import MEMBERS_ANNOTATION, members_of, pool_name, pool_plan
 from ...runtime import Key, PermanentError, Runtime, Watch
@@ -19,9 +20,12 @@ from ...status.serving import available, serves
 from .members import assemble, candidates
 from ..watches import FINETUNEJOBS, POOL_DEPLOYMENTS, POOL_PODS
 
-__all__ = ["POOL_DEPLOYMENTS", "POOL_PODS", "ServingPoolController"]
+__all__ = ["POOL_CONFLICTS", "POOL_DEPLOYMENTS", "POOL_PODS", "ServingPoolController"]
 
 DIGEST_ANNOTATION = "kubetune.io/pool-spec"
+# The cache entry a pool's conflict is kept under (read by its members' passes: observe).
+POOL_CONFLICTS = "pool-conflicts"
+CONFLICT_RETRY_SECONDS = 10
 FIELD_MANAGER = "kubetune-serving-pool"
 log = logging.getLogger("kubetune.servingpool")
 
@@ -62,7 +66,8 @@ class ServingPoolController:
 
     def work(self, key: Key) -> float | None:
         namespace, pool = key
-        assembly = assemble(candidates(self.rt.cache.in_namespace(FINETUNEJOBS.kind, namespace), pool))
+        found = candidates(self.rt.cache.in_namespace(FINETUNEJOBS.kind, namespace), pool)
+        assembly = assemble(found)
         deployment = self.rt.cache.one(POOL_DEPLOYMENTS.kind, key)
         if not assembly.members:
             self._idle(key, deployment)
@@ -76,10 +81,35 @@ class ServingPoolController:
         plan = pool_plan(pool, assembly.members, self.cfg, previous=served_now(deployment), starting=starting)
         *others, pool_deployment = plan_objects(plan, self.cfg)
         pool_deployment["metadata"].setdefault("annotations", {})[DIGEST_ANNOTATION] = wanted
+        if self._conflict(key, (*others, pool_deployment), {(c.job.metadata.model_extra or {}).get("uid") for c in found}):
+            return CONFLICT_RETRY_SECONDS
         for obj in (*others, pool_deployment):  # the digest last: what it names is applied then
             self.kube.apply(obj, FIELD_MANAGER)
         log.info("[%s] serving pool %s: %s", namespace, pool, ", ".join(job.metadata.name for job in assembly.members))
         return None
+
+    def _conflict(self, key: Key, objects, uids: set) -> bool:
+        """Whether an object of a pool object's name exists that no job of the
+        pool owns (an unrelated Service called `<pool>-pool`, say): it is never
+        applied over; its members say why in their Serving condition."""
+        for obj in objects:
+            existing = self.kube.get(obj["kind"], key[0], obj["metadata"]["name"])
+            if existing is not None and not owned_by_any(existing, uids - {None}):
+                message = conflict_message(existing, f"serving pool {key[1]}")
+                if self.rt.cache.one(POOL_CONFLICTS, key) != {"message": message}:
+                    log.warning("[%s] serving pool %s: %s", key[0], key[1], message)
+                    self.rt.cache.put(POOL_CONFLICTS, key, "conflict", {"message": message})
+                    self._mark_members(key)
+                return True
+        if self.rt.cache.one(POOL_CONFLICTS, key) is not None:
+            self.rt.cache.drop(POOL_CONFLICTS, key, "conflict")
+            self._mark_members(key)
+        return False
+
+    def _mark_members(self, key: Key) -> None:
+        for body in self.rt.cache.in_namespace(FINETUNEJOBS.kind, key[0]):
+            if pool_of(body) == key[1]:
+                self.rt.mark("finetunejob", (key[0], body["metadata"]["name"]))
 
     def _idle(self, key: Key, deployment: dict | None) -> None:
         """No member to serve (they left the pool or stopped serving): scale to
