@@ -79,3 +79,16 @@ def test_a_preference_jobs_rewards_reach_status_metrics():
     m.rewards_chosen.set(0.25), m.rewards_rejected.set(-0.5), m.reward_margin.set(0.75), m.preference_accuracy.set(0.875)
     patch = progress_patch(read_trainer_metrics(generate_latest(m.registry).decode()))
     assert patch["metrics"] == {"trainLoss": 0.41, "tokensPerSecond": 0.0, "rewardMargin": 0.75, "rewardAccuracy": 0.875}
+
+
+def test_the_loss_column_rounds_alike_while_running_and_once_succeeded():
+    """kubectl's LOSS column prints status.metrics.trainLoss as stored: the number
+    read from /metrics while the job ran and the one of the termination message
+    once it succeeded are stored with the same digits."""
+    from kubetune_operator.status.report import apply_report
+
+    loss = 0.00805659294128418
+    running = progress_patch(TrainerReading(values={"loss": loss, "eval_loss": 1234.5678901, "tokens_per_second": 98765.4321}))
+    finished: dict = {}
+    apply_report(finished, {"metrics": {"trainLoss": loss, "evalLoss": 1234.5678901, "tokensPerSecond": 98765.4321}})
+    assert running["metrics"] == finished["metrics"] == {"trainLoss": 0.008056593, "evalLoss": 1234.568, "tokensPerSecond": 98765.43}

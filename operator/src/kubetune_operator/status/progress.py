@@ -10,6 +10,11 @@ from dataclasses import dataclass, field
 from kubetune_contract import metric_names as m
 from prometheus_client.parser import text_string_to_metric_families
 
+# status.metrics as a user reads them (kubectl's LOSS column prints the number as
+# stored): this many significant digits, whether the number came from /metrics
+# while the job ran or from the termination message once it finished.
+SIGNIFICANT_DIGITS = 7
+
 # Gauges read for status, by their short names (without the prefix).
 WANTED = {name.removeprefix(m.PREFIX) for name in (
     m.STEP, m.TOTAL_STEPS, m.EPOCH, m.PROGRESS_RATIO, m.ETA_SECONDS, m.LOSS, m.EVAL_LOSS, m.EVAL_STEP, m.TOKENS_PER_SECOND,
@@ -24,6 +29,11 @@ class TrainerReading:
     values: dict[str, float] = field(default_factory=dict)
     checkpoint_uri: str | None = None
     tracking_degraded: str | None = None  # which tracker degraded and why, once one has
+
+
+def status_number(value: float) -> float:
+    """A metric as `status.metrics` keeps it (SIGNIFICANT_DIGITS)."""
+    return float(f"{value:.{SIGNIFICANT_DIGITS}g}")
 
 
 def read_trainer_metrics(text: str, rank: str = "0") -> TrainerReading:
@@ -83,7 +93,7 @@ def progress_patch(reading: TrainerReading) -> dict:
     progress = _progress(reading.values)
     if progress:
         out["progress"] = progress
-    metrics = {key: round(reading.values[short], 6) for short, key in
+    metrics = {key: status_number(reading.values[short]) for short, key in
                (("loss", "trainLoss"), ("eval_loss", "evalLoss"), ("tokens_per_second", "tokensPerSecond"),
                 ("reward_margin", "rewardMargin"), ("preference_accuracy", "rewardAccuracy"), ("reward_mean", "rewardMean"))
                if short in reading.values}

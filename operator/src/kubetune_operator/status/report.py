@@ -11,11 +11,12 @@ from kubetune_contract.termination import FINAL_METRICS
 
 from .dataset import dataset_fields
 from .evaluation import best_checkpoint, evaluation_status, finite
+from .progress import status_number
 from .tracking import tracking_fields
 
 
 def _metrics(report: dict) -> dict:
-    metrics = {k: v for k in FINAL_METRICS if (v := finite((report.get("metrics") or {}).get(k))) is not None}
+    metrics = {k: status_number(v) for k in FINAL_METRICS if (v := finite((report.get("metrics") or {}).get(k))) is not None}
     curve = curves.parse(report.get(curves.KEY))
     if curve:
         metrics[curves.KEY] = [{"step": step, "evalLoss": value} for step, value in sorted(curve.items())]
