@@ -2,10 +2,11 @@
 recording stand-in for the Kubernetes client (the cluster tests run it against
 the real API server): what it creates when nothing exists, when a process
 before it created the training Job but was killed before its ConfigMap, and
-in which order a trained job's serving objects are made."""
+in which order a trained job's serving objects are made, and how they go when
+the job is no longer to be served."""
 from __future__ import annotations
 
-from kubetune_operator.builders.meta import LABEL_JOB, config_map_name, training_job_name
+from kubetune_operator.builders.meta import LABEL_JOB, config_map_name, serving_name, training_job_name
 from kubetune_operator.controllers.finetunejob.controller import FineTuneJobController
 from kubetune_operator.controllers.watches import FINETUNEJOBS, TRAINING_JOBS
 from kubetune_operator.runtime import Runtime
@@ -24,6 +25,8 @@ class RecordingApiServer:
         self.foreign = set(foreign)  # held, made by someone else: no ownerReference to the FineTuneJob
         self.created: list[tuple[str, str]] = []
         self.patched: list[tuple[str, str, dict]] = []
+        self.deleted: list[tuple[str, str]] = []
+        self.owner_uid: str | None = None  # the ownerReferences uid of what it holds
 
     def metadata(self, kind, namespace, name) -> dict:
         return {"name": name, "labels": {"kubetune.io/usable": "true"}}  # every Secret the job names is there, usable
@@ -42,6 +45,17 @@ class RecordingApiServer:
 
     def create_if_absent(self, obj):
         return self.create_all_if_absent([obj])[0]
+
+    def get(self, kind, namespace, name):
+        if (kind, name) not in self.held:
+            return None
+        return {"metadata": {"name": name, "uid": f"{kind}-uid", "ownerReferences": [{"uid": self.owner_uid}]}}
+
+    def delete(self, kind, namespace, name, uid) -> bool:
+        assert uid == f"{kind}-uid"  # only the object it read, never a namesake
+        self.held.discard((kind, name))
+        self.deleted.append((kind, name))
+        return True
 
     def merge_patch(self, kind, namespace, name, patch, subresource=None):
         self.patched.append((kind, name, patch))
@@ -145,3 +159,40 @@ def test_an_earlier_incarnation_s_job_is_not_adopted():
     assert children(rt.cache, KEY, UID) == (None, [], None)
     rt.controllers["finetunejob"].work(KEY)
     assert [kind for kind, _ in server.created] == ["ConfigMap"] and server.patched == []  # our config; their Job untouched
+
+
+def served_job(enabled: bool) -> dict:
+    body = example("serving.yaml", namespace=KEY[0]).to_manifest()
+    body["metadata"].update(name=KEY[1], generation=2, uid="job-uid")
+    body["spec"]["serving"]["enabled"] = enabled
+    body["status"] = {"phase": "Serving", "output": {"adapterUri": "s3://out/quickstart/adapter"}, "observedGeneration": 1,
+                      "serving": {"endpoint": "http://quickstart-serving.team.svc:8000/v1", "modelName": KEY[1], "ready": True},
+                      "conditions": [{"type": "Valid", "status": "True", "reason": "Accepted"},
+                                     {"type": "Serving", "status": "True", "reason": "ServingReady"}]}
+    return body
+
+
+def test_serving_turned_off_removes_the_deployment_then_the_service_in_one_pass():
+    name = serving_name(KEY[1])
+    server = RecordingApiServer(("Deployment", name), ("Service", name), ("Job", training_job_name(KEY[1])))
+    server.owner_uid = "job-uid"
+    first_pass(server, served_job(enabled=False), passes=1)
+    assert server.deleted == [("Deployment", name), ("Service", name)]
+    assert server.created == []
+
+
+def test_serving_turned_off_leaves_what_is_not_the_job_s_own():
+    """A Deployment and Service of that name owned by another uid (a namesake) stay."""
+    name = serving_name(KEY[1])
+    server = RecordingApiServer(("Deployment", name), ("Service", name))
+    server.owner_uid = "someone-else"
+    first_pass(server, served_job(enabled=False), passes=1)
+    assert server.deleted == []
+
+
+def test_a_served_job_still_to_be_served_keeps_its_objects():
+    name = serving_name(KEY[1])
+    server = RecordingApiServer(("Deployment", name), ("Service", name))
+    server.owner_uid = "job-uid"
+    first_pass(server, served_job(enabled=True), passes=1)
+    assert server.deleted == [] and server.created == []

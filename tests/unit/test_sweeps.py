@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import copy
 import math
+import subprocess
+import sys
 
 import optuna
 import pytest
@@ -323,3 +325,14 @@ def test_a_finished_trial_whose_curve_missed_the_running_trials_step_still_prune
     assert st.to_prune(spec, [fast, slow]) == [1]
     better = st.Trial(1, {"training.learningRate": 1e-4}, state="running", curve={2: 2.0, 4: 2.5})
     assert st.to_prune(spec, [fast, better]) == []
+
+
+def test_an_operator_with_no_sweep_never_loads_optuna():
+    """Optuna (about 20 MB of the operator's memory) is imported by the first sweep
+    that asks for a trial or a pruning verdict (`controllers/finetunesweep/act`),
+    not when the operator starts with every controller."""
+    code = ("import sys, kubetune_operator.handlers, kubetune_operator.controllers.finetunesweep.controller;"
+            "loaded = 'optuna' in sys.modules; from kubetune_operator.sweeps import study;"
+            "print(loaded, 'optuna' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and out.stdout.split() == ["False", "True"], out.stdout + out.stderr

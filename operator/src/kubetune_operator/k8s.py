@@ -212,6 +212,18 @@ class Kube:
         mine = [attempt(obj) for obj in objs[-1:]]  # this thread makes one of the requests itself
         return [f.result() for f in others] + mine
 
+    def delete(self, kind: str, namespace: str, name: str, uid: str) -> bool:
+        """Delete the object of that name only while it is the one with `uid` (never
+        a namesake made since). False when it is gone or another object by now."""
+        options = {"apiVersion": "v1", "kind": "DeleteOptions", "preconditions": {"uid": uid}, "propagationPolicy": "Background"}
+        try:
+            self.request("DELETE", self.path(kind, namespace, name), options)
+            return True
+        except ApiError as exc:
+            if exc.status in (404, 409):
+                return False
+            raise
+
     def merge_patch(self, kind: str, namespace: str, name: str, patch: dict, subresource: str | None = None) -> dict:
         return self.request("PATCH", self.path(kind, namespace, name, subresource), patch, content_type="application/merge-patch+json")
 

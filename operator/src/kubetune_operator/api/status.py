@@ -83,6 +83,7 @@ class Reason:
     FIT_NO_VALIDATION_DATA = fit.NO_VALIDATION_DATA
     SERVING_REFUSED = "ServingRefused"  # e.g. a pool member that disagrees with the pool
     NOT_SERVED = "NotServed"  # training did not succeed: nothing to serve
+    SERVING_DISABLED = "ServingDisabled"  # spec.serving.enabled turned false: taken off serving
     EXPORTED = "Exported"
     EXPORT_FAILED = "ExportFailed"
     # spec.serving.gate's verdicts (ServingGated; Serving is False with ServingGated when missed).

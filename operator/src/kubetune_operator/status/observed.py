@@ -350,28 +350,51 @@ def next_status(current: dict, obs: Observation, *, now: str, generation: int | 
     elif any(c.get("type") == C.SUSPENDED for c in conditions):
         conditions = set_condition(conditions, C.SUSPENDED, "False", R.RESUMED, "resumed: training continues from the newest committed checkpoint", now, generation)
 
-    phase, serve = outcome.phase, outcome.phase == "Succeeded" and obs.serving_enabled
-    if serve and previous_phase != "Serving":  # judged once, before serving starts
-        serve, gated = gate_conditions(obs.serving_gate, status.get("evaluation"))
-        for type_, *verdict in gated:
-            conditions = set_condition(conditions, type_, *verdict, now, generation)
-    if serve:
-        # Once Serving, losing availability is a failure, not "pending" again.
-        was_ready = previous_phase == "Serving" or bool((current.get("serving") or {}).get("ready"))
-        ready, reason, message = serving_outcome(obs.deployment, was_ready, obs)
-        conditions = set_condition(conditions, C.SERVING, "True" if ready else "False", reason, message, now, generation)
-        serving = dict(current.get("serving") or {})
-        serving["ready"] = ready
-        status["serving"] = serving
-        if ready or (previous_phase == "Serving" and reason == R.SERVING_FAILED):
-            # Once serving, a failing Deployment shows in the Serving condition
-            # and serving.ready; the phase keeps saying what the job reached.
-            phase = "Serving"
+    phase, conditions = _serving(status, current, conditions, obs, outcome.phase, now, generation)
 
     status["phase"] = phase
     status["conditions"] = conditions
     status["observedGeneration"] = generation
     return status
+
+
+# --------------------------------------------------------------------------- serving
+
+
+def _serving(status: dict, current: dict, conditions: list[dict], obs: Observation, phase: str, now: str,
+             generation: int | None) -> tuple[str, list[dict]]:
+    """(phase, conditions) once serving is judged, `status["serving"]` set. The
+    gate is judged before serving starts, and again when a re-evaluation
+    brings other numbers (not when only the gate changes); a job no longer to
+    be served (serving.enabled false, the gate now missed) says so in the
+    Serving condition and status.serving."""
+    serve = phase == "Succeeded" and obs.serving_enabled
+    if serve and (current.get("phase") != "Serving" or status.get("evaluation") != current.get("evaluation")):
+        serve, gated = gate_conditions(obs.serving_gate, status.get("evaluation"))
+        for type_, *verdict in gated:
+            conditions = set_condition(conditions, type_, *verdict, now, generation)
+    if serve:
+        # Once Serving, losing availability is a failure, not "pending" again.
+        was_ready = current.get("phase") == "Serving" or bool((current.get("serving") or {}).get("ready"))
+        ready, reason, message = serving_outcome(obs.deployment, was_ready, obs)
+        conditions = set_condition(conditions, C.SERVING, "True" if ready else "False", reason, message, now, generation)
+        status["serving"] = {**(current.get("serving") or {}), "ready": ready}
+        if ready or (current.get("phase") == "Serving" and reason == R.SERVING_FAILED):
+            # Once serving, a failing Deployment shows in the Serving condition
+            # and serving.ready; the phase keeps saying what the job reached.
+            phase = "Serving"
+    elif phase == "Succeeded" and current.get("serving"):
+        if not obs.serving_enabled:  # (a missed gate set Serving=False with its numbers)
+            conditions = set_condition(conditions, C.SERVING, "False", R.SERVING_DISABLED, not_served_message(current), now, generation)
+        status["serving"] = {"ready": False}  # no endpoint serves it any more
+    return phase, conditions
+
+
+def not_served_message(current: dict) -> str:
+    pool = (current.get("serving") or {}).get("pool")
+    if pool:
+        return f"serving.enabled is false: taken out of serving pool {pool} (its other members are served on)"
+    return "serving.enabled is false: not served; its vLLM Deployment and Service are removed"
 
 
 def transition_event(old: str | None, new: str, status: dict) -> tuple[str, str, str] | None:

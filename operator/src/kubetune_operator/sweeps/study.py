@@ -1,4 +1,6 @@
-"""A sweep's Optuna study, rebuilt from its trials on every pass.
+"""A sweep's Optuna study, rebuilt from its trials whenever a sweep asks for a
+suggestion or a pruning verdict (the first sweep imports Optuna; `trials`
+holds what needs no Optuna, and is re-exported here).
 
 There is no database: each trial's values and the sampler's own bookkeeping
 for it (`system_attrs`, e.g. the grid point it took) are written on its
@@ -12,37 +14,21 @@ one stopped: no trial is lost, none is suggested twice.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
 from typing import Any
 
 import optuna
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState, create_trial
 
-from ..api.sweep import FineTuneSweepSpec
-from ..api.sweep_objective import lower_is_better
 from ..api.search_space import Dimension, dimensions
+from ..api.sweep import FineTuneSweepSpec
+from .trials import SAMPLERS, Trial, best, carried, describe_pruner, describe_sampler, direction
+
+__all__ = ["SAMPLERS", "Trial", "best", "carried", "describe_pruner", "describe_sampler", "direction", "distribution",
+           "distributions", "pruner", "rebuild", "sampler", "suggest", "to_prune"]
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 log = logging.getLogger("kubetune.sweeps")
-
-
-@dataclass
-class Trial:
-    """What the study knows of one trial."""
-
-    number: int
-    values: dict[str, Any]  # parameter path -> the sampled value (Optuna's, before field_value)
-    system_attrs: dict[str, Any] = field(default_factory=dict)
-    state: str = "running"  # running | complete | pruned | failed
-    objective: float | None = None
-    curve: dict[int, float] = field(default_factory=dict)  # step -> objective at that evaluation
-
-
-def direction(spec: FineTuneSweepSpec) -> str:
-    if spec.optimize.direction:
-        return spec.optimize.direction
-    return "minimize" if lower_is_better(spec.optimize.metric) else "maximize"
 
 
 def distribution(dim: Dimension) -> BaseDistribution:
@@ -74,46 +60,13 @@ def sampler(spec: FineTuneSweepSpec, number: int = 0) -> optuna.samplers.BaseSam
     return optuna.samplers.TPESampler(seed=seed, n_startup_trials=spec.startup_trials)
 
 
-def describe_sampler(spec: FineTuneSweepSpec) -> str:
-    a = spec.algorithm
-    if a.type == "grid":
-        return f"GridSampler(seed={a.seed})"
-    extra = f", n_startup_trials={spec.startup_trials}" if a.type == "tpe" else ""
-    return f"{type(sampler(spec)).__name__}(seed={a.seed} + trial number{extra})"
-
-
 def pruner(spec: FineTuneSweepSpec) -> optuna.pruners.BasePruner:
     if spec.pruning is None:
         return optuna.pruners.NopPruner()
     return optuna.pruners.MedianPruner(n_startup_trials=spec.pruning.startup_trials, n_warmup_steps=spec.pruning.warmup_steps)
 
 
-def describe_pruner(spec: FineTuneSweepSpec) -> str | None:
-    if spec.pruning is None:
-        return None
-    return f"MedianPruner(n_startup_trials={spec.pruning.startup_trials}, n_warmup_steps={spec.pruning.warmup_steps})"
-
-
 _STATES = {"running": TrialState.RUNNING, "complete": TrialState.COMPLETE, "pruned": TrialState.PRUNED, "failed": TrialState.FAIL}
-
-
-def carried(curve: dict[int, float], steps: set[int]) -> dict[int, float]:
-    """A finished trial's curve, with a value at each of `steps` taken from its
-    newest evaluation at or before it.
-
-    The operator samples each trial's newest evaluation once per scrape, so a
-    fast trial's curve can miss the very step a running trial is at, and
-    Optuna's median pruner compares only values at the same step: without this,
-    whether a clearly worse trial is pruned would depend on scrape timing. For
-    a falling loss the carried value is the higher, earlier one, so the median
-    it gives never prunes more eagerly than the true value would."""
-    out = dict(curve)
-    known = sorted(curve)
-    for step in steps:
-        earlier = [k for k in known if k <= step]
-        if step not in out and earlier:
-            out[step] = curve[earlier[-1]]
-    return out
 
 
 def rebuild(spec: FineTuneSweepSpec, trials: list[Trial], next_number: int = 0) -> optuna.Study:
@@ -149,10 +102,3 @@ def to_prune(spec: FineTuneSweepSpec, trials: list[Trial]) -> list[int]:
             if frozen.state == TrialState.RUNNING and frozen.intermediate_values and study.pruner.prune(study, frozen)]
 
 
-def best(spec: FineTuneSweepSpec, trials: list[Trial]) -> Trial | None:
-    """The completed trial with the best objective (pruned and failed ones never count)."""
-    done = [t for t in trials if t.state == "complete" and t.objective is not None]
-    if not done:
-        return None
-    pick = min if direction(spec) == "minimize" else max
-    return pick(done, key=lambda t: (t.objective, t.number) if pick is min else (t.objective, -t.number))

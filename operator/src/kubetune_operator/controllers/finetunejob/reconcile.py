@@ -1,7 +1,7 @@
 """A spec this process has not reconciled: check it, create what is missing,
-converge suspend. Status follows one window later (`sync`), with whatever the
-new Job's first events showed by then: under a burst, every worker goes on
-creating Jobs first."""
+converge suspend, then status in the same pass (`sync`): a new job shows
+phase Pending with its Valid condition as soon as its Job exists, and a
+changed spec's effect (serving turned off) is acted on at once."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from . import adapter_source
 from ..watches import FINETUNEJOBS
 from .observe import pool_refusal
 from .suspend import converge_suspend
-from .sync import trained
+from .sync import sync, trained
 
 SECRET_RETRY_SECONDS = 10
 CONFLICT_RETRY_SECONDS = 10
@@ -48,8 +48,9 @@ def reconcile(ctl, p) -> float | None:
             return _conflict(ctl, p, conflict)
     ctl.accepted[p.key] = p.version
     ctl.reconciled[p.key] = p.version
-    ctl.mark(p.key)
-    return None
+    # In the same pass: phase Pending with Valid=True for a new job (with what its
+    # children show, for a changed spec), never one window later.
+    return sync(ctl, p)
 
 
 def _admit(ctl, p) -> float | None:

@@ -9,11 +9,10 @@ from ...api.status import ConditionType as C
 from ...api.status import Reason as R
 from ...status.evaluation import fit_event, results_event
 from ...k8s import now_rfc3339
-from ...status.serving_gate import held_back
 from ...status.observed import Observation, next_status, set_condition, stop_request
 from . import attempts, queue
 from .observe import observe_serving
-from .serving import ensure_serving
+from .serving import converge_serving
 from .suspend import converge_suspend
 
 
@@ -63,8 +62,7 @@ def sync(ctl, p) -> float | None:
                       serving_gate=spec.serving.gate, **observe_serving(ctl, p, deployment))
     new = next_status(base, obs, now=now_rfc3339(), generation=p.generation)
     new["attempts"] = max(new.get("attempts") or 0, attempts.remember_started(ctl, p.key, pods))
-    if spec.serving.enabled and new.get("phase") in ("Succeeded", "Serving") and not held_back(new):
-        ensure_serving(ctl, p, new, deployment)
+    converge_serving(ctl, p, old, new, deployment)
     # A new job was Pending (accepted, its Job created) even when its children's
     # first events already show more by the time its first status is written.
     stored = ctl.status.write(p.body, old, new, p.logger, via="Pending" if accepting and not old.get("phase") else None)

@@ -7,7 +7,7 @@ from __future__ import annotations
 from ...api.manifest import parse_job
 from ...api.status import STOP_ANNOTATION
 from ...builders.trial import build_trial
-from ...sweeps import study as st
+from ...sweeps import trials as st
 from .progress import too_many_failures
 
 # A trial created but not in the cache yet (its watch event is in flight): come
@@ -18,11 +18,13 @@ CACHE_LAG_SECONDS = 0.5
 def start_trials(ctl, p, trials: list[st.Trial]) -> float | None:
     """Create trials up to `parallelism`, until `maxTrials`; returns when to come
     back if the cache lags behind what this process created."""
+    from ...sweeps import study  # Optuna: loaded by the first sweep that starts a trial
+
     spec = p.sweep.spec
     room = spec.parallelism - sum(t.state == "running" for t in trials)
     while room > 0 and len(trials) < spec.max_trials and not spec.suspend and not too_many_failures(spec, trials):
         number = max((t.number for t in trials), default=-1) + 1
-        values, attrs = st.suggest(st.rebuild(spec, trials, number), spec)
+        values, attrs = study.suggest(study.rebuild(spec, trials, number), spec)
         doc = build_trial(p.sweep, number, values, attrs)
         parsed = parse_job(doc)
         if parsed.job is None:  # the template and these values make no valid job
@@ -40,7 +42,9 @@ def start_trials(ctl, p, trials: list[st.Trial]) -> float | None:
 
 def stop_worse_trials(ctl, p, trials: list[st.Trial], bodies: dict[int, dict]) -> None:
     """Ask the median pruner; a pruned trial's FineTuneJob is told to stop (it checkpoints, then ends Stopped)."""
-    for number in st.to_prune(p.sweep.spec, trials):
+    from ...sweeps import study  # Optuna, as in start_trials
+
+    for number in study.to_prune(p.sweep.spec, trials):
         body = bodies[number]
         if STOP_ANNOTATION in (body["metadata"].get("annotations") or {}):
             continue  # asked already

@@ -22,7 +22,7 @@ from ...runtime import Key, PermanentError, Runtime, Watch
 from ...runtime.status import StatusWriter
 from ...runtime.watches import whole
 from ...status.observed import set_condition
-from ...sweeps import study as st
+from ...sweeps import trials as st
 from ...api.search_space import shown
 from . import act, progress
 from .observe import INVALID, observe

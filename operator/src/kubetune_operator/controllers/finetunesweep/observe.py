@@ -9,7 +9,7 @@ from kubetune_contract import curves
 from ...api.status import Reason as R
 from ...builders.trial import trial_record
 from ...api import sweep_objective
-from ...sweeps.study import Trial
+from ...sweeps.trials import Trial
 
 INVALID = "Invalid"  # a trial whose suggested spec was refused; it has no FineTuneJob
 

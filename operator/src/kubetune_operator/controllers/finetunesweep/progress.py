@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from ...api.sweep import FineTuneSweepSpec
 from ...api import sweep_objective
-from ...sweeps import study as st
+from ...sweeps import trials as st
 from ...api.search_space import shown
 from .observe import INVALID
 
