@@ -1,8 +1,12 @@
 #!/usr/bin/env bash
-# `make bench-operator` at N=500, an older commit's operator against this
-# checkout's, alternated ROUNDS times (default 3) on one machine:
+# `make bench-operator`, an older commit's operator against this checkout's,
+# alternated ROUNDS times (default 3) on one machine:
 #
-#     bash bench/operator_ab.sh OLD_COMMIT [OUT_DIR]     (ROUNDS=3 SIZES=500 by default)
+#     bash bench/operator_ab.sh OLD_COMMIT [OUT_DIR]     (ROUNDS=3 SIZES=500 by default; SIZES=500,2000)
+#
+# KUBETUNE_VENV and KUBETUNE_TOOLS_BIN, when set, name an environment and
+# cluster tools already installed (they are used as they are); otherwise
+# hack/python-env.sh and hack/cluster-tools/build.sh make them.
 #
 # The old side runs from a detached worktree of OLD_COMMIT (its own copy of the
 # benchmark, so that it applies its own CRD: an older operator refuses the
@@ -15,8 +19,8 @@ here=$(cd "$(dirname "$0")/.." && pwd)
 out=${2:-$(mktemp -d)}
 rounds=${ROUNDS:-3}
 sizes=${SIZES:-500}
-venv=$("$here/hack/python-env.sh")
-KUBETUNE_TOOLS_BIN=$(bash "$here/hack/cluster-tools/build.sh")
+venv=${KUBETUNE_VENV:-$("$here/hack/python-env.sh")}
+KUBETUNE_TOOLS_BIN=${KUBETUNE_TOOLS_BIN:-$(bash "$here/hack/cluster-tools/build.sh")}
 export KUBETUNE_TOOLS_BIN PATH="$venv/bin:$KUBETUNE_TOOLS_BIN:$PATH"
 old_tree=$(mktemp -d)/old
 git -C "$here" worktree add -q --detach "$old_tree" "$old_commit"
@@ -30,6 +34,6 @@ for i in $(seq 1 "$rounds"); do
     [ -d "$tree/trainer/contract/src" ] && src=$src:$tree/trainer/contract/src
     (cd "$tree" && PYTHONPATH=$src python -c "import kubetune_operator; print('$side imports', kubetune_operator.__file__)" &&
      PYTHONPATH=$src python bench/operator_bench.py --sizes "$sizes" --no-floor) > "$out/$side-$i.txt" 2>&1 || echo "FAILED" >> "$out/$side-$i.txt"
-    echo "$side $i: $(grep -A1 '^    N ' "$out/$side-$i.txt" | tail -1)"
+    echo "$side $i:"; grep -A9 '^    N ' "$out/$side-$i.txt" | grep -E '^ +[0-9]+ ' | head -"$(echo "$sizes" | tr ',' '\n' | wc -l)"
   done
 done
