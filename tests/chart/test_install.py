@@ -39,15 +39,15 @@ NEEDED = [
     ("update", "finetunesweeps.kubetune.io", "finalizers"),
     ("create", "configmaps"), ("get", "configmaps"), ("patch", "configmaps"),
     ("create", "jobs.batch"), ("get", "jobs.batch"), ("list", "jobs.batch"), ("watch", "jobs.batch"), ("patch", "jobs.batch"),
-    ("create", "services"), ("get", "services"), ("patch", "services"),
+    ("create", "services"), ("get", "services"), ("patch", "services"), ("delete", "services"),
     ("create", "deployments.apps"), ("get", "deployments.apps"), ("list", "deployments.apps"), ("watch", "deployments.apps"),
-    ("patch", "deployments.apps"),
+    ("patch", "deployments.apps"), ("delete", "deployments.apps"),
     ("list", "pods"), ("watch", "pods"), ("get", "secrets"),
     ("create", "events"),
     ("create", "pods", "eviction"), ("list", "workloads.kueue.x-k8s.io"), ("patch", "workloads.kueue.x-k8s.io"),
 ]
 # Never: Secrets beyond their metadata by name (list, watch, write), exec/attach/logs,
-# deleting anything, creating pods directly (a FineTuneJob must not become a way
+# deleting anything but a job's own vLLM Deployment and Service, creating pods directly (a FineTuneJob must not become a way
 # to run arbitrary pods), RBAC, nodes; nor verbs nothing uses (list/watch of
 # ConfigMaps and Services, get of pods, sweeps or status, events.k8s.io, patching events).
 FORBIDDEN = [

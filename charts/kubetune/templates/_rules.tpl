@@ -6,8 +6,9 @@ tests/chart proves with `kubectl auth can-i` that each is granted and that
 nothing else is, and runs the operator under the chart's ServiceAccount with no
 403. Deliberately absent: reading Secrets' data (only their metadata is asked
 for, to check the admin policy's label), pods/exec, pods/log, delete on
-anything (children are garbage-collected through ownerReferences; a failed
-multi-node attempt's pods are evicted), list/watch of what is never watched
+anything but a job's own vLLM Deployment and Service (children are
+garbage-collected through ownerReferences; a failed multi-node attempt's pods
+are evicted), list/watch of what is never watched
 (ConfigMaps, Services), and RBAC objects.
 */}}
 {{- define "kubetune.namespacedRules" -}}
@@ -35,17 +36,22 @@ multi-node attempt's pods are evicted), list/watch of what is never watched
 # Children the operator creates and never watches: the trainer config (patched
 # when a suspended job's spec changes) and rendezvous/serving Services (server-
 # side applied for serving pools). get: what a create answered 409 for, to
-# check that it is ours (its ownerReference) before it is used.
+# check that it is ours (its ownerReference) before it is used. delete (vLLM
+# Services only, in practice): a job no longer to be served loses its own
+# Service, read first and deleted only while it is the one the job owns (uid).
 - apiGroups: [""]
-  resources: [configmaps, services]
+  resources: [configmaps]
   verbs: [get, create, patch]
+- apiGroups: [""]
+  resources: [services]
+  verbs: [get, create, patch, delete]
 # Children the operator creates and watches (status comes from them).
 - apiGroups: [batch]
   resources: [jobs]
   verbs: [get, list, watch, create, patch]
 - apiGroups: [apps]
   resources: [deployments]
-  verbs: [get, list, watch, create, patch]
+  verbs: [get, list, watch, create, patch, delete]
 # Trainer and vLLM pods: phase, termination messages, pod IPs for /metrics polling.
 - apiGroups: [""]
   resources: [pods]
