@@ -51,8 +51,16 @@ def served(bucket, name: str, **serving) -> dict:
 
 
 def deployment(kube, namespace: str, name: str) -> dict | None:
+    return _object(kube, f"/apis/apps/v1/namespaces/{namespace}/deployments/{name}")
+
+
+def service(kube, namespace: str, name: str) -> dict | None:
+    return _object(kube, f"/api/v1/namespaces/{namespace}/services/{name}")
+
+
+def _object(kube, path: str) -> dict | None:
     try:
-        return kube.raw.get(f"/apis/apps/v1/namespaces/{namespace}/deployments/{name}")
+        return kube.raw.get(path)
     except Exception as exc:  # noqa: BLE001 - 404 is the answer we wait for
         if getattr(exc, "status", None) == 404:
             return None
@@ -75,8 +83,10 @@ def test_a_pool_of_two_adapters_merged_mode_and_a_corrupted_adapter_on_real_vllm
        passes: validation loss below the base model's), `broken` (not served yet);
     2. the pool (serving switched on for both members once trained) and the merged
        model are served (2 vLLM servers);
-    3. `merged` goes; `chatty` leaves the pool while `coding` is asked throughout (a rollout:
-       2 pool pods); the pool's Deployment goes with its last member;
+    3. `merged` is switched off (serving.enabled false): its Deployment and Service are gone
+       by the pass that says so; `chatty` is switched off too and leaves the pool while
+       `coding` is asked throughout (a rollout: 2 pool pods); the pool's Deployment goes
+       with its last member;
     4. `broken`'s adapter is corrupted, then serving is switched on: vLLM's own error."""
     op = operator_factory(KUBETUNE_VLLM_IMAGE=VLLM_IMAGE, **s3_env)
     coding = served(serving_bucket, "coding", pool="team")
@@ -102,9 +112,10 @@ def test_a_pool_of_two_adapters_merged_mode_and_a_corrupted_adapter_on_real_vllm
 
     _pool_serves_both_members(kube, namespace, op, serving_bucket)
     _merged_mode_serves_the_merged_model(kube, namespace, op)
-    kube.raw.request("DELETE", f"{FTJ.format(ns=namespace)}/merged")
+    _serving_switched_off_removes_its_objects_in_one_pass(kube, namespace, op, "merged")
     wait_for(lambda: not [p for p in serving_pods(kube, namespace) if p["metadata"]["labels"].get("kubetune.io/job") == "merged"],
              120, what="the merged model's vLLM gone (at most 2 servers at once)")
+    kube.raw.request("DELETE", f"{FTJ.format(ns=namespace)}/merged")
     _a_member_leaves_while_the_other_answers(kube, namespace, op)
     kube.raw.request("DELETE", f"{FTJ.format(ns=namespace)}/coding")
     wait_for(lambda: deployment(kube, namespace, "team-pool") is None, 120, what="pool Deployment gone with its last member")
@@ -162,10 +173,24 @@ def _merged_mode_serves_the_merged_model(kube, namespace, op) -> None:
     assert complete(address, "merged", PROMPT).strip().startswith(ANSWER)
 
 
+def _serving_switched_off_removes_its_objects_in_one_pass(kube, namespace, op, name: str) -> None:
+    """The pass that says the job is no longer served has deleted its Deployment
+    and Service already (deletes first, then the status write)."""
+    kube.raw.merge_patch(f"{FTJ.format(ns=namespace)}/{name}", {"spec": {"serving": {"enabled": False}}})
+    off = wait_for(lambda: (c := condition(status(kube, namespace, name), "Serving")).get("reason") == "ServingDisabled" and c,
+                   SERVE_TIMEOUT, interval=0.2, what=f"{name}: Serving=False ServingDisabled",
+                   describe=lambda: json.dumps(status(kube, namespace, name)) + op.log_tail(20))
+    assert off["status"] == "False" and "Deployment and Service are removed" in off["message"], off
+    assert deployment(kube, namespace, f"{name}-serve") is None
+    assert service(kube, namespace, f"{name}-serve") is None
+    st = status(kube, namespace, name)
+    assert st["phase"] == "Succeeded" and st["serving"] == {"ready": False}, st
+
+
 def _a_member_leaves_while_the_other_answers(kube, namespace, op) -> None:
     poller = Poller(kube, namespace, "team-pool", "coding", PROMPT, ANSWER).start()
     try:
-        kube.raw.request("DELETE", f"{FTJ.format(ns=namespace)}/chatty")
+        kube.raw.merge_patch(f"{FTJ.format(ns=namespace)}/chatty", {"spec": {"serving": {"enabled": False}}})
         wait_for(lambda: _rolled_out_to(kube, namespace, ["coding"]), SERVE_TIMEOUT, interval=1,
                  what="the pool serving coding alone",
                  describe=lambda: json.dumps(deployment(kube, namespace, "team-pool").get("status")) + op.log_tail(20))
@@ -178,6 +203,12 @@ def _a_member_leaves_while_the_other_answers(kube, namespace, op) -> None:
     st = status(kube, namespace, "coding")
     assert st["phase"] == "Serving" and st["serving"]["ready"] is True
     assert [o["name"] for o in deployment(kube, namespace, "team-pool")["metadata"]["ownerReferences"]] == ["coding"]
+    left = status(kube, namespace, "chatty")
+    assert left["phase"] == "Succeeded" and left["serving"] == {"ready": False}, left
+    served_no_more = condition(left, "Serving")
+    assert (served_no_more["status"], served_no_more["reason"]) == ("False", "ServingDisabled"), served_no_more
+    assert "taken out of serving pool team" in served_no_more["message"], served_no_more
+    kube.raw.request("DELETE", f"{FTJ.format(ns=namespace)}/chatty")
 
 
 def _a_corrupted_adapter_fails_with_vllm_s_own_error(kube, namespace, op, bucket) -> None:
