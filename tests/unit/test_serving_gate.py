@@ -3,9 +3,14 @@ what it does to the job's conditions and to a serving pool."""
 
 from __future__ import annotations
 
+import json
+
 from kubetune_operator.api.spec import ServingGate
+from kubetune_operator.status.evaluation import evaluation_status
 from kubetune_operator.status.serving_gate import gate_conditions, gate_verdict, held_back
 from kubetune_operator.status.observed import Observation, next_status
+
+from .test_status_logic import REPORT_OK, pod
 
 EVALUATION = {"metrics": {"mae": {"base": 146.0, "tuned": 47.1}, "evalLoss": {"base": 2.0, "tuned": 2.4},
                           "exactMatch": {"base": 0.1, "tuned": 0.55}}}
@@ -96,3 +101,47 @@ def test_a_job_already_serving_is_not_judged_again():
     status = next_status({"phase": "Serving", "evaluation": EVALUATION, "serving": {"ready": True}}, obs,
                          now="2026-12-01T00:00:01Z", generation=2)
     assert not held_back(status)
+
+
+SERVED = {"phase": "Serving", "evaluation": EVALUATION,
+          "serving": {"endpoint": "http://job-serve.ns.svc:8000/v1", "modelName": "job", "ready": True},
+          "conditions": [{"type": "Serving", "status": "True", "reason": "ServingReady", "message": "1/1 vLLM replicas available"}]}
+
+
+def _condition(status: dict, type_: str) -> dict:
+    return next(c for c in status["conditions"] if c["type"] == type_)
+
+
+def test_serving_switched_off_says_so_and_drops_the_endpoint():
+    obs = Observation(job=_succeeded_job(), serving_enabled=False)
+    status = next_status(SERVED, obs, now="2026-12-01T00:00:01Z", generation=2)
+    assert status["phase"] == "Succeeded" and status["serving"] == {"ready": False}
+    serving = _condition(status, "Serving")
+    assert (serving["status"], serving["reason"]) == ("False", "ServingDisabled")
+    assert serving["message"] == "serving.enabled is false: not served; its vLLM Deployment and Service are removed"
+
+
+def test_a_pool_member_switched_off_says_it_left_the_pool():
+    member = {**SERVED, "serving": {"endpoint": "http://team-pool.ns.svc:8000/v1", "modelName": "job", "pool": "team", "ready": True}}
+    status = next_status(member, Observation(job=_succeeded_job(), serving_enabled=False), now="2026-12-01T00:00:01Z", generation=2)
+    assert status["serving"] == {"ready": False}
+    assert _condition(status, "Serving")["message"] == "serving.enabled is false: taken out of serving pool team (its other members are served on)"
+
+
+def test_a_re_evaluation_that_misses_the_gate_takes_a_serving_job_off():
+    """Other numbers in the trainer's report are judged again (the gate alone
+    changing is not: test_a_job_already_serving_is_not_judged_again)."""
+    def report(tuned_mae: float) -> dict:
+        return {**REPORT_OK, "evaluation": {"primary": "mae", "metrics": {"mae": {"base": 146.0, "tuned": tuned_mae}}}}
+
+    def observed(tuned_mae: float) -> Observation:
+        trainer = pod("Succeeded", exit_code=0, message=json.dumps(report(tuned_mae)))
+        return Observation(job=_succeeded_job(), pods=[trainer], serving_enabled=True, serving_gate=ServingGate(metric="mae"))
+
+    served = {**SERVED, "evaluation": evaluation_status(report(47.1))}
+    same = next_status(served, observed(47.1), now="2026-12-01T00:00:01Z", generation=1)
+    assert not held_back(same) and same["serving"]["endpoint"] == SERVED["serving"]["endpoint"]
+    worse = next_status(served, observed(151.0), now="2026-12-01T00:00:01Z", generation=1)
+    assert held_back(worse) and worse["phase"] == "Succeeded" and worse["serving"] == {"ready": False}
+    serving = _condition(worse, "Serving")
+    assert (serving["status"], serving["reason"]) == ("False", "ServingGated") and "151" in serving["message"], serving
