@@ -171,7 +171,9 @@ def _bench_namespace(raw, prefix: str) -> str:
     ns = f"{prefix}-{int(time.time())}"
     raw.request("POST", "/api/v1/namespaces", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}})
     wait_for(lambda: raw.get(f"/api/v1/namespaces/{ns}/serviceaccounts")["items"], timeout=30, what="default SA")
-    raw.request("POST", f"/api/v1/namespaces/{ns}/secrets", {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "kubetune-s3"},
+    # Labelled as the admin policy's default secretLabel asks (an operator before the policy ignores it).
+    raw.request("POST", f"/api/v1/namespaces/{ns}/secrets", {"apiVersion": "v1", "kind": "Secret",
+                                                             "metadata": {"name": "kubetune-s3", "labels": {"kubetune.io/usable": "true"}},
                                                              "stringData": {"AWS_ACCESS_KEY_ID": "x", "AWS_SECRET_ACCESS_KEY": "y"}})
     return ns
 
