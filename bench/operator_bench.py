@@ -45,8 +45,12 @@ FTJ_PATH = "/apis/kubetune.io/v1alpha1/namespaces/{ns}/finetunejobs"
 INSTANT_TRAINER = json.dumps(["true"])
 JOB_P99_GOAL = 1.25  # apply -> Job p99, as a multiple of the floor's
 STATUS_P99_GOAL = 2.0  # seconds, apply -> the first status a user can read
+# The admin policy lets the jobs read the shared model and data (the chart's
+# default lets a namespace use only its own prefix of the bucket); an operator
+# from before the policy ignores the setting.
+BENCH_POLICY = {"storageRoots": ["s3://bench/{namespace}/"], "readOnlyRoots": ["s3://bench/models/", "s3://bench/data/"]}
 OPERATOR_SETTINGS = {"KUBETUNE_TRAINER_IMAGE": "ghcr.io/kubetune/trainer:bench", "KUBETUNE_TRAINER_COMMAND": INSTANT_TRAINER,
-                     "KUBETUNE_DEFAULT_BUCKET_URI": "s3://bench"}
+                     "KUBETUNE_DEFAULT_BUCKET_URI": "s3://bench", "KUBETUNE_POLICY": json.dumps(BENCH_POLICY)}
 
 
 def running_cluster() -> cluster_mod.Cluster:
