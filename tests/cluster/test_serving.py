@@ -106,7 +106,8 @@ def test_a_pool_of_two_adapters_merged_mode_and_a_corrupted_adapter_on_real_vllm
     for doc in (coding, chatty, merged, _broken(serving_bucket)):
         create(kube, namespace, doc)
     for name in ("coding", "chatty"):
-        assert wait_phase(kube, namespace, name, "Succeeded", "Failed", timeout=SERVE_TIMEOUT, operator=op)["phase"] == "Succeeded"
+        st = wait_phase(kube, namespace, name, "Succeeded", "Failed", timeout=SERVE_TIMEOUT, operator=op)
+        assert st["phase"] == "Succeeded", json.dumps(st, indent=1)
     for name in ("coding", "chatty"):
         kube.raw.merge_patch(f"{FTJ.format(ns=namespace)}/{name}", {"spec": {"serving": {"enabled": True}}})
 
