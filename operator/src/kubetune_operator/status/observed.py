@@ -14,9 +14,9 @@ from kubetune_contract.termination import ReportInvalid, parse_report
 from . import queueing
 from ..api.status import STOP_ANNOTATION, ConditionType as C, Reason as R
 from .evaluation import fit_condition
+from .conditions import clip, set_condition
 from .report import apply_report
-from .serving_gate import gate_conditions
-from .serving import outcome_conditions, serving_verdict
+from .serving import judge_serving, outcome_conditions, serving_verdict
 
 
 # Trainer termination-message reasons that name the cause of a failure better
@@ -35,7 +35,6 @@ JOB_FAILURE_REASONS = {
 IMAGE_PULL_WAITING = {"ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull"}
 CONFIG_WAITING = {"CreateContainerConfigError"}
 TRAINER_CONTAINER = "trainer"
-MAX_MESSAGE = 1024
 
 
 @dataclass(frozen=True)
@@ -69,10 +68,6 @@ class Observation:
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def _clip(text: str) -> str:
-    return text if len(text) <= MAX_MESSAGE else text[: MAX_MESSAGE - 3] + "..."
 
 
 def _job_condition(job: dict, type_: str) -> dict | None:
@@ -212,12 +207,12 @@ def training_outcome(obs: Observation, previous_phase: str | None) -> Outcome:
         return Outcome("Running", R.TRAINING_STARTED, "trainer is running")
     pull = _waiting_problem(obs.pods, IMAGE_PULL_WAITING)
     if pull:
-        return Outcome("Pending", R.IMAGE_PULL_FAILED, _clip("cannot pull {}: {}".format(*pull)))
+        return Outcome("Pending", R.IMAGE_PULL_FAILED, clip("cannot pull {}: {}".format(*pull)))
     config = _waiting_problem(obs.pods, CONFIG_WAITING)
     if config:
         # The kubelet's word that a referenced Secret or key is missing: the
         # operator may not read Secrets itself (the chart grants it none).
-        return Outcome("Pending", R.SECRET_MISSING, _clip(f"the trainer pod cannot start: {config[1]}"))
+        return Outcome("Pending", R.SECRET_MISSING, clip(f"the trainer pod cannot start: {config[1]}"))
     if previous_phase == "Running" and count_attempts(obs.pods) >= 1:
         # A pod failed and the Job is starting the next one: still training.
         return Outcome("Running", R.RESTARTED, "a trainer pod failed; the Job is starting a new one that resumes from the newest checkpoint")
@@ -229,8 +224,8 @@ def _stopping(job: dict, obs: Observation) -> Outcome:
     checkpoint first); Stopped once none is left."""
     reason, message = obs.stop
     if (job.get("status") or {}).get("active"):
-        return Outcome("Running", R.STOPPING, _clip(f"stopping ({reason}: {message}); the trainer checkpoints before it exits"))
-    return Outcome("Stopped", reason, _clip(message), latest_report(obs.pods))
+        return Outcome("Running", R.STOPPING, clip(f"stopping ({reason}: {message}); the trainer checkpoints before it exits"))
+    return Outcome("Stopped", reason, clip(message), latest_report(obs.pods))
 
 
 def stop_request(annotations: dict | None) -> tuple[str, str] | None:
@@ -253,7 +248,7 @@ def _failed(condition: dict, pods: list[dict], report: dict | None) -> Outcome:
     job_message = condition.get("message") or job_reason
     if report and report.get("reason") in TRAINER_FAILURE_REASONS:
         reason = TRAINER_FAILURE_REASONS[report["reason"]]
-        return Outcome("Failed", reason, _clip(f"{report.get('message') or reason}"), report)
+        return Outcome("Failed", reason, clip(f"{report.get('message') or reason}"), report)
     if _oom_killed(pods):
         return Outcome("Failed", R.OOM_KILLED, "the trainer ran out of memory (OOMKilled); raise spec.resources.memory or lower batchSize/maxSeqLength", report)
     reason = JOB_FAILURE_REASONS.get(job_reason, R.BACKOFF_LIMIT_EXCEEDED if job_reason != "DeadlineExceeded" else R.DEADLINE_EXCEEDED)
@@ -263,7 +258,7 @@ def _failed(condition: dict, pods: list[dict], report: dict | None) -> Outcome:
         message = job_message
         if report and report.get("message"):
             message = f"{job_message}; last trainer error: {report['message']}"
-    return Outcome("Failed", reason, _clip(message), report)
+    return Outcome("Failed", reason, clip(message), report)
 
 
 # --------------------------------------------------------------------------- serving
@@ -274,29 +269,6 @@ def serving_outcome(deployment: dict | None, was_ready: bool, obs: Observation |
     obs = obs or Observation(job=None)
     return serving_verdict(deployment, obs.serving_pods, was_ready, member=obs.serving_member, refusal=obs.serving_refusal)
 
-
-
-# --------------------------------------------------------------------------- conditions
-
-
-def set_condition(conditions: list[dict], type_: str, status: str, reason: str, message: str, now: str, generation: int | None) -> list[dict]:
-    """Upsert one condition; lastTransitionTime moves only when status changes."""
-    out = []
-    found = False
-    for cond in conditions:
-        if cond.get("type") != type_:
-            out.append(cond)
-            continue
-        found = True
-        changed = cond.get("status") != status
-        out.append({
-            "type": type_, "status": status, "reason": reason, "message": _clip(message),
-            "lastTransitionTime": now if changed else cond.get("lastTransitionTime", now),
-            "observedGeneration": generation,
-        })
-    if not found:
-        out.append({"type": type_, "status": status, "reason": reason, "message": _clip(message), "lastTransitionTime": now, "observedGeneration": generation})
-    return out
 
 
 # --------------------------------------------------------------------------- the whole status
@@ -325,7 +297,7 @@ def next_status(current: dict, obs: Observation, *, now: str, generation: int | 
         except Exception as exc:  # noqa: BLE001 - a section the right type outside, the wrong shape inside
             report, problem = None, f"the trainer report could not be read: {type(exc).__name__}: {str(exc)[:200]}"
     if problem:  # the job ends as its exit code says; what the message claimed is not used
-        conditions = set_condition(conditions, C.REPORT_INVALID, "True", R.REPORT_INVALID, _clip(problem), now, generation)
+        conditions = set_condition(conditions, C.REPORT_INVALID, "True", R.REPORT_INVALID, clip(problem), now, generation)
     fitted = fit_condition(report, outcome.reason if outcome.phase == "Failed" else None)
     if fitted and outcome.phase in ("Succeeded", "Failed"):
         conditions = set_condition(conditions, C.FIT, *fitted, now, generation)
@@ -350,51 +322,12 @@ def next_status(current: dict, obs: Observation, *, now: str, generation: int | 
     elif any(c.get("type") == C.SUSPENDED for c in conditions):
         conditions = set_condition(conditions, C.SUSPENDED, "False", R.RESUMED, "resumed: training continues from the newest committed checkpoint", now, generation)
 
-    phase, conditions = _serving(status, current, conditions, obs, outcome.phase, now, generation)
+    phase, conditions = judge_serving(status, current, conditions, obs, outcome.phase, now, generation)
 
     status["phase"] = phase
     status["conditions"] = conditions
     status["observedGeneration"] = generation
     return status
-
-
-# --------------------------------------------------------------------------- serving
-
-
-def _serving(status: dict, current: dict, conditions: list[dict], obs: Observation, phase: str, now: str,
-             generation: int | None) -> tuple[str, list[dict]]:
-    """(phase, conditions) once serving is judged, `status["serving"]` set. The
-    gate is judged before serving starts, and again when a re-evaluation
-    brings other numbers (not when only the gate changes); a job no longer to
-    be served (serving.enabled false, the gate now missed) says so in the
-    Serving condition and status.serving."""
-    serve = phase == "Succeeded" and obs.serving_enabled
-    if serve and (current.get("phase") != "Serving" or status.get("evaluation") != current.get("evaluation")):
-        serve, gated = gate_conditions(obs.serving_gate, status.get("evaluation"))
-        for type_, *verdict in gated:
-            conditions = set_condition(conditions, type_, *verdict, now, generation)
-    if serve:
-        # Once Serving, losing availability is a failure, not "pending" again.
-        was_ready = current.get("phase") == "Serving" or bool((current.get("serving") or {}).get("ready"))
-        ready, reason, message = serving_outcome(obs.deployment, was_ready, obs)
-        conditions = set_condition(conditions, C.SERVING, "True" if ready else "False", reason, message, now, generation)
-        status["serving"] = {**(current.get("serving") or {}), "ready": ready}
-        if ready or (current.get("phase") == "Serving" and reason == R.SERVING_FAILED):
-            # Once serving, a failing Deployment shows in the Serving condition
-            # and serving.ready; the phase keeps saying what the job reached.
-            phase = "Serving"
-    elif phase == "Succeeded" and current.get("serving"):
-        if not obs.serving_enabled:  # (a missed gate set Serving=False with its numbers)
-            conditions = set_condition(conditions, C.SERVING, "False", R.SERVING_DISABLED, not_served_message(current), now, generation)
-        status["serving"] = {"ready": False}  # no endpoint serves it any more
-    return phase, conditions
-
-
-def not_served_message(current: dict) -> str:
-    pool = (current.get("serving") or {}).get("pool")
-    if pool:
-        return f"serving.enabled is false: taken out of serving pool {pool} (its other members are served on)"
-    return "serving.enabled is false: not served; its vLLM Deployment and Service are removed"
 
 
 def transition_event(old: str | None, new: str, status: dict) -> tuple[str, str, str] | None:
@@ -407,9 +340,9 @@ def transition_event(old: str | None, new: str, status: dict) -> tuple[str, str,
     cond = reason_by_type.get(key) or reason_by_type.get(C.VALID)
     if cond:
         detail = f"{cond.get('reason')}: {cond.get('message')}"
-    message = _clip(f"{old or 'New'} -> {new}" + (f" ({detail})" if detail else ""))
+    message = clip(f"{old or 'New'} -> {new}" + (f" ({detail})" if detail else ""))
     if new == "Serving" and status.get("serving", {}).get("endpoint"):
         message += f"; endpoint {status['serving']['endpoint']}"
     if new == "Succeeded" and (status.get("output") or {}).get("adapterUri"):
         message += f"; adapter at {status['output']['adapterUri']}"
-    return ("Warning" if new == "Failed" else "Normal", f"Phase{new}", _clip(message))
+    return ("Warning" if new == "Failed" else "Normal", f"Phase{new}", clip(message))

@@ -14,17 +14,14 @@ import re
 from ..api.status import ConditionType as C
 from ..api.status import Reason as R
 from ..builders.serving_plan import PREVIOUS_MEMBERS_ANNOTATION, members_of
+from .conditions import clip, set_condition
+from .serving_gate import gate_conditions
 from .tracking import tracking_condition
 
 VLLM_CONTAINER = "vllm"
-MAX_MESSAGE = 1024
 # The line of a crash log that says what went wrong (a traceback ends with it;
 # vLLM may log shutdown noise after it).
 _ERROR_LINE = re.compile(r"(Error|Exception|error:|Killed|out of memory)", re.IGNORECASE)
-
-
-def _clip(text: str) -> str:
-    return text if len(text) <= MAX_MESSAGE else text[: MAX_MESSAGE - 3] + "..."
 
 
 def last_log_line(message: str) -> str:
@@ -60,7 +57,7 @@ def vllm_failure(pods: list[dict]) -> str | None:
     if waiting == "CrashLoopBackOff":
         how = f"CrashLoopBackOff after {restarts} restart{'s' if restarts != 1 else ''}, last {how}"
     line = last_log_line(term.get("message") or "")
-    return _clip(f"vLLM exited with code {term.get('exitCode')} ({how})" + (f": {line}" if line else ""))
+    return clip(f"vLLM exited with code {term.get('exitCode')} ({how})" + (f": {line}" if line else ""))
 
 
 def _available(deployment: dict) -> tuple[bool, int, int]:
@@ -99,7 +96,7 @@ def serving_verdict(deployment: dict | None, pods: list[dict], was_ready: bool,
     name a pool Deployment must serve for this job; `refusal`: why the job
     cannot be served at all (a pool it disagrees with)."""
     if refusal:
-        return False, R.SERVING_REFUSED, _clip(refusal)
+        return False, R.SERVING_REFUSED, clip(refusal)
     if deployment is None:
         return False, R.SERVING_PENDING, "creating the vLLM Deployment"
     available, count, want = _available(deployment)
@@ -112,7 +109,7 @@ def serving_verdict(deployment: dict | None, pods: list[dict], was_ready: bool,
     progressing = conditions.get("Progressing", {})
     if progressing.get("status") == "False" or conditions.get("ReplicaFailure", {}).get("status") == "True":
         detail = progressing.get("message") or conditions.get("ReplicaFailure", {}).get("message") or "the Deployment is not progressing"
-        return False, R.SERVING_FAILED, _clip(detail)
+        return False, R.SERVING_FAILED, clip(detail)
     if was_ready:
         return False, R.SERVING_FAILED, f"vLLM became unavailable: {count}/{want} replicas available"
     if member is not None and available:
@@ -128,7 +125,7 @@ def export_verdict(report: dict) -> tuple[str, str, str] | None:
     if isinstance(failures, dict) and failures:
         detail = "; ".join(f"{name}: {reason}" for name, reason in failures.items())
         done = f" (exported: {', '.join(produced)})" if produced else ""
-        return "False", R.EXPORT_FAILED, _clip(f"{detail}{done}")
+        return "False", R.EXPORT_FAILED, clip(f"{detail}{done}")
     if produced:
         return "True", R.EXPORTED, f"exported {', '.join(produced)}"
     return None
@@ -146,3 +143,40 @@ def outcome_conditions(serving_enabled: bool, phase: str, reason: str, report: d
     if tracked := tracking_condition(report):
         out.append(tracked)
     return out
+
+
+def judge_serving(status: dict, current: dict, conditions: list[dict], obs, phase: str, now: str,
+             generation: int | None) -> tuple[str, list[dict]]:
+    """(phase, conditions) once serving is judged, `status["serving"]` set. The
+    gate is judged before serving starts, and again when a re-evaluation
+    brings other numbers (not when only the gate changes); a job no longer to
+    be served (serving.enabled false, the gate now missed) says so in the
+    Serving condition and status.serving."""
+    serve = phase == "Succeeded" and obs.serving_enabled
+    if serve and (current.get("phase") != "Serving" or status.get("evaluation") != current.get("evaluation")):
+        serve, gated = gate_conditions(obs.serving_gate, status.get("evaluation"))
+        for type_, *verdict in gated:
+            conditions = set_condition(conditions, type_, *verdict, now, generation)
+    if serve:
+        # Once Serving, losing availability is a failure, not "pending" again.
+        was_ready = current.get("phase") == "Serving" or bool((current.get("serving") or {}).get("ready"))
+        ready, reason, message = serving_verdict(obs.deployment, obs.serving_pods, was_ready, member=obs.serving_member,
+                                                 refusal=obs.serving_refusal)
+        conditions = set_condition(conditions, C.SERVING, "True" if ready else "False", reason, message, now, generation)
+        status["serving"] = {**(current.get("serving") or {}), "ready": ready}
+        if ready or (current.get("phase") == "Serving" and reason == R.SERVING_FAILED):
+            # Once serving, a failing Deployment shows in the Serving condition
+            # and serving.ready; the phase keeps saying what the job reached.
+            phase = "Serving"
+    elif phase == "Succeeded" and current.get("serving"):
+        if not obs.serving_enabled:  # (a missed gate set Serving=False with its numbers)
+            conditions = set_condition(conditions, C.SERVING, "False", R.SERVING_DISABLED, not_served_message(current), now, generation)
+        status["serving"] = {"ready": False}  # no endpoint serves it any more
+    return phase, conditions
+
+
+def not_served_message(current: dict) -> str:
+    pool = (current.get("serving") or {}).get("pool")
+    if pool:
+        return f"serving.enabled is false: taken out of serving pool {pool} (its other members are served on)"
+    return "serving.enabled is false: not served; its vLLM Deployment and Service are removed"

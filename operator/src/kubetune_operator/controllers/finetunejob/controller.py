@@ -17,7 +17,8 @@ from ...runtime import Key, PermanentError, Runtime, Watch
 from ...runtime.scraper import Scraper
 from ...runtime.status import StatusWriter
 from ...status.progress import read_trainer_metrics
-from ...status.observed import set_condition, transition_event
+from ...status.conditions import set_condition
+from ...status.observed import transition_event
 from ..watches import FINETUNEJOBS, POOL_DEPLOYMENTS, POOL_PODS, SERVING_DEPLOYMENTS, SERVING_PODS, TRAINER_PODS, TRAINING_JOBS
 from .adapter_source import Dependents
 from .observe import Pass, children, members_to_mark

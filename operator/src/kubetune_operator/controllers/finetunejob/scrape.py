@@ -12,7 +12,7 @@ from ... import metrics
 from ...builders.training import METRICS_PORT
 from ...k8s import now_rfc3339
 from ...runtime.scraper import ScrapeResult
-from ...status.observed import set_condition
+from ...status.conditions import set_condition
 from ...status.progress import progress_patch
 from ...status.tracking import degraded_while_running
 

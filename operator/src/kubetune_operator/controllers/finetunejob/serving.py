@@ -12,7 +12,7 @@ from ...api.status import FineTuneJobStatus
 from ...api.status import Reason as R
 from ...builders.meta import conflict_message, controlled_by
 from ...k8s import now_rfc3339
-from ...status.observed import set_condition
+from ...status.conditions import set_condition
 from ...builders import build_serving_objects, serving_endpoint
 from ...builders.meta import serving_name
 from ...builders.serving import service_endpoint

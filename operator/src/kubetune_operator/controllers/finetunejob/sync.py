@@ -9,7 +9,8 @@ from ...api.status import ConditionType as C
 from ...api.status import Reason as R
 from ...status.evaluation import fit_event, results_event
 from ...k8s import now_rfc3339
-from ...status.observed import Observation, next_status, set_condition, stop_request
+from ...status.conditions import set_condition
+from ...status.observed import Observation, next_status, stop_request
 from . import attempts, queue
 from .observe import observe_serving
 from .serving import converge_serving

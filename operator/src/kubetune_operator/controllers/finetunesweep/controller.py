@@ -21,7 +21,7 @@ from ...k8s import now_rfc3339
 from ...runtime import Key, PermanentError, Runtime, Watch
 from ...runtime.status import StatusWriter
 from ...runtime.watches import whole
-from ...status.observed import set_condition
+from ...status.conditions import set_condition
 from ...sweeps import trials as st
 from ...api.search_space import shown
 from . import act, progress
