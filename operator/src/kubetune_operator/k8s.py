@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import queue
 import socket
 import threading
 import time
@@ -25,6 +26,8 @@ from . import metrics
 log = logging.getLogger("kubetune.k8s")
 
 COMPONENT = "kubetune-operator"
+# Events waiting for the poster thread; past this many a new one is dropped (and logged).
+EVENT_BACKLOG = 10_000
 
 # kind -> (API prefix, plural)
 RESOURCES = {
@@ -99,6 +102,13 @@ class Kube:
     def __init__(self, api_client: k8s_client.ApiClient, qps: float = 50, burst: int = 100, fanout: int = 16):
         self.api = api_client
         self.limiter = RateLimiter(qps, burst)
+        # Events are posted off the passes, by one thread with a budget of its own
+        # (as client-go's event recorder does): a pass never waits for one, and a
+        # burst's Events do not take the requests its creates and status writes need.
+        self.event_limiter = RateLimiter(qps, burst)
+        self._events: queue.Queue[dict] = queue.Queue(EVENT_BACKLOG)
+        self._event_poster: threading.Thread | None = None
+        self._event_poster_lock = threading.Lock()
         # For requests made side by side (one pass's creates); threads start as needed.
         self._fanout = ThreadPoolExecutor(max_workers=fanout, thread_name_prefix="kubetune-api")
 
@@ -120,8 +130,8 @@ class Kube:
     # ------------------------------------------------------------------ transport
 
     def request(self, method: str, path: str, body=None, *, query: dict | None = None, content_type: str | None = None,
-                accept: str = "application/json", timeout: float = 30) -> dict:
-        self.limiter.acquire()
+                accept: str = "application/json", timeout: float = 30, limiter: RateLimiter | None = None) -> dict:
+        (limiter or self.limiter).acquire()
         metrics.API_REQUESTS.labels(kind=_kind_of(path), verb=method).inc()
         headers = {"Accept": accept}
         if content_type:
@@ -253,7 +263,8 @@ class Kube:
         return self.merge_patch(kind, namespace, name, {"status": status}, subresource="status")
 
     def event(self, owner: dict, type_: str, reason: str, message: str) -> None:
-        """A core/v1 Event on the FineTuneJob. Failing to post one never fails a reconcile."""
+        """A core/v1 Event on the FineTuneJob, handed to the poster thread: posting
+        it never delays, and failing to post it never fails, a reconcile."""
         meta = owner["metadata"]
         stamp = now_rfc3339()
         event = {
@@ -270,6 +281,26 @@ class Kube:
             "reportingComponent": f"kubetune.io/{COMPONENT}", "reportingInstance": socket.gethostname()[:128],
         }
         try:
-            self.request("POST", self.path("Event", meta["namespace"]), event)
-        except ApiError as exc:
-            log.warning("could not post event %s on %s/%s: %s", reason, meta["namespace"], meta["name"], exc)
+            self._events.put_nowait(event)
+        except queue.Full:
+            log.warning("dropped event %s on %s/%s: %d events wait to be posted", reason, meta["namespace"], meta["name"], EVENT_BACKLOG)
+            return
+        self._start_event_poster()
+
+    def _start_event_poster(self) -> None:
+        with self._event_poster_lock:
+            if self._event_poster is None:
+                self._event_poster = threading.Thread(target=self._post_events, name="kubetune-events", daemon=True)
+                self._event_poster.start()
+
+    def _post_events(self) -> None:
+        while True:
+            event = self._events.get()
+            where = event["involvedObject"]
+            try:
+                self.request("POST", self.path("Event", where["namespace"]), event, limiter=self.event_limiter)
+            except ApiError as exc:
+                log.warning("could not post event %s on %s/%s: %s", event["reason"], where["namespace"], where["name"], exc)
+            finally:
+                self._events.task_done()
+
