@@ -126,6 +126,8 @@ def test_a_pool_member_switched_off_says_it_left_the_pool():
     status = next_status(member, Observation(job=_succeeded_job(), serving_enabled=False), now="2026-12-01T00:00:01Z", generation=2)
     assert status["serving"] == {"ready": False}
     assert _condition(status, "Serving")["message"] == "serving.enabled is false: taken out of serving pool team (its other members are served on)"
+    again = next_status(status, Observation(job=_succeeded_job(), serving_enabled=False), now="2026-12-01T00:00:09Z", generation=2)
+    assert again == status  # the next pass, with the pool gone from status.serving, changes nothing
 
 
 def test_a_re_evaluation_that_misses_the_gate_takes_a_serving_job_off():

@@ -169,7 +169,8 @@ def judge_serving(status: dict, current: dict, conditions: list[dict], obs, phas
             # and serving.ready; the phase keeps saying what the job reached.
             phase = "Serving"
     elif phase == "Succeeded" and current.get("serving"):
-        if not obs.serving_enabled:  # (a missed gate set Serving=False with its numbers)
+        said = next((c for c in conditions if c.get("type") == C.SERVING and c.get("reason") == R.SERVING_DISABLED), None)
+        if not obs.serving_enabled and said is None:  # said once, while status.serving still names the pool (a missed gate set its own)
             conditions = set_condition(conditions, C.SERVING, "False", R.SERVING_DISABLED, not_served_message(current), now, generation)
         status["serving"] = {"ready": False}  # no endpoint serves it any more
     return phase, conditions
