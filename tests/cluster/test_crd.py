@@ -69,6 +69,38 @@ def test_model_dataset_and_method_are_immutable(crd, namespace, field, value):
     crd.custom.patch_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, "fixed", {"spec": {"suspend": True}})
 
 
+VALID = {"type": "Valid", "status": "True", "reason": "Accepted", "message": "spec accepted"}
+REFUSED = {"type": "Valid", "status": "False", "reason": "SecretMissing", "message": "Secret s3 not found"}
+
+
+@pytest.mark.parametrize("status, field, value, allowed", [
+    (None, "image", "ghcr.io/kubetune/trainer:2", True),  # no Job yet: anything goes
+    ({"phase": "Pending", "conditions": [REFUSED]}, "resources", {"cpu": 4}, True),  # refused: fix and go
+    ({"phase": "Pending", "conditions": [VALID]}, "image", "ghcr.io/kubetune/trainer:2", False),  # the Job's template is fixed
+    ({"phase": "Running", "conditions": [VALID]}, "resources", {"cpu": 4}, False),
+    ({"phase": "Running", "conditions": [VALID]}, "checkpoint", {"uri": "s3://bucket-one/elsewhere"}, False),
+    ({"phase": "Running", "conditions": [VALID]}, "training", {"learningRate": 0.0001}, False),  # a trainer runs on it
+    ({"phase": "Queued", "conditions": [VALID]}, "training", {"learningRate": 0.0001}, True),  # rendered again
+    ({"phase": "Suspended", "conditions": [VALID]}, "lora", {"r": 8}, True),
+    ({"phase": "Suspended", "conditions": [VALID], "checkpoint": {"uri": "s3://b/c/run-u/step-00000010", "step": 10}},
+     "training", {"learningRate": 0.0001}, False),  # its checkpoints were made with the old settings
+    ({"phase": "Running", "conditions": [VALID]}, "suspend", True, True),  # always
+    ({"phase": "Succeeded", "conditions": [VALID]}, "serving", {"enabled": True, "gpus": 0}, True),
+])
+def test_a_spec_change_is_refused_with_the_field_named_unless_it_can_take_effect(crd, namespace, status, field, value, allowed):
+    create(crd, namespace, minimal_manifest("edited"))
+    if status is not None:
+        crd.custom.patch_namespaced_custom_object_status(GROUP, VERSION, namespace, PLURAL, "edited", {"status": status})
+    patch = lambda: crd.custom.patch_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, "edited", {"spec": {field: value}})  # noqa: E731
+    if allowed:
+        patch()
+        return
+    with pytest.raises(ApiException) as caught:
+        patch()
+    message = json.loads(caught.value.body)["message"]
+    assert f"spec.{field}" in message and ("pod template" in message or "no trainer runs on it" in message), message
+
+
 def test_status_subresource_and_printer_columns(crd, namespace):
     create(crd, namespace, minimal_manifest("shown"))
     crd.custom.patch_namespaced_custom_object_status(

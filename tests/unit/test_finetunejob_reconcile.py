@@ -20,8 +20,9 @@ KEY = ("team", "quickstart")
 class RecordingApiServer:
     """Holds objects by (kind, name) and records what a pass creates and patches."""
 
-    def __init__(self, *held: tuple[str, str], foreign: tuple[tuple[str, str], ...] = ()):
-        self.held = set(held) | set(foreign)
+    def __init__(self, *held: tuple[str, str], foreign: tuple[tuple[str, str], ...] = (), stored: dict | None = None):
+        self.stored = stored or {}  # (kind, name) -> the held object as the API server returns it
+        self.held = set(held) | set(foreign) | set(self.stored)
         self.foreign = set(foreign)  # held, made by someone else: no ownerReference to the FineTuneJob
         self.created: list[tuple[str, str]] = []
         self.patched: list[tuple[str, str, dict]] = []
@@ -40,7 +41,7 @@ class RecordingApiServer:
                 self.held.add(ident)
                 self.created.append(ident)
             theirs = {"kind": obj["kind"], "metadata": {"name": obj["metadata"]["name"]}, "spec": {}}
-            results.append((theirs if ident in self.foreign else obj, new))
+            results.append((theirs if ident in self.foreign else self.stored.get(ident, obj), new))
         return results
 
     def create_if_absent(self, obj):
@@ -196,3 +197,29 @@ def test_a_served_job_still_to_be_served_keeps_its_objects():
     server.owner_uid = "job-uid"
     first_pass(server, served_job(enabled=True), passes=1)
     assert server.deleted == [] and server.created == []
+
+
+def test_a_spec_changed_while_no_trainer_runs_is_rendered_again():
+    """Suspended before its first checkpoint, the job's learning rate is edited
+    (generation 2): the ConfigMap of generation 1 is rendered again, once."""
+    import copy
+
+    from kubetune_operator.builders.training import SPEC_GENERATION_ANNOTATION
+
+    job_name, cm_name = training_job_name(KEY[1]), config_map_name(KEY[1])
+    body = quickstart_job()
+    body["metadata"]["generation"] = 2
+    body["spec"]["training"]["learningRate"] = 0.0001
+    old_cm = {"kind": "ConfigMap", "metadata": {"name": cm_name, "annotations": {SPEC_GENERATION_ANNOTATION: "1"},
+                                                "ownerReferences": [{"uid": UID, "kind": "FineTuneJob", "controller": True}]},
+              "data": {"config.json": "{}"}}
+    server = RecordingApiServer(("Job", job_name), stored={("ConfigMap", cm_name): copy.deepcopy(old_cm)})
+    first_pass(server, body, stored_job(job_name))
+    (patched,) = [p for p in server.patched if p[0] == "ConfigMap"]
+    assert patched[2]["metadata"]["annotations"] == {SPEC_GENERATION_ANNOTATION: "2"}
+    assert '"learningRate": 0.0001' in patched[2]["data"]["config.json"]
+    # Rendered from this generation already: left alone.
+    current = dict(old_cm, metadata={**old_cm["metadata"], "annotations": {SPEC_GENERATION_ANNOTATION: "2"}}, data=patched[2]["data"])
+    server = RecordingApiServer(("Job", job_name), stored={("ConfigMap", cm_name): current})
+    first_pass(server, body, stored_job(job_name))
+    assert [p for p in server.patched if p[0] == "ConfigMap"] == []

@@ -50,6 +50,7 @@ class Kind:
     status: type | None
     columns: list[dict]
     scope: str = "Namespaced"
+    transition_rules: object = None  # () -> root-level CEL rules over self and oldSelf (status included)
 
     @property
     def file_name(self) -> str:
@@ -57,13 +58,14 @@ class Kind:
 
 
 def _kinds() -> tuple[Kind, ...]:
+    from .spec_changes import change_rules
     from .policy import POLICY_KIND, POLICY_PLURAL, POLICY_SHORT_NAMES, POLICY_SINGULAR, PolicySpec
     from .sweep import SWEEP_KIND, SWEEP_PLURAL, SWEEP_SHORT_NAMES, SWEEP_SINGULAR, FineTuneSweepSpec, FineTuneSweepStatus
 
     return (
         Kind(KIND, PLURAL, SINGULAR, SHORT_NAMES,
              "A fine-tuning job: base model + dataset + method, trained, checkpointed, reported and optionally served.",
-             FineTuneJobSpec, FineTuneJobStatus, PRINTER_COLUMNS),
+             FineTuneJobSpec, FineTuneJobStatus, PRINTER_COLUMNS, transition_rules=change_rules),
         Kind(SWEEP_KIND, SWEEP_PLURAL, SWEEP_SINGULAR, SWEEP_SHORT_NAMES,
              "A hyper-parameter sweep: FineTuneJobs from one template, their parameters chosen by Optuna, the best one named.",
              FineTuneSweepSpec, FineTuneSweepStatus, SWEEP_PRINTER_COLUMNS),
@@ -121,6 +123,7 @@ def build_crd(kind: Kind | None = None) -> dict:
                             "description": kind.description,
                             "required": ["spec"],
                             "properties": properties,
+                            **({"x-kubernetes-validations": kind.transition_rules()} if kind.transition_rules else {}),
                         }
                     },
                 }

@@ -202,7 +202,7 @@ class ServingStatus(ApiModel):
 class FineTuneJobStatus(ApiModel):
     phase: Phase | None = None
     conditions: list[Condition] = Field(
-        default_factory=list,
+        default_factory=list, max_length=32,
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
     )
     progress: ProgressStatus | None = None

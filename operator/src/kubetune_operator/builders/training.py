@@ -40,6 +40,7 @@ PVC_ROOT = "/mnt/pvc"
 # Trainer exit codes that mean "retrying cannot help" (bad input, diverged
 # loss): fail the Job at once instead of burning the backoff budget.
 PERMANENT_EXIT_CODES = [2, 3]
+SPEC_GENERATION_ANNOTATION = "kubetune.io/spec-generation"
 
 
 def trainer_image(job: FineTuneJob, cfg: Settings) -> str:
@@ -60,10 +61,14 @@ def trainer_config(job: FineTuneJob, cfg: Settings) -> dict:
 def build_configmap(job: FineTuneJob, cfg: Settings) -> dict:
     ns = job.metadata.namespace or "default"
     text = json.dumps(trainer_config(job, cfg), indent=2, sort_keys=True)
+    meta = object_meta(job, ns, config_map_name(job.metadata.name), common_labels(job, TRAINER_APP, "config"))
+    generation = (job.metadata.model_extra or {}).get("generation")
+    if generation is not None:  # which spec it was rendered from: a later one renders it again (api.spec_changes)
+        meta["annotations"] = {SPEC_GENERATION_ANNOTATION: str(generation)}
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",
-        "metadata": object_meta(job, ns, config_map_name(job.metadata.name), common_labels(job, TRAINER_APP, "config")),
+        "metadata": meta,
         "data": {"config.json": text + "\n"},
     }
 

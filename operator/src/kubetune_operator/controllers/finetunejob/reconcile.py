@@ -8,6 +8,7 @@ from __future__ import annotations
 from ...admission import disallowed_images, policy_violations
 from ...api.status import Reason as R
 from ...builders import build_training_objects
+from ...builders.training import SPEC_GENERATION_ANNOTATION
 from ...builders.meta import conflict_message, controlled_by
 from ...k8s import ApiError
 from ...runtime import PermanentError
@@ -134,12 +135,28 @@ def _create_training_objects(ctl, p, adapter_uri: str | None = None, existing_jo
         if existing_job is not None:
             _suspend(kube, p, existing_job, foreign)
         return foreign
+    _render_again(kube, p, results)
     stored, created = stored_job
     if created:
         p.logger.info("created Job %s", stored["metadata"]["name"])
     else:
         converge_suspend(kube, p, stored)
     return None
+
+
+def _render_again(kube, p, results) -> None:
+    """A ConfigMap of ours rendered from an older spec: the spec changed while
+    no trainer ran on it (the API server refuses it otherwise: api.spec_changes),
+    so the next trainer reads the new one."""
+    for built, result in results:
+        if built["kind"] != "ConfigMap" or isinstance(result, ApiError) or result[1]:
+            continue
+        stored, wanted = result[0], built["metadata"].get("annotations", {}).get(SPEC_GENERATION_ANNOTATION)
+        had = (stored["metadata"].get("annotations") or {}).get(SPEC_GENERATION_ANNOTATION)
+        if wanted and had != wanted and stored.get("data") != built["data"]:
+            kube.merge_patch("ConfigMap", p.key[0], built["metadata"]["name"],
+                             {"metadata": {"annotations": {SPEC_GENERATION_ANNOTATION: wanted}}, "data": built["data"]})
+            p.logger.info("trainer config rendered again for generation %s", wanted)
 
 
 def _refused(kube, p, results, stored_job) -> None:

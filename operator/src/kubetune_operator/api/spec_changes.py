@@ -1,0 +1,54 @@
+"""Which FineTuneJob spec fields may change once the job exists, and when: the
+CEL transition rules the API server applies to every update, so a change is
+either taken into account or refused with the field named, never accepted
+and ignored.
+
+- What the training Job's pod template is made of (image, resources,
+  parallelism, placement, credentials, the locations whose volumes and
+  environment the pods get) is fixed once the Job exists: a Job's template
+  cannot change. Before that (the job was refused, or waits for a Secret) anything goes.
+- What only the trainer's config says (hyper-parameters, adapter, evaluation,
+  tracking, checkpoint frequency, output formats) may change while no trainer
+  runs on it: before the Job exists, while queued, or suspended before the
+  first checkpoint. The operator then renders the ConfigMap again; after
+  that, a run continues only with the settings its checkpoints were made with
+  (`kubetune_contract.checkpoints`): create another job with
+  `checkpoint.resumeFrom` instead.
+- `suspend` and `serving` may always change (`model`, `dataset`, `method` and
+  `objective` are immutable outright, `spec`).
+"""
+
+from __future__ import annotations
+
+IN_POD_TEMPLATE = ("image", "resources", "distributed", "credentials", "priorityClassName", "queueName", "backoffLimit",
+                   "activeDeadlineSeconds", "ttlSecondsAfterFinished", "checkpoint.uri", "output.uri", "evaluation.testUri")
+CONFIG_ONLY = ("training", "lora", "quantization", "preference", "kto", "grpo", "evaluation", "tracking", "checkpoint", "output")
+
+# No training Job yet: just created, or refused (Valid=False: a Secret missing, the policy, a conflict).
+_NO_JOB = ("!has(oldSelf.status) || !has(oldSelf.status.phase) || (has(oldSelf.status.conditions) && "
+           "oldSelf.status.conditions.exists(c, c.type == 'Valid' && c.status == 'False'))")
+# No trainer runs on the config: no Job yet, queued, or suspended before its first checkpoint.
+_NO_TRAINER = (f"{_NO_JOB} || oldSelf.status.phase == 'Queued' || "
+               "(oldSelf.status.phase == 'Suspended' && !has(oldSelf.status.checkpoint))")
+
+
+def _same(path: str) -> str:
+    """CEL: the field at `path` (under spec) unchanged, set or unset alike. (has()
+    chains, not optionals: the API server cannot bound an optional's cost.)"""
+    parts = path.split(".")
+
+    def present(root: str) -> str:
+        return " && ".join(f"has({root}.spec.{'.'.join(parts[:i + 1])})" for i in range(len(parts)))
+    return f"(({present('self')}) ? (({present('oldSelf')}) && self.spec.{path} == oldSelf.spec.{path}) : !({present('oldSelf')}))"
+
+
+def change_rules() -> list[dict]:
+    """The root-level transition rules of the FineTuneJob CRD."""
+    rules = [{"rule": f"{_same(path)} || {_NO_JOB}", "fieldPath": f".spec.{path}",
+              "message": f"spec.{path} is part of the training Job's pod template, fixed once the Job exists; "
+                         "delete and re-create the job to change it"} for path in IN_POD_TEMPLATE]
+    rules += [{"rule": f"{_same(path)} || {_NO_TRAINER}", "fieldPath": f".spec.{path}",
+               "message": f"spec.{path} can change only while no trainer runs on it (before the Job exists, while Queued, or "
+                          "Suspended before the first checkpoint); to continue with other settings, create a new job with "
+                          "checkpoint.resumeFrom set to this one's status.checkpoint.uri"} for path in CONFIG_ONLY]
+    return rules
