@@ -163,7 +163,7 @@ class TrialRecord(ApiModel):
     pruned: bool = Field(False, description="Stopped early: clearly worse than the median of earlier trials.")
     reason: str | None = Field(None, max_length=128)
     # step -> the optimized metric at that evaluation (what the pruner compares)
-    curve: dict[str, float] = Field(default_factory=dict, max_length=200)
+    curve: dict[str, float] = Field(default_factory=dict, max_length=48)
 
 
 class BestTrial(ApiModel):

@@ -3,13 +3,24 @@ the phase. Pure, so every rule is unit-tested without a cluster."""
 
 from __future__ import annotations
 
+import json
+
+from kubetune_contract import curves
+
 from ...api.sweep import FineTuneSweepSpec
 from ...api import sweep_objective
 from ...sweeps import trials as st
 from ...api.search_space import shown
 from .observe import INVALID
 
-MAX_CURVE_POINTS = 200
+# A sweep's status must stay far below etcd's 1.5 MB at maxTrials 1000: a
+# finished trial's row keeps a thinned curve (its FineTuneJob's
+# status.metrics.evalCurve has the trainer's whole one, which the median pruner
+# and `kubetune sweep-report` read), a running trial's the points the
+# operator saw, thinned the same way the trainer thins its own.
+FINISHED_CURVE_POINTS = 12
+RUNNING_CURVE_POINTS = curves.MAX_POINTS
+STATUS_BUDGET_BYTES = 900_000
 
 
 def trial_rows(trials: list[st.Trial], bodies: dict[int, dict], old_status: dict) -> list[dict]:
@@ -21,13 +32,32 @@ def trial_rows(trials: list[st.Trial], bodies: dict[int, dict], old_status: dict
         row = {"number": t.number, "name": body["metadata"]["name"] if body else remembered[t.number]["name"],
                "parameters": shown(t.values) if body else remembered[t.number].get("parameters", {}),
                "phase": status.get("phase") or ("Pending" if body else INVALID), "pruned": t.state == "pruned",
-               "curve": {str(step): value for step, value in sorted(t.curve.items())[-MAX_CURVE_POINTS:]}}
+               "curve": _curve(t.curve, RUNNING_CURVE_POINTS if t.state == "running" else FINISHED_CURVE_POINTS)}
         if t.objective is not None:
             row["objective"] = t.objective
         reason = _reason(status) if body else remembered[t.number].get("reason")
         if reason:
             row["reason"] = reason
         rows.append(row)
+    return bounded(rows)
+
+
+def _curve(points: dict[int, float], limit: int) -> dict[str, float]:
+    return {str(step): value for step, value in curves.thin(list(points.items()), limit)}
+
+
+def bounded(rows: list[dict]) -> list[dict]:
+    """Rows within STATUS_BUDGET_BYTES whatever the search space: past it,
+    finished rows keep only their curve's first and last point (their
+    FineTuneJobs keep the whole curves), oldest first."""
+    size = len(json.dumps(rows, separators=(",", ":")))
+    for row in rows:
+        if size <= STATUS_BUDGET_BYTES:
+            break
+        if row["phase"] not in ("Running", "Pending") and len(row["curve"]) > 2:
+            before = len(json.dumps(row["curve"], separators=(",", ":")))
+            row["curve"] = _curve({int(k): v for k, v in row["curve"].items()}, 2)
+            size -= before - len(json.dumps(row["curve"], separators=(",", ":")))
     return rows
 
 
