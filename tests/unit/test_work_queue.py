@@ -220,3 +220,32 @@ def test_status_syncs_wait_for_a_calm_moment_between_new_specs(clock):
     assert queue.drain() == []
     clock.advance(0.01)
     assert queue.drain() == ["status"]
+
+
+@pytest.mark.parametrize("urgent", [True, False], ids=["new specs", "status syncs"])
+def test_one_namespace_s_backlog_holds_another_s_pass_for_at_most_one_pass_per_busy_namespace(clock, urgent):
+    """The bound, measured: a namespace that applied 500 jobs at once and two
+    others with 100 each; a fourth namespace's one job, marked last, runs
+    within the first 4 passes (one per namespace with due work), not after 700."""
+    calls: list[tuple] = []
+    queue = WorkQueue(calls.append, clock=clock, window=0.0, group_of=lambda key: key[0])
+    for namespace, count in (("greedy", 500), ("busy-a", 100), ("busy-b", 100)):
+        for i in range(count):
+            queue.mark((namespace, f"j{i}"), urgent=urgent)
+    clock.advance(1)
+    queue.mark(("calm", "only"), urgent=urgent)
+    ran = queue.drain()
+    assert len(ran) == 701
+    assert ran.index(("calm", "only")) < 4
+    # ...and the busy namespaces share the workers in turn while they all have work.
+    first = [key[0] for key in ran[:30]]
+    assert {first.count(ns) for ns in ("greedy", "busy-a", "busy-b")} <= {9, 10, 11}
+
+
+def test_without_groups_the_order_is_due_time(clock):
+    calls: list = []
+    queue = WorkQueue(calls.append, clock=clock, window=0.0)
+    for name in ("a", "b", "c"):
+        queue.mark(name)
+        clock.advance(0.1)
+    assert queue.drain() == ["a", "b", "c"]

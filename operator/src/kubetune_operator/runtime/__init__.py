@@ -56,7 +56,9 @@ class Runtime:
     def create(cls, cfg: Settings, kube: Kube, controllers: tuple[type[Controller], ...], **queue_options) -> "Runtime":
         """A runtime with its queue and controllers, not started (tests drain its queue by hand)."""
         runtime = cls(cfg, kube)
-        options = {"window": STATUS_SYNC_WINDOW, "calm_after": STATUS_SYNC_WINDOW, "workers": cfg.max_workers, **queue_options}
+        # Queued keys are (controller, namespace, name): each namespace takes its turn.
+        options = {"window": STATUS_SYNC_WINDOW, "calm_after": STATUS_SYNC_WINDOW, "workers": cfg.max_workers,
+                   "group_of": lambda queued: queued[1], **queue_options}
         runtime.queue = WorkQueue(runtime._work, on_permanent=runtime._permanent, **options)
         runtime.controllers = {c.name: c(runtime) for c in controllers}
         return runtime

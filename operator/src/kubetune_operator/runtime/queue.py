@@ -18,6 +18,11 @@ five or six watch events on its way to Succeeded, its Job through three or
 four; handling each made a burst of 500 new jobs queue their Job creation
 behind thousands of redundant syncs (docs/operator.md).
 
+Within a level, due keys are taken from their groups (the runtime's: the
+namespace) in turn: one namespace's backlog of hundreds of new jobs delays
+another namespace's next pass by at most one pass per namespace with due work,
+not by its whole backlog (tests/unit/test_work_queue.py measures the bound).
+
 Time comes from an injected `clock`; `drain()` runs every due pass in the
 calling thread, so the scheduling rules are tested without threads or sleeps.
 """
@@ -50,11 +55,21 @@ class Backoff:
         return min(self.cap, self.base * self.factor ** max(failures - 1, 0))
 
 
+def _after(group, last) -> bool:
+    """Whether `group` comes after `last` in the groups' order (the turn goes on
+    from where it was when the group served last has nothing due now)."""
+    try:
+        return last is not None and group > last
+    except TypeError:
+        return False
+
+
 class WorkQueue:
     def __init__(self, work: Callable[[Hashable], float | None], *,
                  on_permanent: Callable[[Hashable, PermanentError], None] | None = None,
                  clock: Clock = time.monotonic, window: float = 0.05, backoff: Backoff = Backoff(),
-                 workers: int = 4, max_pass_over: float = 5.0, pass_over_share: int = 4, calm_after: float = 0.0):
+                 workers: int = 4, max_pass_over: float = 5.0, pass_over_share: int = 4, calm_after: float = 0.0,
+                 group_of: Callable[[Hashable], Hashable] = lambda key: None):
         """`work(key)` does one pass; it returns None, or the seconds after which
         the key wants another pass.
 
@@ -66,7 +81,8 @@ class WorkQueue:
           API server on a status write the next new spec waits for;
         - one due for `max_pass_over` seconds runs anyway, taking every
           `pass_over_share`-th pick while urgent ones wait (taking every overdue
-          one first stalled a long burst behind hundreds of status syncs)."""
+          one first stalled a long burst behind hundreds of status syncs);
+        - within a level, groups (`group_of`) take turns (see the module)."""
         self._work = work
         self._on_permanent = on_permanent
         self.clock = clock
@@ -78,8 +94,10 @@ class WorkQueue:
         self._last_urgent = float("-inf")
         self._urgent_streak = 0  # urgent picks since an ordinary one was last taken
         self._due: dict[Hashable, tuple[float, bool]] = {}  # key -> (when it may run, urgent): the truth
-        # One heap per level; entries may be stale (marked again since) and are skipped when popped.
-        self._heaps: dict[bool, list[tuple[float, int, Hashable]]] = {True: [], False: []}
+        self._group_of = group_of
+        # Per level, one heap per group; entries may be stale (marked again since) and are skipped when popped.
+        self._heaps: dict[bool, dict[Hashable, list[tuple[float, int, Hashable]]]] = {True: {}, False: {}}
+        self._served: dict[bool, Hashable] = {}  # per level, the group a key was last taken from
         self._order = itertools.count()
         self._running: set[Hashable] = set()
         self._failures: dict[Hashable, int] = {}
@@ -205,27 +223,42 @@ class WorkQueue:
 
     def _push(self, key: Hashable) -> None:
         due, urgent = self._due[key]
-        heapq.heappush(self._heaps[urgent], (due, next(self._order), key))
+        heapq.heappush(self._heaps[urgent].setdefault(self._group_of(key), []), (due, next(self._order), key))
 
-    def _head(self, urgent: bool) -> tuple[float, Hashable] | None:
-        """The level's earliest live entry (stale ones dropped)."""
-        heap = self._heaps[urgent]
+    def _group_head(self, urgent: bool, group: Hashable) -> tuple[float, Hashable] | None:
+        """A group's earliest live entry (stale ones dropped; an emptied group forgotten)."""
+        heap = self._heaps[urgent][group]
         while heap:
             due, _, key = heap[0]
             if self._due.get(key) == (due, urgent) and key not in self._running:
                 return due, key
             heapq.heappop(heap)  # stale: marked again since, or queued again when it finishes
+        del self._heaps[urgent][group]
         return None
+
+    def _head(self, urgent: bool, now: float) -> tuple[float, Hashable] | None:
+        """The level's entry to take next: of the groups with a due entry, the
+        first one after the group served last (in turn); else the earliest entry."""
+        heads = [(group, head) for group in list(self._heaps[urgent]) if (head := self._group_head(urgent, group)) is not None]
+        due = [(group, head) for group, head in heads if head[0] <= now]
+        if not due:
+            return min((head for _, head in heads), key=lambda h: h[0], default=None)
+        groups = [group for group, _ in due]
+        last = self._served.get(urgent)
+        after = groups.index(last) + 1 if last in groups else next((i for i, g in enumerate(groups) if _after(g, last)), 0)
+        return due[after % len(due)][1]
 
     def _pick(self, now: float) -> tuple[Hashable | None, float | None]:
         """(the key taken now, or None; when to look again)."""
-        urgent, ordinary = self._head(True), self._head(False)
+        urgent, ordinary = self._head(True, now), self._head(False, now)
         head, wake = self._choose(now, urgent, ordinary)
         if head is None:
             return None, wake
         self._urgent_streak = self._urgent_streak + 1 if head is urgent else 0
-        heapq.heappop(self._heaps[head is urgent])
-        key = head[1]
+        level, key = head is urgent, head[1]
+        group = self._group_of(key)
+        heapq.heappop(self._heaps[level][group])  # the group's head is this entry
+        self._served[level] = group
         del self._due[key]
         self._running.add(key)
         return key, None
