@@ -52,6 +52,7 @@ class Settings:
     peering_name: str = "kubetune"
     peering_priority: int | None = None  # None: random per process (see handlers)
     max_workers: int = 32  # work queue threads (reconciles, status syncs, progress scrapes)
+    resync_interval: float = 300.0  # seconds between resyncs of the watch cache (runtime.resync); 0: none
     extra_trainer_env: Mapping[str, str] = field(default_factory=dict)
     # The admin policy (KUBETUNE_POLICY, the chart's KubetunePolicy spec);
     # None: the chart's defaults for this bucket and endpoint.
@@ -131,6 +132,7 @@ _ENV: dict[str, tuple[str, object]] = {
     "PEERING_NAME": ("peering_name", str),
     "PEERING_PRIORITY": ("peering_priority", lambda v: int(v) if v else None),
     "MAX_WORKERS": ("max_workers", int),
+    "RESYNC_INTERVAL": ("resync_interval", float),
     "EXTRA_TRAINER_ENV": ("extra_trainer_env", _pairs),
     "POLICY": ("admin_policy", lambda v: parse_policy(v) if v.strip() else None),
 }

@@ -50,3 +50,12 @@ class ObjectCache:
         with self._lock:
             return [body for key, found in self._objects.get(kind, {}).items() if key[0] == namespace
                     for body in found.values()]
+
+    def entries(self, kind: str) -> list[tuple[Hashable, str, dict]]:
+        """(owner key, name, body) of every object of `kind` (a resync compares them with a listing)."""
+        with self._lock:
+            return [(key, name, body) for key, found in self._objects.get(kind, {}).items() for name, body in found.items()]
+
+    def get(self, kind: str, key: Hashable, name: str) -> dict | None:
+        with self._lock:
+            return self._objects.get(kind, {}).get(key, {}).get(name)
