@@ -88,3 +88,38 @@ def test_the_serving_fetch_script_refuses_a_key_outside_its_directory(tmp_path):
     assert run.returncode != 0 and "refusing jobs/x/../../escaped.txt" in run.stderr, run.stderr
     assert not list(tmp_path.rglob("escaped.txt"))
     assert (dest / "adapter" / "ok.bin").read_text() == "jobs/x/adapter/ok.bin"
+
+
+def test_every_pvc_and_s3_location_gets_its_mount_and_credentials():
+    """evaluation.testUri and model.adapterFrom on pvc:// are mounted in the
+    trainer's pod; an s3:// testUri gets the S3 credentials though checkpoints
+    and outputs are on a PVC; a pvc:// model is mounted in the serving pod."""
+    from kubetune_operator.builders import build_serving_objects, build_training_objects
+
+    from .test_builders import CFG, example
+
+    job = example("quickstart.yaml", model={"uri": "pvc://models/base", "adapterFrom": "pvc://adapters/earlier"},
+                  dataset={"trainUri": "pvc://data/train.jsonl"}, evaluation={"testUri": "pvc://tests/test.jsonl"},
+                  checkpoint={"uri": "pvc://work/ckpt"}, output={"uri": "pvc://work/out"})
+    pod = next(o for o in build_training_objects(job, CFG) if o["kind"] == "Job")["spec"]["template"]["spec"]
+    claims = [v["persistentVolumeClaim"]["claimName"] for v in pod["volumes"] if "persistentVolumeClaim" in v]
+    assert claims == ["models", "adapters", "data", "tests", "work"]
+    assert not any(e["name"] == "AWS_ACCESS_KEY_ID" for e in pod["containers"][0]["env"])
+    on_s3 = example("quickstart.yaml", model={"uri": "pvc://models/base"}, dataset={"trainUri": "pvc://data/train.jsonl"},
+                    evaluation={"testUri": "s3://kubetune-demo/tests/test.jsonl"}, checkpoint={"uri": "pvc://work/ckpt"},
+                    output={"uri": "pvc://work/out"})
+    pod = next(o for o in build_training_objects(on_s3, CFG) if o["kind"] == "Job")["spec"]["template"]["spec"]
+    assert any(e["name"] == "AWS_ACCESS_KEY_ID" for e in pod["containers"][0]["env"])
+    served = example("quickstart.yaml", model={"uri": "pvc://models/base"}, serving={"enabled": True, "gpus": 0, "mode": "adapter"},
+                     output={"uri": "pvc://work/out"})
+    served.status = None
+    from kubetune_operator.api.status import FineTuneJobStatus
+
+    served = served.model_copy(update={"status": FineTuneJobStatus.model_validate({"output": {"adapterUri": "pvc://work/out/adapter"}}, by_alias=True)})
+    deployment = next(o for o in build_serving_objects(served, CFG) if o["kind"] == "Deployment")["spec"]["template"]["spec"]
+    assert [v["persistentVolumeClaim"] for v in deployment["volumes"] if "persistentVolumeClaim" in v] == [
+        {"claimName": "models", "readOnly": True}, {"claimName": "work", "readOnly": True}]
+    mounts = {m["mountPath"] for m in deployment["containers"][0]["volumeMounts"]}
+    assert {"/mnt/pvc/models", "/mnt/pvc/work"} <= mounts
+    args = deployment["containers"][0]["args"]
+    assert args[args.index("--model") + 1] == "/mnt/pvc/models/base"

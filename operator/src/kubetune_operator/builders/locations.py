@@ -7,6 +7,10 @@ from ..settings import Settings
 from .meta import LABEL_SWEEP
 
 
+# Where a pvc://claim/... URI's claim is mounted, in trainer and serving pods alike.
+PVC_ROOT = "/mnt/pvc"
+
+
 def _namespace(job: FineTuneJob) -> str:
     return job.metadata.namespace or "default"
 
@@ -34,12 +38,25 @@ def shared_uri(job: FineTuneJob, cfg: Settings) -> str | None:
     return f"{cfg.default_bucket_uri}/{_namespace(job)}/{sweep}/shared"
 
 
+def trainer_uris(job: FineTuneJob, cfg: Settings) -> list[str]:
+    """Every location the trainer reads or writes: the model and the adapter it
+    continues, the data, the test set, checkpoints (and the one it resumes
+    from), outputs, a sweep's shared prefix."""
+    spec = job.spec
+    uris = [spec.model.uri, spec.model.adapter_from if spec.model.adapter_from_job is None else None,
+            *(s.uri for s in spec.dataset.training_sources), spec.dataset.eval_uri, spec.evaluation.test_uri,
+            checkpoint_uri(job, cfg), spec.checkpoint.resume_from, output_uri(job, cfg), shared_uri(job, cfg)]
+    return [uri for uri in uris if uri]
+
+
 def uses_s3(job: FineTuneJob, cfg: Settings) -> bool:
     """Whether any location the trainer touches is on S3 (then it needs the S3 Secret)."""
-    spec = job.spec
-    uris = [spec.model.uri, *(s.uri for s in spec.dataset.training_sources), spec.dataset.eval_uri, checkpoint_uri(job, cfg), output_uri(job, cfg),
-            shared_uri(job, cfg)]
-    return any(uri and uri.startswith("s3://") for uri in uris)
+    return any(uri.startswith("s3://") for uri in trainer_uris(job, cfg))
+
+
+def pvc_claims(uris) -> list[str]:
+    """The PersistentVolumeClaims `pvc://claim/...` URIs name, each once, in order."""
+    return list(dict.fromkeys(uri.removeprefix("pvc://").split("/", 1)[0] for uri in uris if uri and uri.startswith("pvc://")))
 
 
 def s3_endpoint(job: FineTuneJob, cfg: Settings) -> str | None:

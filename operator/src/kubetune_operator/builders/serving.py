@@ -20,6 +20,7 @@ from ..api.spec import vllm_lora_rank
 from ..settings import Settings
 from .meta import serving_name
 from .pod import container_security_context, literal, pod_security_context, resource_requirements, s3_env, token_env
+from .locations import PVC_ROOT, pvc_claims
 from .serving_plan import ServingPlan, exported_uri, job_plan
 
 __all__ = ["build_serving_deployment", "build_serving_objects", "build_serving_service", "exported_uri",
@@ -71,9 +72,9 @@ def _model_source(uri: str, local: str) -> tuple[str, str | None]:
         return uri.removeprefix("hf://"), None
     if uri.startswith("file://"):
         return uri.removeprefix("file://"), None
-    # pvc://claim/path: mounted at /mnt/pvc/claim
+    # pvc://claim/path: its claim mounted at PVC_ROOT/claim (_pod_spec)
     claim, _, path = uri.removeprefix("pvc://").partition("/")
-    return f"/mnt/pvc/{claim}/{path}".rstrip("/"), None
+    return f"{PVC_ROOT}/{claim}/{path}".rstrip("/"), None
 
 
 def vllm_args_of(plan: ServingPlan) -> tuple[list[str], list[tuple[str, str]]]:
@@ -147,17 +148,23 @@ def _vllm_container(plan: ServingPlan, args: list[str], cfg: Settings) -> dict:
 def _pod_spec(plan: ServingPlan, cfg: Settings) -> dict:
     job = plan.source
     args, fetches = vllm_args_of(plan)
+    container = _vllm_container(plan, args, cfg)
+    volumes = [
+        {"name": "models", "emptyDir": {}},
+        {"name": "tmp", "emptyDir": {}},
+        {"name": "dshm", "emptyDir": {"medium": "Memory"}},
+    ]
+    # A pvc:// model or adapter is read where the trainer wrote it: its claim, mounted read-only.
+    for claim in pvc_claims([plan.model_uri, *(a.uri for a in plan.adapters)]):
+        volumes.append({"name": f"pvc-{claim}"[:63], "persistentVolumeClaim": {"claimName": claim, "readOnly": True}})
+        container["volumeMounts"].append({"name": f"pvc-{claim}"[:63], "mountPath": f"{PVC_ROOT}/{claim}", "readOnly": True})
     pod_spec: dict = {
         "automountServiceAccountToken": False,
         "enableServiceLinks": False,
         "securityContext": pod_security_context(),
         "terminationGracePeriodSeconds": 30 + PRESTOP_SLEEP_SECONDS,
-        "containers": [_vllm_container(plan, args, cfg)],
-        "volumes": [
-            {"name": "models", "emptyDir": {}},
-            {"name": "tmp", "emptyDir": {}},
-            {"name": "dshm", "emptyDir": {"medium": "Memory"}},
-        ],
+        "containers": [container],
+        "volumes": volumes,
     }
     if fetches:
         pod_spec["initContainers"] = [_fetch_container(fetches, s3_env(job, cfg), cfg)]

@@ -36,7 +36,6 @@ WORKDIR = "/tmp/kubetune"
 METRICS_PORT = 9400
 RENDEZVOUS_PORT = 29500
 TRAINER_CONTAINER = "trainer"
-PVC_ROOT = "/mnt/pvc"
 # Trainer exit codes that mean "retrying cannot help" (bad input, diverged
 # loss): fail the Job at once instead of burning the backoff budget.
 PERMANENT_EXIT_CODES = [2, 3]
@@ -99,15 +98,7 @@ def _command(job: FineTuneJob, cfg: Settings) -> list[str]:
 
 
 def _pvc_claims(job: FineTuneJob, cfg: Settings) -> list[str]:
-    spec = job.spec
-    uris = [spec.model.uri, *(s.uri for s in spec.dataset.training_sources), spec.dataset.eval_uri, locations.checkpoint_uri(job, cfg), locations.output_uri(job, cfg)]
-    claims = []
-    for uri in uris:
-        if uri and uri.startswith("pvc://"):
-            claim = uri.removeprefix("pvc://").split("/", 1)[0]
-            if claim not in claims:
-                claims.append(claim)
-    return claims
+    return locations.pvc_claims(locations.trainer_uris(job, cfg))
 
 
 def _env(job: FineTuneJob, cfg: Settings) -> list[dict]:
@@ -144,7 +135,7 @@ def build_pod_template(job: FineTuneJob, cfg: Settings) -> dict:
     mounts.insert(0, {"name": "config", "mountPath": CONFIG_DIR, "readOnly": True})
     for claim in _pvc_claims(job, cfg):
         volumes.append({"name": f"pvc-{claim}"[:63], "persistentVolumeClaim": {"claimName": claim}})
-        mounts.append({"name": f"pvc-{claim}"[:63], "mountPath": f"{PVC_ROOT}/{claim}"})
+        mounts.append({"name": f"pvc-{claim}"[:63], "mountPath": f"{locations.PVC_ROOT}/{claim}"})
     ports = [{"name": "metrics", "containerPort": METRICS_PORT, "protocol": "TCP"}]
     if multinode:
         ports.append({"name": "rendezvous", "containerPort": RENDEZVOUS_PORT, "protocol": "TCP"})
