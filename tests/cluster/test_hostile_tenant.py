@@ -281,8 +281,10 @@ def test_objects_of_our_names_made_by_someone_else_are_never_used(kube, namespac
     st = wait_phase(kube, namespace, "forgee", "Succeeded", "Failed", operator=op)
     assert st["attempts"] == 1 and st["output"]["adapterUri"] == f"s3://stand-in/{namespace}/forgee/output/adapter", st
 
-    serving = wait_for(lambda: condition(status(kube, namespace, "member"), "Serving") or None, timeout=60, what="member's Serving condition",
-                       describe=op.log_tail)
+    # Trained, the member is to be served by the pool, whose Service name is taken: it says so, and nothing is applied.
+    serving = wait_for(lambda: (c := condition(status(kube, namespace, "member"), "Serving")) and "web-pool" in c.get("message", "") and c,
+                       timeout=60, what="member's Serving condition naming web-pool",
+                       describe=lambda: json.dumps(status(kube, namespace, "member")) + op.log_tail(20))
     assert serving["status"] == "False" and "Service web-pool exists and is not serving pool web's" in serving["message"], serving
     service = kube.raw.get(f"{core}/services/web-pool")
     assert service["spec"]["selector"] == {"app": "theirs"} and not service["metadata"].get("ownerReferences")
