@@ -153,7 +153,7 @@ def _rules(docs):
 
 
 @pytest.mark.parametrize("values", [{}, {"scope": "namespaced"}], ids=["cluster", "namespaced"])
-def test_rbac_never_grants_secrets_data_exec_delete_or_wildcards(values):
+def test_rbac_never_grants_secrets_data_exec_wildcards_or_deletes_beyond_serving(values):
     rules = _rules(render(values))
     assert rules
     for rule in rules:
@@ -161,7 +161,9 @@ def test_rbac_never_grants_secrets_data_exec_delete_or_wildcards(values):
         # Secrets: get alone (the operator asks for metadata only), never list, watch or writes.
         assert "secrets" not in rule["resources"] or (rule["resources"] == ["secrets"] and rule["verbs"] == ["get"]), rule
         assert not {"pods/exec", "pods/attach", "pods/portforward", "pods/log"} & set(rule["resources"]), rule
-        assert not {"delete", "deletecollection", "escalate", "bind", "impersonate"} & set(rule["verbs"]), rule
+        assert not {"deletecollection", "escalate", "bind", "impersonate"} & set(rule["verbs"]), rule
+        # delete only on a job's own vLLM objects once it is no longer to be served (checked by owner uid first).
+        assert "delete" not in rule["verbs"] or rule["resources"] in (["services"], ["deployments"]), rule
         assert "rbac.authorization.k8s.io" not in rule["apiGroups"], rule
 
 
