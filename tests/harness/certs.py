@@ -62,12 +62,19 @@ CLIENTS = {
     "admin": "/O=system:masters/CN=kubetune-admin",
     "controller-manager": "/CN=system:kube-controller-manager",
     "scheduler": "/CN=system:kube-scheduler",
-    # The API server's identity towards the pod runner's kubelet API (logs).
+    # The API server's identity towards the kubelet API (logs, exec).
     "apiserver-kubelet-client": "/O=system:masters/CN=kube-apiserver-kubelet-client",
+    # The real node: the kubelet as the Node authorizer knows it, and kube-proxy
+    # (bound to system:node-proxier by the bootstrap policy).
+    "kubelet-client": "/O=system:nodes/CN=system:node:{node}",
+    "kube-proxy": "/CN=system:kube-proxy",
 }
 
 
-def make_pki(dir: Path) -> Pki:
+def make_pki(dir: Path, api_ips: tuple[str, ...] = (), node_ip: str | None = None,
+             node_name: str = "kt-node-0") -> Pki:
+    """``api_ips``: more addresses of the API server (the host link, the
+    ``kubernetes`` Service's ClusterIP); ``node_ip``: the kubelet's address."""
     dir.mkdir(parents=True, exist_ok=True)
     pki = Pki(dir)
     _ec_key(pki.ca_key)
@@ -83,17 +90,19 @@ def make_pki(dir: Path) -> Pki:
         "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\n"
         "extendedKeyUsage=serverAuth\nsubjectAltName=IP:127.0.0.1,DNS:localhost,"
         "DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,"
-        "DNS:kubernetes.default.svc.cluster.local,IP:10.96.0.1\n",
+        "DNS:kubernetes.default.svc.cluster.local" + "".join(f",IP:{ip}" for ip in api_ips) + "\n",
     )
-    # The pod runner's kubelet endpoint (container logs), on loopback.
+    # The kubelet endpoint (container logs, exec): the node's address, and
+    # loopback for the pod runner.
     _sign(
-        pki, "kubelet", "/CN=kubetune-pod-runner",
+        pki, "kubelet", f"/CN={node_name}",
         "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\n"
-        "extendedKeyUsage=serverAuth\nsubjectAltName=IP:127.0.0.1,DNS:localhost\n",
+        "extendedKeyUsage=serverAuth\nsubjectAltName=IP:127.0.0.1,DNS:localhost"
+        + (f",IP:{node_ip}" if node_ip else "") + f",DNS:{node_name}\n",
     )
     for name, subject in CLIENTS.items():
         _sign(
-            pki, name, subject,
+            pki, name, subject.format(node=node_name),
             "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\n"
             "extendedKeyUsage=clientAuth\n",
         )

@@ -1,6 +1,10 @@
 """A real Kubernetes control plane (etcd, kube-apiserver, kube-controller-manager,
-kube-scheduler), MinIO and the test pod runner on loopback ports, data in one
-run directory.
+kube-scheduler), MinIO, a real node (containerd, kubelet, kube-proxy, CoreDNS:
+tests/harness/node.py) and the test pod runner, data in one run directory.
+
+The API server and MinIO listen on the host's end of the node's link
+(tests/harness/nodenet.py: an address of 198.19.0.0/16), so pods reach them as
+they would in a cluster; etcd stays on loopback.
 
     python -m tests.harness.cluster up     # start, print the env lines, return
     python -m tests.harness.cluster env    # print the env lines of the running one
@@ -28,16 +32,21 @@ import time
 import urllib.request
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Callable
 
-from . import procs
+from . import coredns, node, node_images, nodenet, procs
 from .certs import Pki, make_pki
 
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_RUN_DIR = Path(os.environ.get("KUBETUNE_RUN_DIR", Path.home() / ".cache/kubetune/run"))
-DEFAULT_NODES = ("kt-node-0", "kt-node-1")
+# The pod runner's (simulated) nodes; the real node is node.NODE_NAME.
+DEFAULT_NODES = ("kt-sim-0", "kt-sim-1")
 S3_ACCESS_KEY = "kubetune"
 S3_SECRET_KEY = "kubetune-secret-key"
-SERVICE_CIDR = "10.96.0.0/16"
+# While the pod runner still runs pods, only pods that tolerate this taint go to
+# the real node.
+REAL_NODE_TAINT = {"key": "kubetune.io/real-node", "value": "true", "effect": "NoSchedule"}
+REAL_NODE_TOLERATION = {"key": REAL_NODE_TAINT["key"], "operator": "Exists", "effect": "NoSchedule"}
 # Component start-up budgets; a warm start takes a few seconds in total.
 READY_TIMEOUT = float(os.environ.get("KUBETUNE_READY_TIMEOUT", "90"))
 
@@ -51,6 +60,8 @@ def remove_stale_run_dirs() -> None:
     for path in Path(tempfile.gettempdir()).glob(TEMP_PREFIX + "*"):
         state = Cluster.load(path)
         if state is not None and state.pids and not any(procs.pid_alive(p) for p in state.pids.values()):
+            # Its kubelet's volume mounts outlive it: never delete through them.
+            _clean_node(state)
             shutil.rmtree(path, ignore_errors=True)
 
 
@@ -80,6 +91,19 @@ class Cluster:
     tools_bin: str
     pids: dict[str, int] = field(default_factory=dict)  # component -> pid (= pgid)
     harness_version: str = ""  # see harness_version(); a stale running cluster is not reused
+    node_slot: int = -1  # nodenet slot: addresses, namespace, containerd root
+    real_node: str = ""  # the real node's name ("" when started without it)
+    # Seconds from the start call until each milestone (cluster up prints them).
+    startup: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def network(self) -> nodenet.NodeNetwork:
+        return nodenet.NodeNetwork(self.node_slot)
+
+    @property
+    def dns_ip(self) -> str:
+        """The cluster DNS (CoreDNS behind the kube-dns Service)."""
+        return self.network.dns_ip
 
     @property
     def state_file(self) -> Path:
@@ -131,7 +155,8 @@ def harness_version() -> str:
     older pod runner is not reused by the fixtures (it would behave differently)."""
     digest = hashlib.sha1()
     here = Path(__file__).parent
-    running_code = ("cluster.py", "podrunner.py", "images.py", "kubeapi.py", "procs.py", "certs.py")
+    running_code = ("cluster.py", "podrunner.py", "images.py", "kubeapi.py", "procs.py", "certs.py",
+                    "node.py", "nodenet.py", "node_images.py", "coredns.py", "oci.py")
     for path in [here / name for name in running_code] + [REPO / "hack/cluster-tools/versions.env"]:
         digest.update(path.name.encode())
         digest.update(path.read_bytes())
@@ -172,15 +197,22 @@ def _kube_clients(kubeconfig: str):
     return client.CoreV1Api(api)
 
 
+def _slot_in_use(run_dir: str) -> bool:
+    state = Cluster.load(Path(run_dir))
+    return bool(state and state.pids and any(procs.pid_alive(p) for p in state.pids.values()))
+
+
 def start(
     run_dir: Path | None = None,
     nodes: tuple[str, ...] = DEFAULT_NODES,
     die_with_parent: bool = True,
     start_pod_runner: bool = True,
+    start_node: bool = True,
     extra_args: dict[str, list[str]] | None = None,
 ) -> Cluster:
     """Start everything and wait until it is usable: API ready, nodes Ready,
-    the ``default`` ServiceAccount present (controllers working), MinIO live.
+    the ``default`` ServiceAccount present (controllers working), MinIO live,
+    and with ``start_node`` the real node Ready with CoreDNS answering.
 
     ``die_with_parent``: the components get SIGKILL when this process dies (the
     pytest case); ``cluster up`` passes False so they outlive the CLI.
@@ -189,6 +221,7 @@ def start(
     On failure everything already started is stopped and ComponentFailed names
     the component and shows its log tail.
     """
+    t0 = time.monotonic()
     bin_dir = tools_bin()
     if run_dir is None:
         remove_stale_run_dirs()
@@ -196,24 +229,18 @@ def start(
     run.mkdir(parents=True, exist_ok=True)
     logs = run / "logs"
     logs.mkdir(exist_ok=True)
-    pki = make_pki(run / "pki")
-    names = ("etcd", "etcd_peer", "api", "s3", "s3_console", "kubelet")
-    ports = dict(zip(names, procs.free_ports(len(names))))
-    api_url = f"https://127.0.0.1:{ports['api']}"
-    for user in ("admin", "controller-manager", "scheduler"):
-        _write_kubeconfig(run / f"{user}.kubeconfig", api_url, pki, user)
+    net = nodenet.claim(str(run), _slot_in_use, lambda n: node.cleanup(n, None))
     cluster = Cluster(
-        run_dir=str(run),
-        kubeconfig=str(run / "admin.kubeconfig"),
-        api_url=api_url,
-        s3_endpoint=f"http://127.0.0.1:{ports['s3']}",
-        s3_access_key=S3_ACCESS_KEY,
-        s3_secret_key=S3_SECRET_KEY,
-        nodes=list(nodes),
-        tools_bin=str(bin_dir),
-        harness_version=harness_version(),
+        run_dir=str(run), kubeconfig=str(run / "admin.kubeconfig"), api_url="", s3_endpoint="",
+        s3_access_key=S3_ACCESS_KEY, s3_secret_key=S3_SECRET_KEY, nodes=list(nodes),
+        tools_bin=str(bin_dir), harness_version=harness_version(), node_slot=net.slot,
+        real_node=node.NODE_NAME if start_node else "",
     )
+    cluster.save()  # from here on `down` cleans the slot up too
     children: dict[str, subprocess.Popen] = {}
+
+    def reached(milestone: str) -> None:
+        cluster.startup[milestone] = round(time.monotonic() - t0, 2)
 
     def launch(name: str, argv: list[str], env: dict | None = None) -> subprocess.Popen:
         argv = argv + list((extra_args or {}).get(name, []))
@@ -224,8 +251,21 @@ def start(
         return proc
 
     try:
-        etcd_url = f"http://127.0.0.1:{ports['etcd']}"
-        peer_url = f"http://127.0.0.1:{ports['etcd_peer']}"
+        nodenet.setup(net)
+        if start_node:
+            node.prepare(net, run)
+            node.start_containerd(net, run, launch)
+            reached("containerd")
+        pki = make_pki(run / "pki", api_ips=(net.host_ip, net.kubernetes_ip), node_ip=net.node_ip)
+        names = ("api", "s3", "s3_console", "kubelet")
+        ports = dict(zip(names, procs.free_ports(len(names), host=net.host_ip)))
+        etcd_port, etcd_peer_port = procs.free_ports(2)
+        cluster.api_url = api_url = f"https://{net.host_ip}:{ports['api']}"
+        cluster.s3_endpoint = f"http://{net.host_ip}:{ports['s3']}"
+        for user in ("admin", "controller-manager", "scheduler", "kubelet-client", "kube-proxy"):
+            _write_kubeconfig(run / f"{user}.kubeconfig", api_url, pki, user)
+        etcd_url = f"http://127.0.0.1:{etcd_port}"
+        peer_url = f"http://127.0.0.1:{etcd_peer_port}"
         etcd = launch("etcd", [
             f"{bin_dir}/etcd", "--data-dir", str(run / "etcd"), "--name", "kt",
             "--listen-client-urls", etcd_url, "--advertise-client-urls", etcd_url,
@@ -238,15 +278,19 @@ def start(
                      "MINIO_ROOT_PASSWORD": S3_SECRET_KEY, "MINIO_BROWSER": "off",
                      "MINIO_UPDATE": "off"}
         minio = launch("minio", [
-            f"{bin_dir}/minio", "server", "--quiet", "--address", f"127.0.0.1:{ports['s3']}",
-            "--console-address", f"127.0.0.1:{ports['s3_console']}", str(run / "s3"),
+            f"{bin_dir}/minio", "server", "--quiet", "--address", f"{net.host_ip}:{ports['s3']}",
+            "--console-address", f"{net.host_ip}:{ports['s3_console']}", str(run / "s3"),
         ], env=minio_env)
+        if start_node:
+            # Imported while etcd and the API server start (once per slot).
+            node.load_node_images(net, bin_dir)
+            reached("node images")
         procs.wait_until(lambda: _http_ok(etcd_url + "/health"), READY_TIMEOUT, "etcd",
                          etcd, logs / "etcd.log")
         api = launch("kube-apiserver", [
             f"{bin_dir}/kube-apiserver",
             "--etcd-servers", etcd_url,
-            "--bind-address", "127.0.0.1", "--advertise-address", "127.0.0.1",
+            "--bind-address", net.host_ip, "--advertise-address", net.host_ip,
             "--secure-port", str(ports["api"]),
             "--tls-cert-file", str(pki.cert("apiserver")),
             "--tls-private-key-file", str(pki.key("apiserver")),
@@ -256,12 +300,12 @@ def start(
             "NamespaceLifecycle,LimitRanger,ServiceAccount,ResourceQuota,"
             "DefaultTolerationSeconds,MutatingAdmissionWebhook,ValidatingAdmissionWebhook,"
             "ValidatingAdmissionPolicy,MutatingAdmissionPolicy,PodSecurity,Priority,"
-            "StorageObjectInUseProtection,PersistentVolumeClaimResize,RuntimeClass",
+            "StorageObjectInUseProtection,PersistentVolumeClaimResize,RuntimeClass,NodeRestriction",
             "--service-account-issuer", "https://kubernetes.default.svc.cluster.local",
             "--service-account-key-file", str(pki.sa_pub),
             "--service-account-signing-key-file", str(pki.sa_key),
-            "--service-cluster-ip-range", SERVICE_CIDR,
-            # kubectl logs: the API server asks the pod runner's kubelet endpoint.
+            "--service-cluster-ip-range", net.service_cidr,
+            # kubectl logs/exec: the API server asks the node's kubelet.
             "--kubelet-preferred-address-types", "InternalIP",
             "--kubelet-certificate-authority", str(pki.ca_cert),
             "--kubelet-client-certificate", str(pki.cert("apiserver-kubelet-client")),
@@ -283,7 +327,7 @@ def start(
             "--use-service-account-credentials=true",
             "--service-account-private-key-file", str(pki.sa_key),
             "--root-ca-file", str(pki.ca_cert),
-            "--service-cluster-ip-range", SERVICE_CIDR,
+            "--service-cluster-ip-range", net.service_cidr,
             "--cluster-name", "kubetune",
             # Fast garbage collection of finished pods and quicker node checks.
             "--terminated-pod-gc-threshold", "100",
@@ -299,26 +343,65 @@ def start(
             "--leader-elect=false",
             "--v=1",
         ])
+        if start_node:
+            # Both retry until the API server answers.
+            node.start_kubelet(net, run, pki, bin_dir, run / "kubelet-client.kubeconfig",
+                               [REAL_NODE_TAINT] if start_pod_runner else [], launch)
+            node.start_kube_proxy(net, run, bin_dir, run / "kube-proxy.kubeconfig", launch)
         procs.wait_until(lambda: _get(cluster, "/readyz") == "ok", READY_TIMEOUT,
                          "kube-apiserver", api, logs / "kube-apiserver.log")
+        reached("kube-apiserver")
         if start_pod_runner:
             launch("pod-runner", [
                 sys.executable, "-m", "tests.harness.podrunner",
                 "--kubeconfig", cluster.kubeconfig, "--run-dir", str(run),
-                "--api-port", str(ports["api"]),
+                "--api-host", net.host_ip, "--api-port", str(ports["api"]),
                 "--kubelet-port", str(ports["kubelet"]),
                 "--tls-cert", str(pki.cert("kubelet")), "--tls-key", str(pki.key("kubelet")),
                 *[arg for n in nodes for arg in ("--node", n)],
             ], env={**os.environ, "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1"})
         core = _kube_clients(cluster.kubeconfig)
         _wait_controllers(cluster, core, children, nodes if start_pod_runner else ())
+        reached("controllers")
+        if start_node:
+            _wait_real_node(cluster, core, children, reached)
         procs.wait_until(lambda: _http_ok(cluster.s3_endpoint + "/minio/health/live"),
                          READY_TIMEOUT, "minio", minio, logs / "minio.log")
+        reached("ready")
     except BaseException:
         stop(cluster)
         raise
     cluster.save()
     return cluster
+
+
+def _node_ready(core, name: str) -> bool:
+    node_obj = core.read_node(name)
+    return any(c.type == "Ready" and c.status == "True" for c in node_obj.status.conditions or [])
+
+
+def _wait_real_node(cluster: Cluster, core, children, reached: Callable[[str], None]) -> None:
+    """The node Ready with its extended resources, CoreDNS serving."""
+    logs = Path(cluster.run_dir) / "logs"
+    name = cluster.real_node
+    procs.wait_until(lambda: _node_ready(core, name), READY_TIMEOUT, f"kubelet (node {name} Ready)",
+                     children["kubelet"], logs / "kubelet.log")
+    reached("node Ready")
+    core.patch_node_status(name, [
+        {"op": "add", "path": f"/status/capacity/{key.replace('/', '~1')}", "value": value}
+        for key, value in node.FAKE_EXTENDED_RESOURCES.items()])
+    tolerations = [REAL_NODE_TOLERATION, {"key": "CriticalAddonsOnly", "operator": "Exists"}]
+    manifest = coredns.manifest_text(cluster.network, node_images.COREDNS_IMAGE, name, tolerations)
+    subprocess.run([f"{cluster.tools_bin}/kubectl", "--kubeconfig", cluster.kubeconfig, "apply",
+                    "--server-side", "-f", "-"], input=manifest, text=True, check=True, capture_output=True)
+
+    def dns_answers() -> bool:
+        return coredns.resolve("kubernetes.default.svc.cluster.local", cluster.dns_ip, timeout=0.5) == [
+            cluster.network.kubernetes_ip]
+
+    procs.wait_until(dns_answers, READY_TIMEOUT, "CoreDNS (kubernetes.default answers through the kube-dns Service)",
+                     children["kube-proxy"], logs / "kube-proxy.log")
+    reached("cluster DNS")
 
 
 def _wait_controllers(cluster: Cluster, core, children, nodes) -> None:
@@ -327,10 +410,10 @@ def _wait_controllers(cluster: Cluster, core, children, nodes) -> None:
 
     def nodes_ready() -> bool:
         ready = set()
-        for node in core.list_node().items:
-            for cond in node.status.conditions or []:
+        for node_obj in core.list_node().items:
+            for cond in node_obj.status.conditions or []:
                 if cond.type == "Ready" and cond.status == "True":
-                    ready.add(node.metadata.name)
+                    ready.add(node_obj.metadata.name)
         return set(nodes) <= ready
 
     logs = Path(cluster.run_dir) / "logs"
@@ -351,15 +434,17 @@ def _http_ok(url: str) -> bool:
         return r.status == 200
 
 
-# Stop the pod runner first (it stops the pods' processes), the API server last
-# but one so that controllers do not spin on a missing API, etcd last.
-STOP_ORDER = ("pod-runner", "kube-scheduler", "kube-controller-manager", "minio",
-              "kube-apiserver", "etcd")
+# Stop the pod runner first (it stops the pods' processes), then the node (the
+# kubelet first so that it restarts nothing, containerd after its containers),
+# the API server last but one so that controllers do not spin on a missing API,
+# etcd last.
+STOP_ORDER = ("pod-runner", "kubelet", "kube-proxy", "containerd", "kube-scheduler",
+              "kube-controller-manager", "minio", "kube-apiserver", "etcd")
 
 
 def stop(cluster: Cluster, remove_data: bool = True) -> None:
-    """Stop every component (SIGTERM, SIGKILL after a grace) and, by default,
-    delete the run directory."""
+    """Stop every component (SIGTERM, SIGKILL after a grace), remove the node's
+    pods, mounts, cgroups and network and, by default, delete the run directory."""
     # Clients started beside the cluster (make demo's operator) leave
     # `<name>.pid` in the run directory: stopped first, never orphaned.
     for pidfile in sorted(Path(cluster.run_dir).glob("*.pid")):
@@ -372,12 +457,28 @@ def stop(cluster: Cluster, remove_data: bool = True) -> None:
             procs.stop_group(pid, grace=10)
     names = sorted(cluster.pids, key=lambda n: STOP_ORDER.index(n) if n in STOP_ORDER else -1)
     for name in names:
+        if name == "containerd" and procs.pid_alive(cluster.pids[name]):
+            node.remove_containers(cluster.network)
         procs.stop_group(cluster.pids[name], grace=10 if name == "pod-runner" else 5)
     cluster.pids.clear()
+    _clean_node(cluster)
     if remove_data:
         shutil.rmtree(cluster.run_dir, ignore_errors=True)
     elif Path(cluster.run_dir).exists():
         cluster.save()
+
+
+def _clean_node(cluster: Cluster) -> None:
+    """The node's leftovers (pods, mounts, cgroups, network), once its
+    processes are gone; the slot's are only touched while this cluster owns it."""
+    if cluster.node_slot < 0:
+        return
+    run = Path(cluster.run_dir)
+    if nodenet.owner(cluster.node_slot) == cluster.run_dir:
+        node.cleanup(cluster.network, run)
+        nodenet.release(cluster.network, cluster.run_dir)
+    else:
+        node.unmount_below([node.node_dir(run)])
 
 
 def _print_env(cluster: Cluster) -> None:
@@ -402,7 +503,8 @@ def main(argv: list[str] | None = None) -> int:
                 stop(existing)
             t0 = time.monotonic()
             existing = start(args.run_dir, die_with_parent=False)
-            print(f"# control plane, MinIO and pod runner ready in {time.monotonic() - t0:.1f}s; "
+            print(f"# control plane, MinIO, node and pod runner ready in {time.monotonic() - t0:.1f}s "
+                  f"({', '.join(f'{k} {v}s' for k, v in existing.startup.items())}); "
                   f"logs in {existing.logs_dir}", file=sys.stderr)
         _print_env(existing)
     elif args.command == "env":

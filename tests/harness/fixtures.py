@@ -8,6 +8,8 @@ Session scope:
                     the end; KUBETUNE_REUSE_CLUSTER=0 forces a private one)
   kube           -> KubeClients      typed kubernetes clients + raw client + kubectl
   pod_runner     -> PodRunnerHandle  simulated-ready images, container logs
+  real_node      -> RealNode         the real node (kubelet + containerd): its name,
+                    network, cluster DNS, image loading
   tools_bin      -> pathlib.Path     kube-apiserver, kubectl, helm, promtool, ...
 Function scope:
   namespace      -> str              a fresh namespace (default SA ready), deleted after
@@ -34,7 +36,8 @@ from typing import Any, Callable, Iterator
 import pytest
 
 from . import cluster as cluster_mod
-from . import procs
+from . import node_images, procs
+from .nodenet import NodeNetwork
 from .kubeapi import ApiError, KubeApi
 from .podrunner import CONFIG_NAME, CONFIG_NAMESPACE, container_log
 from .prometheus import Prometheus
@@ -154,6 +157,49 @@ class PodRunnerHandle:
                 if e.status != 409:
                     raise
         raise RuntimeError("could not update the pod runner's ConfigMap (conflicts)")
+
+
+@dataclass
+class RealNode:
+    """The cluster's real node: kubelet, containerd, kube-proxy, CoreDNS."""
+
+    name: str
+    network: NodeNetwork
+
+    @property
+    def dns_ip(self) -> str:
+        return self.network.dns_ip
+
+    def images(self) -> dict[str, str]:
+        """ref -> digest of the images containerd holds."""
+        return node_images.images(self.network)
+
+    def load_image(self, archive: Path, ref: str, digest: str) -> None:
+        """Import an image archive unless the node has it already."""
+        node_images.import_archive(self.network, archive, ref, digest)
+
+    def place(self, pod_spec: dict) -> dict:
+        """``pod_spec`` scheduled onto this node (while the pod runner's
+        simulated nodes exist beside it): a node selector and the toleration of
+        the real node's taint."""
+        pod_spec.setdefault("nodeSelector", {})["kubernetes.io/hostname"] = self.name
+        pod_spec.setdefault("tolerations", []).append(dict(cluster_mod.REAL_NODE_TOLERATION))
+        return pod_spec
+
+
+@pytest.fixture(scope="session")
+def real_node(control_plane: cluster_mod.Cluster) -> RealNode:
+    if not control_plane.real_node:
+        pytest.fail("the cluster runs without its real node")
+    return RealNode(control_plane.real_node, control_plane.network)
+
+
+@pytest.fixture(scope="session")
+def toolbox_image(real_node: RealNode) -> str:
+    """The node tests' busybox image, loaded on the node."""
+    archive, digest = node_images.toolbox_archive()
+    real_node.load_image(archive, node_images.TOOLBOX_IMAGE, digest)
+    return node_images.TOOLBOX_IMAGE
 
 
 @pytest.fixture(scope="session")

@@ -90,10 +90,11 @@ VENV_BIN = str(Path(sys.executable).parent)
 # Pod addresses come from 127.0.1.0 upwards; the control plane stays on 127.0.0.1.
 FIRST_POD_IP = (127 << 24) | (1 << 8) | 2
 LAST_POD_IP = (127 << 24) | (255 << 16) | (255 << 8) | 254
-# ... unless `pod_network` can make 198.18.0.0/15 local (see there).
-POD_NETWORK = "198.18.0.0/15"
+# ... unless `pod_network` can make 198.18.0.0/16 local (see there); the other
+# half of 198.18.0.0/15 belongs to the real node (tests/harness/nodenet.py).
+POD_NETWORK = "198.18.0.0/16"
 FIRST_NETWORK_IP = (198 << 24) | (18 << 16) | 2
-LAST_NETWORK_IP = (198 << 24) | (19 << 16) | (255 << 8) | 254
+LAST_NETWORK_IP = (198 << 24) | (18 << 16) | (255 << 8) | 254
 
 
 def pod_network() -> tuple[int, int, bool]:
@@ -626,7 +627,7 @@ class PodWorker(threading.Thread):
             "HOME": os.environ.get("HOME", "/root"),
             "LANG": "C.UTF-8",
             "HOSTNAME": self._hostname(),
-            "KUBERNETES_SERVICE_HOST": "127.0.0.1",
+            "KUBERNETES_SERVICE_HOST": self.runner.api_host,
             "KUBERNETES_SERVICE_PORT": str(self.runner.api_port),
             "KUBERNETES_SERVICE_PORT_HTTPS": str(self.runner.api_port),
         }
@@ -1115,9 +1116,10 @@ class PodRunner:
 
     def __init__(self, kubeconfig: str, run_dir: Path, api_port: int, nodes: list[str],
                  node_capacity: dict | None = None, kubelet_port: int = 0,
-                 tls_cert: str | None = None, tls_key: str | None = None):
+                 tls_cert: str | None = None, tls_key: str | None = None, api_host: str = "127.0.0.1"):
         self.api = KubeApi(kubeconfig)
         self.run_dir = Path(run_dir)
+        self.api_host = api_host
         self.api_port = api_port
         self.nodes = list(nodes)
         self.node_capacity = dict(node_capacity or DEFAULT_NODE_CAPACITY)
@@ -1347,6 +1349,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m tests.harness.podrunner")
     p.add_argument("--kubeconfig", required=True)
     p.add_argument("--run-dir", type=Path, required=True)
+    p.add_argument("--api-host", default="127.0.0.1")
     p.add_argument("--api-port", type=int, required=True)
     p.add_argument("--node", action="append", required=True)
     p.add_argument("--kubelet-port", type=int, default=0, help="serve container logs here (kubectl logs)")
@@ -1357,7 +1360,8 @@ def main(argv: list[str] | None = None) -> int:
         p.error("the pod runner needs root: it gives each pod a mount namespace (unshare -m) with bind mounts")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(threadName)s %(message)s")
     runner = PodRunner(args.kubeconfig, args.run_dir, args.api_port, args.node,
-                       kubelet_port=args.kubelet_port, tls_cert=args.tls_cert, tls_key=args.tls_key)
+                       kubelet_port=args.kubelet_port, tls_cert=args.tls_cert, tls_key=args.tls_key,
+                       api_host=args.api_host)
 
     def on_signal(signum, frame):
         runner.stop()
