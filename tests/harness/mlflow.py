@@ -33,9 +33,9 @@ def mlflow_venv() -> Path:
     return Path(out.stdout.strip().splitlines()[-1])
 
 
-def _free_port() -> int:
+def _free_port(host: str) -> int:
     with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
+        s.bind((host, 0))
         return s.getsockname()[1]
 
 
@@ -44,15 +44,17 @@ class MlflowServer:
     root: Path
     port: int = 0
     proc: subprocess.Popen | None = None
+    # Loopback for local trainers; the host end of the node's link for pods.
+    host: str = "127.0.0.1"
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://{self.host}:{self.port}"
 
     def start(self, timeout: float = 120) -> None:
-        self.port = self.port or _free_port()
+        self.port = self.port or _free_port(self.host)
         self.root.mkdir(parents=True, exist_ok=True)
-        cmd = [str(mlflow_venv() / "bin/mlflow"), "server", "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1",
+        cmd = [str(mlflow_venv() / "bin/mlflow"), "server", "--host", self.host, "--port", str(self.port), "--workers", "1",
                "--backend-store-uri", f"sqlite:///{self.root / 'mlflow.db'}", "--artifacts-destination", str(self.root / "artifacts")]
         log = (self.root / "server.log").open("w")
         self.proc = subprocess.Popen(cmd, cwd=self.root, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
@@ -86,8 +88,18 @@ class MlflowServer:
 
 @pytest.fixture(scope="session")
 def mlflow_server(tmp_path_factory):
-    """One real MLflow server for the whole session (trainer and cluster tests)."""
+    """One real MLflow server for the whole session's local trainers (loopback)."""
     server = MlflowServer(tmp_path_factory.mktemp("mlflow"))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def cluster_mlflow_server(tmp_path_factory, control_plane):
+    """A real MLflow server trainer pods reach: on the host end of the node's
+    link, like the API server and MinIO."""
+    server = MlflowServer(tmp_path_factory.mktemp("mlflow-cluster"), host=control_plane.network.host_ip)
     server.start()
     yield server
     server.stop()
