@@ -6,10 +6,13 @@ in which order a trained job's serving objects are made, and how they go when
 the job is no longer to be served."""
 from __future__ import annotations
 
+import pytest
+
 from kubetune_operator.builders.meta import LABEL_JOB, config_map_name, serving_name, training_job_name
 from kubetune_operator.controllers.finetunejob.controller import FineTuneJobController
 from kubetune_operator.controllers.watches import FINETUNEJOBS, TRAINING_JOBS
-from kubetune_operator.runtime import Runtime
+from kubetune_operator.k8s import ApiError
+from kubetune_operator.runtime import PermanentError, Runtime
 from kubetune_operator.runtime.watches import slim
 
 from .test_builders import CFG, UID, example
@@ -223,3 +226,46 @@ def test_a_spec_changed_while_no_trainer_runs_is_rendered_again():
     server = RecordingApiServer(("Job", job_name), stored={("ConfigMap", cm_name): current})
     first_pass(server, body, stored_job(job_name))
     assert [p for p in server.patched if p[0] == "ConfigMap"] == []
+
+
+class RefusingApiServer(RecordingApiServer):
+    """Answers one kind's create with the API server's 403 ``message``."""
+
+    def __init__(self, kind: str, message: str):
+        super().__init__()
+        self.kind, self.message, self.statuses = kind, message, []
+
+    def create_all_if_absent(self, objects):
+        allowed = [o for o in objects if o["kind"] != self.kind]
+        done = iter(super().create_all_if_absent(allowed))
+        return [ApiError(403, "Forbidden", self.message) if o["kind"] == self.kind else next(done) for o in objects]
+
+    def patch_status(self, kind, namespace, name, status):
+        self.statuses.append(status)
+        return {}
+
+
+RBAC_403 = ('jobs.batch is forbidden: User "system:serviceaccount:kubetune:kt-kubetune" cannot create '
+            'resource "jobs" in API group "batch" in the namespace "team"')
+
+
+def test_a_verb_the_operator_s_role_lacks_is_said_in_status_and_retried():
+    server = RefusingApiServer("Job", RBAC_403)
+    rt = Runtime.create(CFG, server, (FineTuneJobController,), workers=0)
+    rt.index(FINETUNEJOBS, *KEY, {}, quickstart_job())
+    again = rt.controllers["finetunejob"].work(KEY)
+    assert again is not None and again > 0  # looked at again: an admin fixes the Role
+    status = server.statuses[-1]
+    valid = next(c for c in status["conditions"] if c["type"] == "Valid")
+    assert status["phase"] == "Pending" and valid["reason"] == "PermissionDenied"
+    assert 'cannot create resource "jobs"' in valid["message"] and "Role" in valid["message"]
+    assert not any(c["type"] == "Failed" for c in status["conditions"])
+
+
+def test_a_quota_s_403_is_not_taken_for_missing_rbac():
+    server = RefusingApiServer("Job", 'jobs.batch "quickstart-train" is forbidden: exceeded quota: jobs, requested: count/jobs.batch=1')
+    rt = Runtime.create(CFG, server, (FineTuneJobController,), workers=0)
+    rt.index(FINETUNEJOBS, *KEY, {}, quickstart_job())
+    with pytest.raises(PermanentError) as refused:
+        rt.controllers["finetunejob"].work(KEY)
+    assert refused.value.reason == "InvalidSpec" and "exceeded quota" in refused.value.message

@@ -70,6 +70,12 @@ class ApiError(Exception):
     def retryable(self) -> bool:
         return self.status in (408, 429) or self.status >= 500 or self.status == 0
 
+    @property
+    def rbac_denied(self) -> bool:
+        """The authorizer's 403 (`User "..." cannot create resource ...`), not
+        a quota's or an admission plugin's: the caller's RBAC lacks a verb."""
+        return self.status == 403 and " cannot " in self.message and "resource" in self.message
+
 
 class RateLimiter:
     """Token bucket: `qps` tokens per second, at most `burst` saved up."""

@@ -50,6 +50,8 @@ class Reason:
     CHILD_CONFLICT = "ChildConflict"  # an object with a child's name that is not this job's (left untouched)
     REPORT_INVALID = "ReportInvalid"  # the termination message broke the report's schema, size or depth  # a referenced Secret without the policy's label
     SECRET_MISSING = "SecretMissing"
+    # The API server answered 403 to the operator's own ServiceAccount (its RBAC lacks a verb).
+    PERMISSION_DENIED = "PermissionDenied"
     # spec.model.adapterFrom naming a FineTuneJob: still running, failed (or without an adapter), absent.
     ADAPTER_SOURCE_PENDING = "AdapterSourcePending"
     ADAPTER_SOURCE_FAILED = "AdapterSourceFailed"

@@ -20,6 +20,7 @@ from .sync import sync, trained
 
 SECRET_RETRY_SECONDS = 10
 CONFLICT_RETRY_SECONDS = 10
+FORBIDDEN_RETRY_SECONDS = 30
 
 
 def reconcile(ctl, p) -> float | None:
@@ -28,6 +29,15 @@ def reconcile(ctl, p) -> float | None:
     waiting = _admit(ctl, p)
     if waiting is not None:
         return waiting
+    try:
+        return _converge(ctl, p)
+    except ApiError as exc:
+        if not exc.rbac_denied:
+            raise
+        return _forbidden(ctl, p, exc)
+
+
+def _converge(ctl, p) -> float | None:
     training_job, _, _ = ctl.children(p.key)
     if trained(ctl.status.current(p.key, p.body)):
         if training_job is not None:
@@ -75,6 +85,17 @@ def _admit(ctl, p) -> float | None:
         ctl.refuse(p, "Pending", R.SECRET_NOT_USABLE, secrets.unusable_message(ctl.cfg.policy.secret_label))
         return SECRET_RETRY_SECONDS
     return None
+
+
+def _forbidden(ctl, p, exc: ApiError) -> float:
+    """The operator's own RBAC lacks a verb: said in status (the API server's
+    message names the verb, resource and ServiceAccount), looked at again
+    later: an admin fixes the Role, not the FineTuneJob's author."""
+    p.logger.warning("the API server refused the operator: %s", exc.message)
+    ctl.refuse(p, "Pending", R.PERMISSION_DENIED,
+               f"the operator is not allowed to create this job's objects: {exc.message} "
+               f"(grant it in the operator's Role; retried every {FORBIDDEN_RETRY_SECONDS} s)")
+    return FORBIDDEN_RETRY_SECONDS
 
 
 def _conflict(ctl, p, conflict: str) -> float:
@@ -163,6 +184,9 @@ def _refused(kube, p, results, stored_job) -> None:
     """Raise what the API server answered: the error to retry, or (refused
     for good) PermanentError, the Job suspended if it exists."""
     errors = [r for _, r in results if isinstance(r, ApiError)]
+    forbidden = [e for e in errors if e.rbac_denied]
+    if forbidden:  # the operator's RBAC, not the spec: retried (reconcile says so in status)
+        raise forbidden[0]
     final = [e for e in errors if not (e.retryable or e.status in (404, 409))]
     if not final:
         raise errors[0]
