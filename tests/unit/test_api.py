@@ -113,11 +113,9 @@ def test_crd_files_are_generated_from_the_models():
         assert (ROOT / "crds" / name).read_text() == dump_yaml(crd), f"crds/{name} is stale: run make crds"
 
 
-def test_chart_crd_copy_matches_when_present():
-    chart_copy = ROOT / "charts" / "kubetune" / "crds" / "finetunejob.yaml"
-    if not chart_copy.exists():
-        pytest.skip("chart not present")
-    assert chart_copy.read_text() == (ROOT / "crds" / "finetunejob.yaml").read_text()
+def test_the_chart_carries_the_same_crds():
+    for name in ("finetunejob.yaml", "finetunesweep.yaml"):
+        assert (ROOT / "charts" / "kubetune" / "crds" / name).read_text() == (ROOT / "crds" / name).read_text(), name
 
 
 def test_crd_has_printer_columns_status_and_short_name():

@@ -7,14 +7,10 @@ from __future__ import annotations
 import io
 import json
 
-import pytest
-
 from kubetune_operator.builders import build_configmap, build_training_objects
 from kubetune_operator.cli.render import render_manifest_objects
 
 from .test_builders import CFG, REPO, example
-
-pytest.importorskip("kubetune_operator.render.trainer_config", reason="the trainer config renderer lands with the trainer")
 
 
 def test_configmap_holds_the_rendered_config_with_operator_locations():

@@ -8,12 +8,11 @@ from __future__ import annotations
 import math
 
 import pytest
+import torch
 
-torch = pytest.importorskip("torch")
-
-from kubetune_trainer.evaluation import numeric, scoring  # noqa: E402
-from kubetune_trainer.evaluation.runner import fill_unparsed  # noqa: E402
-from kubetune_trainer.testing.tiny_model import make_tiny_tokenizer  # noqa: E402
+from kubetune_trainer.evaluation import numeric, scoring
+from kubetune_trainer.evaluation.runner import fill_unparsed
+from kubetune_trainer.testing.tiny_model import make_tiny_tokenizer
 
 PROMPT = "Price in dollars:"
 
