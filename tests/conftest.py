@@ -6,4 +6,5 @@
 # the tiny model in a bucket (operator_factory, s3_env, bucket_with_assets, ...):
 # see tests/harness/operator_fixture.py.
 # A real MLflow server and a tracker that never answers: tests/harness/mlflow.py.
-pytest_plugins = ["tests.harness.fixtures", "tests.harness.operator_fixture", "tests.harness.mlflow"]
+# The real model (SmolLM2-135M-Instruct, real_model): tests/harness/real_model.py.
+pytest_plugins = ["tests.harness.fixtures", "tests.harness.operator_fixture", "tests.harness.mlflow", "tests.harness.real_model"]

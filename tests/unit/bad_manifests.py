@@ -264,6 +264,18 @@ BAD_CASES: list[BadCase] = [
     # A regex the API server cannot judge (CEL does not compile Python patterns): kubetune validate and the operator refuse it.
     case("grpo-regex-does-not-compile", {"spec.objective": "grpo", "spec.grpo": {"rewards": [{"type": "regex", "pattern": "(unclosed"}]}},
          "spec.grpo.rewards[0].pattern", "grpo.rewards pattern '(unclosed' does not compile", None),
+    # GGUF base models: the file inside its Hub repository, no remote code, served merged
+    case("gguf-hf-without-repo", {"spec.model.uri": "hf://org/model.gguf"}, "spec.model",
+         "a .gguf model on the Hugging Face Hub is named with its repository: hf://org/name/file.gguf",
+         "a .gguf model on the Hugging Face Hub is named with its repository"),
+    case("gguf-hf-not-gguf-file", {"spec.model.uri": "hf://org/model/weights.bin"}, "spec.model.uri",
+         "malformed hf:// URI 'hf://org/model/weights.bin'; expected hf://org/name or hf://org/name/file.gguf",
+         "spec.model.uri: Invalid value: \"hf://org/model/weights.bin\""),
+    case("gguf-trust-remote-code", {"spec.model": {"uri": "s3://bucket-one/models/m.gguf", "trustRemoteCode": True}},
+         "spec.model", "trustRemoteCode does not apply to a .gguf model", "trustRemoteCode does not apply to a .gguf model"),
+    case("gguf-serving-adapter", {"spec.model.uri": "file:///models/smollm2.Q4_1.gguf", "spec.serving": {"enabled": True}},
+         "spec", "vLLM cannot apply a LoRA adapter to a .gguf base: set serving.mode merged",
+         "vLLM cannot apply a LoRA adapter to a .gguf base"),
     # semantic checks only kubetune can make
     case("revision-on-s3", {"spec.model": {"uri": "s3://bucket-one/m", "revision": "v1"}}, "spec.model", "revision applies only to hf:// models", None),
     case("bad-name", {"metadata.name": "Bad_Name"}, "metadata.name", "has an invalid format", "metadata.name: Invalid value: \"Bad_Name\""),

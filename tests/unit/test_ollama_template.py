@@ -24,6 +24,13 @@ def test_loop_roles_content_and_generation_prompt():
         '{{ if $gen }}[assistant]{{ end }}')
 
 
+def test_a_fixed_message_s_fields_as_smollm2_asks_for_a_system_turn():
+    # SmolLM2's template writes its default system turn unless the first message is one.
+    source = "{% for m in messages %}{% if loop.first and messages[0]['role'] != 'system' %}[default]{% endif %}{{ m.content }}{% endfor %}"
+    assert go(source) == ('{{ range $i, $m := $.Messages }}{{ if (and (eq $i 0) (ne (index $.Messages 0).Role "system")) }}[default]'
+                          '{{ end }}{{ $m.Content }}{{ end }}')
+
+
 def test_whitespace_control_is_applied_as_transformers_parses_it():
     # trim_blocks and lstrip_blocks, then nothing trims again in Go.
     assert go("{% for m in messages %}\n  <{{ m.role }}>\n{% endfor %}") == "{{ range $i, $m := $.Messages }}  <{{ $m.Role }}>\n{{ end }}"
@@ -38,6 +45,7 @@ def test_whitespace_control_is_applied_as_transformers_parses_it():
     ("{{ date_string }}", "'date_string'"),
     ("{% for m in messages %}{{ loop.index }}{% endfor %}", "loop.index"),
     ("{% if messages[0]['role'] is defined %}{% endif %}", "Test"),
+    ("{{ messages[-1]['content'] }}", "an expression.content"),  # Go's index takes no negative position
 ])
 def test_what_is_not_covered_is_refused_by_name(source, named):
     with pytest.raises(Unsupported, match=named):

@@ -6,6 +6,11 @@ Every scheme ends in the same `from_pretrained(local_dir)` call:
   listing (sizes) and marked complete, so a restart reuses it;
 - hf:// goes through huggingface_hub with HF_TOKEN from the environment and
   the cache under the work dir (the root filesystem is read-only in the pod).
+
+A URI ending in .gguf names one GGUF file instead (hf://org/name/file.gguf for
+a file in a Hub repository): it is fetched the same ways, then checked and
+dequantised into a Hugging Face directory in the cache (`gguf_base`), which is
+what the rest of the run loads.
 """
 
 from __future__ import annotations
@@ -16,9 +21,11 @@ import logging
 import os
 from pathlib import Path
 
+from kubetune_contract.uris import is_gguf, split_hf_file
+
 from .config import TrainerConfig
 from .errors import InvalidModel
-from .storage import UnsafeKey, inside, local_path, open_store
+from .storage import UnsafeKey, fetch, inside, local_path, open_store
 
 log = logging.getLogger("kubetune.model")
 WEIGHT_PATTERNS = ("*.safetensors", "pytorch_model*.bin", "model*.bin")
@@ -70,8 +77,36 @@ def _download_hf(uri: str, cache: Path, cfg: TrainerConfig) -> Path:
     ))
 
 
-def resolve_model_dir(cfg: TrainerConfig, cache: Path) -> Path:
+def _fetch_gguf(uri: str, cache: Path, cfg: TrainerConfig) -> Path:
+    """The GGUF file on this machine: mounted, or downloaded once into the cache."""
+    if uri.startswith(("file://", "pvc://")):
+        path = local_path(uri)
+        if not path.is_file():
+            raise InvalidModel(f"{uri}: no such file ({path})")
+        return path
+    if uri.startswith("hf://"):
+        from huggingface_hub import hf_hub_download
+
+        repo, filename = split_hf_file(uri)
+        try:
+            return Path(hf_hub_download(repo, filename, revision=cfg.model.revision, token=os.environ.get("HF_TOKEN") or None,
+                                        cache_dir=str(cache / "hf")))
+        except Exception as exc:  # noqa: BLE001 - huggingface_hub's errors: not found, gated, offline...
+            raise InvalidModel(f"{uri}: cannot download {filename} from {repo}: {str(exc).splitlines()[0][:200]}") from None
+    store = open_store(uri, cfg.s3.endpoint, cfg.s3.region, deadline_s=300)
+    if not store.is_file():
+        raise InvalidModel(f"{uri}: no such object")
+    return fetch(uri, cache / "models" / hashlib.sha1(uri.encode()).hexdigest()[:16], s3_endpoint=cfg.s3.endpoint,
+                 s3_region=cfg.s3.region)
+
+
+def resolve_model_dir(cfg: TrainerConfig, cache: Path, precision: str = "fp32") -> Path:
+    """The base model's local Hugging Face directory (a GGUF file dequantised into `precision`)."""
     uri = cfg.model.uri
+    if is_gguf(uri):
+        from .gguf_base import materialise
+
+        return materialise(_fetch_gguf(uri, cache, cfg), cache, precision, uri)
     if uri.startswith(("file://", "pvc://")):
         path = local_path(uri)
     elif uri.startswith("s3://"):

@@ -27,9 +27,18 @@ log = logging.getLogger("kubetune.tools")
 
 
 def _local(uri: str, cache: Path) -> Path:
-    """A model or adapter directory on this machine (s3:// downloaded once into `cache`)."""
+    """A model or adapter directory on this machine (s3:// downloaded once into `cache`;
+    a base model's .gguf file dequantised once, as a training run does)."""
+    from kubetune_contract.uris import is_gguf
+
     from .storage import fetch, local_path
 
+    if is_gguf(uri):
+        from .gguf_base import materialise
+
+        path = local_path(uri) if uri.startswith(("file://", "pvc://")) else fetch(
+            uri, cache / "gguf-files", s3_endpoint=os.environ.get("AWS_ENDPOINT_URL"), s3_region=os.environ.get("AWS_REGION"))
+        return materialise(path, cache, "fp32", uri)
     if uri.startswith(("file://", "pvc://")):
         return local_path(uri)
     if uri.startswith("s3://"):

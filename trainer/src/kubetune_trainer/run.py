@@ -183,7 +183,7 @@ def _load_inputs(s: Session) -> None:
     from .model_loading import load_tokenizer, resolve_model_dir
 
     cfg, cache = s.cfg, s.workdir / "cache"
-    s.model_dir = distributed.local_main_first(s.topo, lambda: resolve_model_dir(cfg, cache))
+    s.model_dir = distributed.local_main_first(s.topo, lambda: resolve_model_dir(cfg, cache, s.precision))
     s.tokenizer = load_tokenizer(s.model_dir, cfg)
     s.data = distributed.local_main_first(s.topo, lambda: prepare(
         cfg.dataset, s.tokenizer, seed=cfg.training.seed, cache_dir=cache / "data", s3_endpoint=cfg.s3.endpoint,

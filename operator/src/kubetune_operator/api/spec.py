@@ -53,6 +53,7 @@ from kubetune_contract.sections import (
     TrainingSpec,
     resolve_formats,
 )
+from kubetune_contract.uris import GGUF_SUFFIX
 
 DNS_LABEL = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
 DNS_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$"
@@ -256,6 +257,13 @@ SERVING_POOL_NEEDS_ADAPTER = Rule(
     cel=f"!({_CEL_SERVES} && has(self.serving.pool)) || ({_CEL_ADAPTER_MODE})",
     field_path=".serving.pool",
 )
+SERVING_ADAPTER_NEEDS_HF_BASE = Rule(
+    f"serving.mode adapter serves the adapter on its base model, and vLLM cannot apply a LoRA adapter to a {GGUF_SUFFIX} "
+    "base: set serving.mode merged (merged in output.formats), which serves the base dequantised with the adapter merged in",
+    lambda s: not (_serves_adapter(s) and s.model.gguf),
+    cel=f"!({_CEL_ADAPTER_MODE}) || !self.model.uri.endsWith('{GGUF_SUFFIX}')",
+    field_path=".serving.mode",
+)
 _TEST_LOSSES = [n for n in evaluation_metrics.LOSSES if evaluation_metrics.metric(n).split == "test"]
 _CEL_GATE = "has(self.serving) && has(self.serving.gate)"
 SERVING_GATE_EVALUATED = Rule(
@@ -285,7 +293,7 @@ def _gate_metric_evaluated(s) -> bool:
 
 
 SERVING_RULES = (SERVING_MERGED_NEEDS_MERGE, SERVING_ADAPTER_NEEDS_ADAPTER, SERVING_ADAPTER_NEEDS_EXPORT, SERVING_LORA_RANK,
-                 SERVING_ADAPTER_LOADABLE, SERVING_POOL_NEEDS_ADAPTER, SERVING_GATE_EVALUATED, SERVING_GATE_NEEDS_BASE)
+                 SERVING_ADAPTER_LOADABLE, SERVING_POOL_NEEDS_ADAPTER, SERVING_ADAPTER_NEEDS_HF_BASE, SERVING_GATE_EVALUATED, SERVING_GATE_NEEDS_BASE)
 WANDB_NEEDS_CREDENTIALS = Rule(
     "tracking.backend wandb needs credentials.tracking (a Secret key holding WANDB_API_KEY), or tracking.mode offline",
     lambda s: s.tracking.backend != "wandb" or s.tracking.mode == "offline" or s.credentials.tracking is not None,

@@ -15,7 +15,7 @@ from typing import Annotated, Literal
 from pydantic import AfterValidator, Field, field_validator
 
 from .base import ApiModel, Rule, cel_field, no_expansion, no_expansion_field
-from .uris import UriType
+from .uris import GGUF_SUFFIX, UriType, is_gguf
 
 # --------------------------------------------------------------------------- model
 
@@ -30,14 +30,30 @@ class ModelSpec(ApiModel):
     rules = (
         Rule("revision applies only to hf:// models; pin other sources by path",
              lambda m: not (m.revision and not m.uri.startswith("hf://"))),
+        Rule(f"a {GGUF_SUFFIX} model on the Hugging Face Hub is named with its repository: hf://org/name/file{GGUF_SUFFIX}",
+             lambda m: not (m.gguf and m.uri.startswith("hf://") and m.uri.count("/") < 4),
+             cel=f"!(self.uri.startsWith('hf://') && self.uri.endsWith('{GGUF_SUFFIX}')) || self.uri.matches('^hf://[^/]+/[^/]+/.+')",
+             field_path=".uri"),
+        Rule(f"trustRemoteCode does not apply to a {GGUF_SUFFIX} model: a GGUF file holds weights and a tokenizer, no code",
+             lambda m: not (m.gguf and m.trust_remote_code),
+             cel=f"!(self.uri.endsWith('{GGUF_SUFFIX}') && has(self.trustRemoteCode) && self.trustRemoteCode)",
+             field_path=".trustRemoteCode"),
     )
 
-    uri: UriType("hf", "s3", "pvc", "file", description="Where the base model lives: hf://org/name, s3://bucket/prefix, pvc://claim/path, or file://path (local runs and baked-in images).")
+    uri: UriType("hf", "hf-gguf", "s3", "pvc", "file", description=(
+        "Where the base model lives: a Hugging Face model directory (hf://org/name, s3://bucket/prefix, pvc://claim/path, "
+        f"or file://path for local runs and baked-in images), or one GGUF file (a URI ending in {GGUF_SUFFIX}, e.g. "
+        f"hf://org/name/model.Q4_K_M{GGUF_SUFFIX} or s3://bucket/models/model{GGUF_SUFFIX}), which the trainer dequantises "
+        "into the training precision before training (architectures and quantisation types transformers can read)."))
     revision: str | None = Field(None, max_length=256, description="Hugging Face revision (branch, tag or commit) for hf:// models.")
     trust_remote_code: bool = Field(False, description="Allow the model repository's own Python code to run. Off unless you trust the source.")
     adapter_from: Annotated[str, Field(max_length=2048, pattern=ADAPTER_FROM_PATTERN), AfterValidator(no_expansion)] | None = Field(
         None, json_schema_extra=no_expansion_field(),
         description="Continue training an earlier adapter (methods lora, qlora): the name of a FineTuneJob in this namespace (the operator waits while it runs, fails if it failed, and uses its status.output.adapterUri) or an adapter's URI (s3://, pvc://, file://, hf://). The reference model of dpo and kto is then that adapter, frozen; the output is again one adapter on the original base.")
+
+    @property
+    def gguf(self) -> bool:  # the base model is one GGUF file
+        return is_gguf(self.uri)
 
     @property
     def adapter_from_job(self) -> str | None:  # the FineTuneJob adapterFrom names; None: unset, or a URI

@@ -17,8 +17,13 @@ _BUCKET = r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]"
 _DNS_LABEL = r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?"
 _HF_PART = r"[A-Za-z0-9][A-Za-z0-9._-]{0,95}"
 
+# A model file in a Hugging Face repository (base models given as one GGUF
+# file): hf://org/name/path/to/file.gguf.
+GGUF_SUFFIX = ".gguf"
+
 SCHEME_PATTERNS: dict[str, str] = {
     "hf": rf"hf://{_HF_PART}(/{_HF_PART})?",
+    "hf-gguf": rf"hf://{_HF_PART}/{_HF_PART}(/{_HF_PART})*\{GGUF_SUFFIX}",
     "s3": rf"s3://{_BUCKET}(/[^\s]*)?",
     "pvc": rf"pvc://{_DNS_LABEL}(/[^\s]*)?",
     "file": r"file://[^\s]+",
@@ -26,10 +31,22 @@ SCHEME_PATTERNS: dict[str, str] = {
 
 SCHEME_HINTS: dict[str, str] = {
     "hf": "hf://org/name",
+    "hf-gguf": "hf://org/name/file.gguf",
     "s3": "s3://bucket/prefix",
     "pvc": "pvc://claim-name/path",
     "file": "file:///absolute/path or file://relative/path",
 }
+
+
+def is_gguf(uri: str) -> bool:
+    """Whether a model URI names one GGUF file (rather than a model directory)."""
+    return uri.endswith(GGUF_SUFFIX)
+
+
+def split_hf_file(uri: str) -> tuple[str, str]:
+    """hf://org/name/path/file.gguf -> ("org/name", "path/file.gguf")."""
+    org, name, path = uri.removeprefix("hf://").split("/", 2)
+    return f"{org}/{name}", path
 
 
 def uri_pattern(schemes: tuple[str, ...]) -> str:
@@ -45,8 +62,9 @@ def _uri_validator(schemes: tuple[str, ...]):
             return value
         scheme = value.split("://", 1)[0] if "://" in value else None
         valid = ", ".join(SCHEME_HINTS[s] for s in schemes)
-        if scheme in schemes:
-            raise ValueError(f"malformed {scheme}:// URI {value!r}; expected {SCHEME_HINTS[scheme]}")
+        forms = [SCHEME_HINTS[s] for s in schemes if s.split("-")[0] == scheme]  # hf and hf-gguf are both hf://
+        if forms:
+            raise ValueError(f"malformed {scheme}:// URI {value!r}; expected {' or '.join(forms)}")
         raise ValueError(f"unsupported URI {value!r}; valid forms: {valid}")
 
     return check

@@ -19,7 +19,8 @@ if TYPE_CHECKING:
 
 
 def base_model_name(uri: str) -> str:
-    """The base model as its users know it: the Hub id for hf://, else the URI."""
+    """The base model as its users know it: the Hub id for hf:// (org/name, or
+    org/name/file.gguf for a GGUF file in a repository), else the URI."""
     return uri.removeprefix("hf://") if uri.startswith("hf://") else uri
 
 
@@ -86,7 +87,8 @@ def card_text(inputs: ExportInputs, library: str) -> str:
     what = f"A {'QLoRA' if cfg.method == 'qlora' else 'LoRA'} adapter for" if library == "peft" else "A fine-tune of"
     body = [
         f"# {cfg.job.name}", "",
-        f"{what} `{base_model_name(cfg.model.uri)}`, trained with kubetune "
+        f"{what} `{base_model_name(cfg.model.uri)}`"
+        f"{f' (a GGUF file, dequantised to {inputs.precision} to train on)' if cfg.model.gguf else ''}, trained with kubetune "
         f"(FineTuneJob `{cfg.job.namespace}/{cfg.job.name}`).", "",
         "## Evaluation", "", *_evaluation_table(inputs.evaluation or {}), "",
         "## Training", "", *_hyper_parameters(inputs), "",

@@ -4,7 +4,7 @@ Parsed as transformers parses it (trim_blocks, lstrip_blocks, the
 `{% generation %}` tag), then translated node by node for what chat templates
 commonly use: a loop over `messages`, tests on a message's role (`==`, `!=`,
 `in`, and/or/not), `loop.first`/`loop.last`/`loop.index0`, the message's role
-and content, string literals, `bos_token`/`eos_token`, `add_generation_prompt`.
+and content (also `messages[N]`'s, for a fixed N >= 0), string literals, `bos_token`/`eos_token`, `add_generation_prompt`.
 Anything else is refused (`Unsupported`, naming the construct) rather than
 translated approximately.
 
@@ -146,11 +146,16 @@ class _Translator:
     def field(self, node) -> str:
         key = node.attr if isinstance(node, nodes.Getattr) else getattr(node.arg, "value", None)
         base = getattr(node.node, "name", None)
-        if base == self.loop and key in FIELDS:
+        if self.loop and base == self.loop and key in FIELDS:  # (base is None for an expression: not the loop's message)
             return f"$m.{FIELDS[key]}"
         if base == "loop" and self.loop and key in LOOP:
             return LOOP[key]
-        raise Unsupported(f"{base}.{key} (line {node.lineno})")
+        position = _message_at(node.node)
+        if position is not None and key in FIELDS:
+            # messages[0]['role'] (SmolLM2's "is there a system turn?"): Go's index; a
+            # template asks it where a message exists (in the loop, on loop.first).
+            return f"(index $.Messages {position}).{FIELDS[key]}"
+        raise Unsupported(f"{base or 'an expression'}.{key} (line {node.lineno})")
 
     def compare(self, node: nodes.Compare) -> str:
         if len(node.ops) != 1:
@@ -162,3 +167,11 @@ class _Translator:
             either = "(or " + " ".join(f"(eq {left} {self.expr(item)})" for item in right.items) + ")"
             return either if op == "in" else f"(not {either})"
         raise Unsupported(f"the comparison {op!r} (line {node.lineno})")
+
+
+def _message_at(node: nodes.Node) -> int | None:
+    """N for `messages[N]` with a constant N >= 0 (Go's index takes no negative), else None."""
+    if isinstance(node, nodes.Getitem) and getattr(node.node, "name", None) == "messages" and \
+            isinstance(node.arg, nodes.Const) and type(node.arg.value) is int and node.arg.value >= 0:
+        return node.arg.value
+    return None
