@@ -58,29 +58,62 @@ CASES = {
 }
 
 
-@pytest.mark.parametrize("case", list(CASES))
-def test_a_bad_gguf_is_refused_naming_the_file_with_no_traceback_and_nothing_uploaded(
-        case, real_model, dataset, minio, bucket, tmp_path, monkeypatch, capsys):
-    from kubetune_trainer.__main__ import main
-    from kubetune_trainer.config import parse_config
-
+def test_bad_gguf_files_are_refused_naming_the_file_with_no_traceback_and_nothing_uploaded(
+        real_model, dataset, minio, bucket, tmp_path, launch):
+    """Each bad file in a trainer process of its own (all at once), as a pod runs it."""
     s3 = minio.client()
-    s3.upload_file(str(make_bad_file(case, tmp_path, real_model)), bucket, f"models/{case}.gguf")
-    uri = f"s3://{bucket}/models/{case}.gguf"
-    cfg = base_config(tmp_path, dataset("completion", 16), model={"uri": uri},
-                      checkpoint={"uri": f"s3://{bucket}/checkpoints"}, output={"uri": f"s3://{bucket}/output"})
-    monkeypatch.setenv("KUBETUNE_WORKDIR", str(tmp_path / "work"))
-    monkeypatch.setenv("KUBETUNE_TERMINATION_LOG", str(tmp_path / "termination.json"))
+    train = dataset("completion", 16)
+    runs = {}
+    for case in CASES:
+        s3.upload_file(str(make_bad_file(case, tmp_path, real_model)), bucket, f"models/{case}.gguf")
+        uri = f"s3://{bucket}/models/{case}.gguf"
+        cfg = base_config(tmp_path, train, model={"uri": uri}, checkpoint={"uri": f"s3://{bucket}/{case}/checkpoints"},
+                          output={"uri": f"s3://{bucket}/{case}/output"})
+        runs[case] = (uri, launch(cfg, tmp_path / case))
+    for case, (uri, proc) in runs.items():
+        assert proc.wait(timeout=300) == 2, proc.output()
+        result = proc.result()
+        assert result["reason"] == "InvalidModel" and result["message"].startswith(f"{uri}: "), result
+        assert CASES[case] in result["message"] and "\n" not in result["message"], result["message"]
+        if case == "unsupported-architecture":  # what is supported, in transformers' own words
+            assert "llama" in result["message"] and "qwen2" in result["message"], result["message"]
+        if case == "unsupported-tensor-type":
+            assert "Q4_1" in result["message"] and "Q8_0" in result["message"], result["message"]
+        log = proc.output()
+        assert "Traceback" not in log and log.rstrip().splitlines()[-1] == f"kubetune-train: InvalidModel: {result['message']}", log
+        assert result.get("step") in (None, 0), result
+    # Nothing written under any job's checkpoint or output prefix: the models alone are in the bucket.
+    assert sorted(o["Key"] for o in s3.list_objects_v2(Bucket=bucket).get("Contents", [])) == sorted(f"models/{c}.gguf" for c in CASES)
 
-    assert main(parse_config(cfg)) == 2
-    result = json.loads((tmp_path / "termination.json").read_text())
-    assert result["reason"] == "InvalidModel" and result["message"].startswith(f"{uri}: "), result
-    assert CASES[case] in result["message"] and "\n" not in result["message"], result["message"]
-    if case == "unsupported-architecture":  # what is supported, in transformers' own words
-        assert "llama" in result["message"] and "qwen2" in result["message"]
-    if case == "unsupported-tensor-type":
-        assert "Q4_1" in result["message"] and "Q8_0" in result["message"]
-    err = capsys.readouterr().err
-    assert "Traceback" not in err and err.splitlines()[-1] == f"kubetune-train: InvalidModel: {result['message']}"
-    assert [o["Key"] for o in s3.list_objects_v2(Bucket=bucket).get("Contents", [])] == [f"models/{case}.gguf"]
-    assert result["step"] in (None, 0), result
+
+@pytest.fixture(scope="module")
+def tiny_gguf(tmp_path_factory):
+    """The tiny SentencePiece Llama written as a GGUF file (f16) by llama.cpp's
+    own converter, as a user's .gguf would have been made."""
+    from kubetune_trainer.exporters import gguf as exporter
+    from kubetune_trainer.testing.tiny_gguf_model import make_tiny_spm_model
+
+    root = tmp_path_factory.mktemp("tiny-gguf")
+    path = root / "tiny.f16.gguf"
+    exporter.convert(make_tiny_spm_model(root / "hf"), path, "f16")
+    return path
+
+
+@pytest.mark.parametrize("method", ["lora", "qlora", "full"])
+def test_every_method_trains_from_a_gguf_base(method, tiny_gguf, dataset, tmp_path, monkeypatch):
+    """LoRA, QLoRA (bitsandbytes quantises the dequantised weights) and full
+    fine-tuning start from the file as from any base; the adapter and the
+    merged model's card name the file the user gave."""
+    from .test_train import train
+
+    out = tmp_path / "out"
+    uri = f"file://{tiny_gguf}"
+    formats = ["merged"] if method == "full" else ["adapter"]
+    cfg = base_config(tmp_path, dataset("completion", 32), model={"uri": uri}, method=method, training={"maxSteps": 2},
+                      output={"uri": f"file://{out}", "formats": formats}, **({"lora": None} if method == "full" else {}))
+    code, result, _ = train(cfg, tmp_path, monkeypatch)
+    assert code == 0 and result["reason"] == "Completed" and result["step"] == 2, result
+    if method == "full":
+        assert f"base_model: {uri}" in (out / "merged" / "README.md").read_text()
+    else:
+        assert json.loads((out / "adapter" / "adapter_config.json").read_text())["base_model_name_or_path"] == uri

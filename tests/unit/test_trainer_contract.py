@@ -158,7 +158,8 @@ def generated_spec(seed: int) -> dict:
     rng = random.Random(seed)
     method = rng.choice(["lora", "qlora", "full"])
     dataset = _dataset(rng)
-    spec = {"model": {"uri": rng.choice(["hf://org/model", "s3://bucket-one/models/m", "pvc://models/m", "file:///models/m"])},
+    spec = {"model": {"uri": rng.choice(["hf://org/model", "s3://bucket-one/models/m", "pvc://models/m", "file:///models/m",
+                                         "hf://org/model-GGUF/model.Q4_K_M.gguf", "s3://bucket-one/models/m.gguf"])},
             "dataset": dataset, "method": method, **_method_sections(rng, method),
             "training": _training(rng, has_eval=bool(dataset.get("evalUri") or dataset.get("evalSplit"))),
             "resources": {"gpusPerNode": rng.choice([0, 1, 8])}, "distributed": _distributed(rng)}
@@ -176,6 +177,9 @@ def generated_spec(seed: int) -> dict:
         spec["serving"] = _serving(rng, method, spec.get("output") or {})
         if (spec.get("lora") or {}).get("useDora") and spec["serving"].get("mode", "adapter") == "adapter":
             spec["serving"]["enabled"] = False  # vLLM cannot load DoRA adapters (a rule refuses it)
+        serves_adapter = spec["serving"].get("mode", "merged" if method == "full" else "adapter") == "adapter"
+        if spec["model"]["uri"].endswith(".gguf") and serves_adapter:
+            spec["serving"]["enabled"] = False  # nor apply one to a GGUF base (a rule refuses it)
     backend = rng.choice(["none", "wandb", "mlflow", None])
     if backend:
         spec["tracking"] = {"backend": backend, **({"project": "p", "uri": "http://mlflow:5000"} if backend == "mlflow" or rng.random() < 0.5 else {})}
