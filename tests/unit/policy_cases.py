@@ -98,6 +98,11 @@ POLICY_CASES: list[PolicyCase] = [
     PolicyCase("output-in-a-read-only-root", {"output": {"uri": f"s3://{BUCKET}/shared/models/tiny"}}, "output.uri", "storageRoots"),
     PolicyCase("model-of-another-namespace", {"model": {"uri": f"s3://{BUCKET}/victim/job/output/merged"}}, "model.uri",
                "storageRoots/readOnlyRoots", {"readOnlyRoots": [f"s3://{BUCKET}/victim/"]}),
+    # A base model given as one GGUF file is an input like any other: read-only roots, no climbing out.
+    PolicyCase("gguf-model-of-another-namespace", {"model": {"uri": f"s3://{BUCKET}/victim/models/SmolLM2-135M-Instruct.Q4_1.gguf"}},
+               "model.uri", "storageRoots/readOnlyRoots", {"readOnlyRoots": [f"s3://{BUCKET}/victim/"]}),
+    PolicyCase("gguf-model-climbing-out", {"model": {"uri": f"s3://{BUCKET}/shared/../victim/model.gguf"}},
+               "model.uri", "storageRoots/readOnlyRoots"),
     PolicyCase("adapter-of-another-namespace", {"model": _model(adapterFrom=f"s3://{BUCKET}/victim/job/output/adapter")},
                "model.adapterFrom", "storageRoots/readOnlyRoots", {"readOnlyRoots": [f"s3://{BUCKET}/victim/"]}),
     PolicyCase("eval-data-of-another-namespace",

@@ -36,6 +36,12 @@ def test_the_base_policy_allows_the_base_job():
     assert _violations(allowed_manifest(NS), policy()) == []
 
 
+def test_a_gguf_base_in_the_shared_read_only_prefix_is_allowed():
+    doc = allowed_manifest(NS)
+    doc["spec"]["model"] = {"uri": "s3://bucket-one/shared/models/SmolLM2-135M-Instruct.Q4_1.gguf"}
+    assert _violations(doc, policy()) == []
+
+
 @pytest.mark.parametrize("case", POLICY_CASES, ids=lambda c: c.id)
 def test_the_operator_refuses_what_the_policy_does_not_allow_naming_field_and_knob(case: PolicyCase):
     problems = _violations(case.manifest(NS), policy())
