@@ -51,7 +51,9 @@ class PolicyRelease:
             "matchLabels": {"kubernetes.io/metadata.name": namespace}}}}, "operator": {"defaultBucketUri": f"s3://{BUCKET}"}}
         rendered = template(extra=["--show-only", "templates/policy.yaml", "--set-json", f"policy={json.dumps(values['policy'])}",
                                    "--set", f"operator.defaultBucketUri=s3://{BUCKET}"])
-        self.docs = [d for d in yaml.safe_load_all(rendered.stdout.replace("name: kt-kubetune", f"name: {self.release}")) if d]
+        # Every name of the release, the binding's policyName included: a binding naming another release's
+        # policy passed only when that release happened to be installed in the cluster before this module.
+        self.docs = [d for d in yaml.safe_load_all(rendered.stdout.replace("kt-kubetune", self.release)) if d]
 
     def apply(self) -> None:
         self.kube.kubectl("apply", "--server-side", "-f", "-", input=yaml.safe_dump_all(self.docs))
