@@ -37,10 +37,12 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench.burst_profile import BurstProfile  # noqa: E402
 from tests.harness import cluster as cluster_mod  # noqa: E402
 from tests.harness.operator_fixture import CRD_FILES, free_port  # noqa: E402
 from tests.harness.waiting import wait_for  # noqa: E402
 
+PROFILED = ("kube-apiserver", "etcd", "kube-controller-manager", "kube-scheduler", "pod-runner")
 FTJ_PATH = "/apis/kubetune.io/v1alpha1/namespaces/{ns}/finetunejobs"
 INSTANT_TRAINER = json.dumps(["true"])
 JOB_P99_GOAL = 1.25  # apply -> Job p99, as a multiple of the floor's
@@ -101,13 +103,17 @@ class Watcher(threading.Thread):
                 time.sleep(0.2)
 
 
-def apiserver_counter(kubeconfig: str, resource: str) -> float:
-    """Sum of the API server's apiserver_request_total for one resource, all verbs but WATCH/LIST."""
+def apiserver_metrics(kubeconfig: str) -> str:
     from kubernetes import config
 
     api = config.new_client_from_config(config_file=kubeconfig)
     method, url, headers, _, _ = api.param_serialize(method="GET", resource_path="/metrics", auth_settings=["BearerToken"])
-    text = api.call_api(method, url, header_params=headers).read().decode()
+    return api.call_api(method, url, header_params=headers).read().decode()
+
+
+def apiserver_counter(kubeconfig: str, resource: str, text: str | None = None) -> float:
+    """Sum of the API server's apiserver_request_total for one resource, all verbs but WATCH/LIST."""
+    text = apiserver_metrics(kubeconfig) if text is None else text
     total = 0.0
     for line in text.splitlines():
         if line.startswith("apiserver_request_total{") and f'resource="{resource}"' in line:
@@ -117,10 +123,14 @@ def apiserver_counter(kubeconfig: str, resource: str) -> float:
     return total
 
 
-def operator_counters(port: int) -> dict[str, float]:
+def operator_metrics(port: int) -> str:
     import urllib.request
 
-    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    return urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+
+
+def operator_counters(port: int, text: str | None = None) -> dict[str, float]:
+    text = operator_metrics(port) if text is None else text
     out: dict[str, float] = {}
     for line in text.splitlines():
         m = re.match(r'kubetune_operator_api_requests_total\{kind="([^"]+)",verb="([^"]+)"\} (\S+)', line)
@@ -182,7 +192,7 @@ def _bench_namespace(raw, prefix: str) -> str:
     return ns
 
 
-def run_direct(kube, n: int) -> dict:
+def run_direct(c: cluster_mod.Cluster, kube, n: int) -> dict:
     """The floor under the same load, without the operator: this process posts
     each FineTuneJob and then, itself, the ConfigMap and Job the operator's own
     builders make for it (pods run as before). What is left of apply->Job here
@@ -217,18 +227,22 @@ def run_direct(kube, n: int) -> dict:
         for obj in build_training_objects(job, cfg):
             raw.request("POST", Kube.path(obj["kind"], ns), obj)
 
+    profile = BurstProfile(lambda: apiserver_metrics(c.kubeconfig), lambda: "",
+                           {**{k: v for k, v in c.pids.items() if k in PROFILED}, "bench": os.getpid()})
     try:
+        profile.snap(time.monotonic())
         t0 = time.monotonic()
         with ThreadPoolExecutor(16) as pool:
             list(pool.map(apply, range(n)))
         t_applied = time.monotonic()
-        wait_for(lambda: len(job_seen) >= n, timeout=600, interval=0.5, what=f"{n} Jobs", describe=lambda: f"jobs {len(job_seen)}")
+        wait_for(lambda: len(job_seen) >= n, timeout=600, interval=0.1, what=f"{n} Jobs", describe=lambda: f"jobs {len(job_seen)}")
+        profile.snap(time.monotonic())
         to_job = [job_seen[k] - applied[k] for k in applied]
         # Let the pods finish, so the next run does not share the machine with them.
         wait_for(lambda: len(completed) >= n, timeout=900, interval=0.5, what=f"{n} Jobs complete",
                  describe=lambda: f"complete {len(completed)}")
         return {"n": n, "apply_s": t_applied - t0, "job_p50": percentile(to_job, 0.5), "job_p99": percentile(to_job, 0.99),
-                "jobs_per_s": n / (max(job_seen.values()) - t0)}
+                "jobs_per_s": n / (max(job_seen.values()) - t0), "profile": profile.report(n)}
     finally:
         watcher.stop.set()
         try:
@@ -277,18 +291,24 @@ def run_one(c: cluster_mod.Cluster, kube, n: int, qps: float, burst: int, log_di
         ftj_before = apiserver_counter(c.kubeconfig, "finetunejobs")
         ops_before = operator_counters(metrics_port)
         cpu_before = cpu_seconds(op.pid)
+        profile = BurstProfile(lambda: apiserver_metrics(c.kubeconfig), lambda: operator_metrics(metrics_port),
+                               {**{k: v for k, v in c.pids.items() if k in PROFILED}, "operator": op.pid, "bench": os.getpid()})
 
         def apply(i: int) -> None:
             name = f"bench-{i:04d}"
             applied[name] = time.monotonic()
             raw.request("POST", FTJ_PATH.format(ns=ns), job_doc(name))
 
+        profile.snap(time.monotonic())
+        if os.environ.get("BENCH_ON_BURST"):  # a profiler, say: `py-spy record --pid $OPERATOR_PID ...`
+            subprocess.Popen(os.environ["BENCH_ON_BURST"], shell=True, env=dict(os.environ, OPERATOR_PID=str(op.pid), BENCH_N=str(n)))
         t0 = time.monotonic()
         with ThreadPoolExecutor(16) as pool:
             list(pool.map(apply, range(n)))
         t_applied = time.monotonic()
         wait_for(lambda: len(job_seen) >= n, timeout=600, interval=0.1, what=f"{n} Jobs", describe=lambda: f"jobs {len(job_seen)}")
         cpu_to_jobs = cpu_seconds(op.pid) - cpu_before
+        profile.snap(time.monotonic())
         wait_for(lambda: len(first_status) >= n, timeout=600, interval=0.5, what=f"{n} statuses", describe=lambda: f"statuses {len(first_status)}")
         t_jobs = max(job_seen.values())
         wait_for(lambda: len(finished) >= n, timeout=900, interval=0.5, what=f"{n} jobs finished", describe=lambda: f"finished {len(finished)}")
@@ -314,6 +334,7 @@ def run_one(c: cluster_mod.Cluster, kube, n: int, qps: float, burst: int, log_di
             "requests_per_job": (ftj_requests + other) / n,
             "rss_mb": peak_rss_mb(op.pid),
             "cpu_ms_per_job": cpu_used * 1000 / n, "burst_cpu_ms_per_job": cpu_to_jobs * 1000 / n,
+            "profile": profile.report(n), "backlog": _backlog(applied, job_seen, first_status, t0),
         }
     finally:
         os.killpg(op.pid, signal.SIGTERM)
@@ -326,6 +347,17 @@ def run_one(c: cluster_mod.Cluster, kube, n: int, qps: float, burst: int, log_di
             raw.request("DELETE", f"/api/v1/namespaces/{ns}")
         except Exception:
             pass
+
+
+def _backlog(applied: dict, job_seen: dict, first_status: dict, t0: float) -> str:
+    """Jobs applied but without their Job (and without a first status), each second of the burst."""
+    end = max(list(job_seen.values()) + list(first_status.values()))
+    cells = []
+    for second in range(1, int(end - t0) + 2):
+        t = t0 + second
+        cells.append(f"{second}s:{sum(a <= t for a in applied.values()) - sum(s <= t for s in job_seen.values())}"
+                     f"/{sum(a <= t for a in applied.values()) - sum(s <= t for s in first_status.values())}")
+    return " ".join(cells)
 
 
 def _port_open(port: int) -> bool:
@@ -360,7 +392,7 @@ def main() -> int:
         for n in args.sizes.split(","):
             rows.append(run_one(c, kube, int(n), args.qps, args.burst, log_dir))
             if not args.no_floor:
-                floors.append(run_direct(kube, int(n)))
+                floors.append(run_direct(c, kube, int(n)))
     header = f"{'N':>5} {'apply s':>8} {'->Job p50':>10} {'->Job p99':>10} {'->status p50':>13} {'->status p99':>13} {'Jobs/s':>8} {'done/s':>8} {'req/job':>8} {'RSS MB':>7} {'CPU ms/job':>16}"
     print(f"\noperator benchmark (client QPS {args.qps:g}, burst {args.burst}; trainer command: true; pod runner at nice {args.runner_nice})")
     print(header)
@@ -378,6 +410,13 @@ def main() -> int:
             met = ["met" if ratio <= JOB_P99_GOAL else "MISSED", "met" if r['status_p99'] < STATUS_P99_GOAL else "MISSED"]
             print(f"{f['n']:>5} {f['apply_s']:>8.2f} {f['job_p50']:>10.2f} {f['job_p99']:>10.2f} {f['jobs_per_s']:>8.1f} {ratio:>15.2f} "
                   f"{r['status_p99']:>18.2f}  {met[0]}, {met[1]}")
+    for r in rows:
+        print(f"\nN={r['n']}: where the burst's time went (first apply to last Job)")
+        print("\n".join(r["profile"]))
+        print(f"  backlog each second (applied without a Job / without a first status): {r['backlog']}")
+    for f in floors:
+        print(f"\nfloor N={f['n']}: where the burst's time went (first apply to last Job)")
+        print("\n".join(f["profile"]))
     print("\nreq/job: the operator's own client requests (kubetune_operator_api_requests_total, all kinds but FineTuneJob)"
           " + every non-LIST/WATCH request on finetunejobs seen by the API server (Kopf's and ours) minus the benchmark's creates."
           "\nCPU ms/job: the operator's user + system CPU per job, from the first apply until every Job was created / until every job finished.")

@@ -249,3 +249,13 @@ def test_without_groups_the_order_is_due_time(clock):
         queue.mark(name)
         clock.advance(0.1)
     assert queue.drain() == ["a", "b", "c"]
+
+
+def test_each_pass_taken_reports_how_long_it_waited_past_its_due_time_and_its_level(clock):
+    waits: list[tuple[float, bool]] = []
+    queue = WorkQueue(lambda key: None, clock=clock, window=0.0, on_wait=lambda seconds, urgent: waits.append((seconds, urgent)))
+    queue.mark("new-spec", delay=0, urgent=True)
+    queue.mark("status-sync", delay=1.0)
+    clock.advance(3.0)  # both wait: no worker took them
+    assert sorted(queue.drain()) == ["new-spec", "status-sync"]
+    assert sorted(waits) == [(2.0, False), (3.0, True)]

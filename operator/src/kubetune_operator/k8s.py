@@ -16,6 +16,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
+from typing import Callable
 from urllib.parse import quote
 
 from kubernetes import client as k8s_client
@@ -80,22 +81,26 @@ class ApiError(Exception):
 class RateLimiter:
     """Token bucket: `qps` tokens per second, at most `burst` saved up."""
 
-    def __init__(self, qps: float, burst: int):
+    def __init__(self, qps: float, burst: int, clock: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], None] = time.sleep):
         self.qps = max(qps, 0.001)
         self.burst = max(burst, 1)
+        self._clock, self._sleep = clock, sleep
         self._tokens = float(self.burst)
-        self._stamp = time.monotonic()
+        self._stamp = clock()
         self._lock = threading.Lock()
 
-    def acquire(self) -> None:
+    def acquire(self) -> float:
+        """Take a token, waiting for one if need be; returns the seconds waited."""
         with self._lock:
-            now = time.monotonic()
+            now = self._clock()
             self._tokens = min(self.burst, self._tokens + (now - self._stamp) * self.qps)
             self._stamp = now
             self._tokens -= 1
             wait = -self._tokens / self.qps if self._tokens < 0 else 0.0
         if wait:
-            time.sleep(wait)
+            self._sleep(wait)
+        return wait
 
 
 def now_rfc3339() -> str:
@@ -137,8 +142,11 @@ class Kube:
 
     def request(self, method: str, path: str, body=None, *, query: dict | None = None, content_type: str | None = None,
                 accept: str = "application/json", timeout: float = 30, limiter: RateLimiter | None = None) -> dict:
-        (limiter or self.limiter).acquire()
-        metrics.API_REQUESTS.labels(kind=_kind_of(path), verb=method).inc()
+        waited = (limiter or self.limiter).acquire()
+        if waited and limiter is None:
+            metrics.CLIENT_THROTTLE.inc(waited)
+        kind = _kind_of(path)
+        metrics.API_REQUESTS.labels(kind=kind, verb=method).inc()
         headers = {"Accept": accept}
         if content_type:
             headers["Content-Type"] = content_type
@@ -146,12 +154,15 @@ class Kube:
             method=method, resource_path=path, query_params=list((query or {}).items()),
             header_params=headers, body=body, auth_settings=["BearerToken"],
         )
+        started = time.perf_counter()
         try:
             response = self.api.call_api(method, url, header_params=headers, body=body_out, _request_timeout=timeout)
             data = response.read()
         except Exception as exc:  # connection refused, timeouts: all retryable
             metrics.API_ERRORS.inc()
             raise ApiError(0, type(exc).__name__, str(exc)) from None
+        finally:
+            metrics.API_REQUEST_DURATION.labels(kind=kind, verb=method).observe(time.perf_counter() - started)
         if response.status >= 400:
             try:
                 payload = json.loads(data)

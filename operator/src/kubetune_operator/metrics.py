@@ -25,6 +25,17 @@ PHASE_TRANSITIONS = Counter(
 # Requests made by the operator's own client (Kopf's watches and metadata patches
 # are not included): what the operator costs the API server, per kind and verb.
 API_REQUESTS = Counter("kubetune_operator_api_requests_total", "Kubernetes API requests made by the operator's client.", ["kind", "verb"], registry=REGISTRY)
+# Where a pass's time goes under load (as client-go's rest_client_* and workqueue_*
+# metrics say it): waiting for the client's QPS budget, the API server's answer,
+# and a due key waiting for a free worker.
+CLIENT_THROTTLE = Counter("kubetune_operator_client_throttle_seconds_total",
+                          "Seconds requests waited for the client's QPS budget (KUBETUNE_CLIENT_QPS/BURST).", registry=REGISTRY)
+API_REQUEST_DURATION = Histogram(
+    "kubetune_operator_api_request_duration_seconds", "Round trip of the operator's own API requests, per kind and verb.",
+    ["kind", "verb"], buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5), registry=REGISTRY)
+QUEUE_WAIT = Histogram(
+    "kubetune_operator_queue_wait_seconds", "From when a pass was due to when a worker took it; urgent: a spec not reconciled yet.",
+    ["urgent"], buckets=(0.001, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30), registry=REGISTRY)
 # A trainer's /metrics that gave nothing usable (too slow, too big, a redirect,
 # unparseable): the job's status keeps what it had (runtime.scraper).
 SCRAPE_FAILURES = Counter("kubetune_operator_trainer_scrape_failures_total", "Trainer /metrics scrapes that gave nothing usable.",

@@ -20,6 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import ClassVar, Protocol
 
+from .. import metrics
 from ..k8s import Kube
 from ..settings import Settings
 from .cache import ObjectCache
@@ -32,6 +33,10 @@ from .watches import Key, Watch
 STATUS_SYNC_WINDOW = 0.5
 
 __all__ = ["Controller", "Key", "ObjectCache", "PermanentError", "Runtime", "Watch", "WorkQueue"]
+
+
+def _observe_wait(seconds: float, urgent: bool) -> None:
+    metrics.QUEUE_WAIT.labels(urgent=str(urgent).lower()).observe(seconds)
 
 
 class Controller(Protocol):
@@ -58,7 +63,7 @@ class Runtime:
         runtime = cls(cfg, kube)
         # Queued keys are (controller, namespace, name): each namespace takes its turn.
         options = {"window": STATUS_SYNC_WINDOW, "calm_after": STATUS_SYNC_WINDOW, "workers": cfg.max_workers,
-                   "group_of": lambda queued: queued[1], **queue_options}
+                   "group_of": lambda queued: queued[1], "on_wait": _observe_wait, **queue_options}
         runtime.queue = WorkQueue(runtime._work, on_permanent=runtime._permanent, **options)
         runtime.controllers = {c.name: c(runtime) for c in controllers}
         return runtime

@@ -69,7 +69,8 @@ class WorkQueue:
                  on_permanent: Callable[[Hashable, PermanentError], None] | None = None,
                  clock: Clock = time.monotonic, window: float = 0.05, backoff: Backoff = Backoff(),
                  workers: int = 4, max_pass_over: float = 5.0, pass_over_share: int = 4, calm_after: float = 0.0,
-                 group_of: Callable[[Hashable], Hashable] = lambda key: None):
+                 group_of: Callable[[Hashable], Hashable] = lambda key: None,
+                 on_wait: Callable[[float, bool], None] = lambda seconds, urgent: None):
         """`work(key)` does one pass; it returns None, or the seconds after which
         the key wants another pass.
 
@@ -82,12 +83,10 @@ class WorkQueue:
         - one due for `max_pass_over` seconds runs anyway, taking every
           `pass_over_share`-th pick while urgent ones wait (taking every overdue
           one first stalled a long burst behind hundreds of status syncs);
-        - within a level, groups (`group_of`) take turns (see the module)."""
-        self._work = work
-        self._on_permanent = on_permanent
-        self.clock = clock
-        self.window = window
-        self.backoff = backoff
+        - within a level, groups (`group_of`) take turns (see the module).
+        `on_wait(seconds, urgent)` is told how long each key taken had been due."""
+        self._work, self._on_permanent, self._on_wait = work, on_permanent, on_wait
+        self.clock, self.window, self.backoff = clock, window, backoff
         self.max_pass_over = max_pass_over
         self.pass_over_share = max(pass_over_share, 1)
         self.calm_after = calm_after
@@ -256,6 +255,7 @@ class WorkQueue:
             return None, wake
         self._urgent_streak = self._urgent_streak + 1 if head is urgent else 0
         level, key = head is urgent, head[1]
+        self._on_wait(max(now - head[0], 0.0), level)
         group = self._group_of(key)
         heapq.heappop(self._heaps[level][group])  # the group's head is this entry
         self._served[level] = group
