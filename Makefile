@@ -5,7 +5,7 @@ SHELL := /bin/bash
 PY = $$(hack/python-env.sh)/bin/python
 
 .PHONY: help demo test test-unit test-trainer test-cluster test-chart test-serving bench bench-trainer \
-        bench-gpu bench-gpu-dpo bench-operator bench-serving bench-sweep crds lint cluster-tools kueue cluster-up cluster-down images python-env
+        bench-gpu bench-gpu-dpo bench-operator bench-serving bench-sweep crds lint cluster-tools kueue cluster-up cluster-down images images-vllm python-env
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 18
@@ -56,7 +56,7 @@ crds: ## regenerate crds/, the chart's copy and README's spec reference from the
 	$(PY) -m kubetune_operator.cli crd --write
 	$(PY) -m kubetune_operator.cli docs --write
 
-lint: ## static checks: import contracts (.importlinter), example manifests, Dockerfiles (hadolint)
+lint: ## static checks: import contracts (.importlinter), example manifests, Dockerfiles and test Containerfiles (hadolint)
 	$$(hack/python-env.sh)/bin/lint-imports --no-cache
 	$(PY) -m kubetune_operator.cli validate examples/*.yaml examples/*/*.yaml
 	bash hack/lint-dockerfiles.sh
@@ -76,6 +76,8 @@ cluster-up: cluster-tools ## start a local control plane, MinIO and the pod runn
 cluster-down: ## stop what cluster-up started
 	$(PY) -m tests.harness.cluster down
 
-images: ## build container images (needs a Docker engine)
-	docker build -f Dockerfile.operator -t kubetune/operator:dev .
-	docker build -f Dockerfile.trainer -t kubetune/trainer:dev .
+images: ## build the operator and trainer images (CPU flavour, buildah; no Docker engine); prints sizes and contents
+	bash hack/images/build.sh operator trainer
+
+images-vllm: ## build the test-only vLLM CPU image (tests/images/vllm)
+	bash hack/images/build.sh vllm

