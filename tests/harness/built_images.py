@@ -1,6 +1,7 @@
 """kubetune's images as built here (``hack/images/build.sh``: buildah, the CPU
 flavour; docs/images.md) and what tests do with them: find their references,
-read their configuration, run a command in one the way a pod runs it.
+read their configuration, run a command in one the way a pod runs it, load them
+into a containerd.
 
 References come from ``KUBETUNE_<NAME>_IMAGE`` (``hack/test.sh`` builds the
 images while the other tools install and exports them); otherwise the build
@@ -18,6 +19,7 @@ REPO = Path(__file__).resolve().parents[2]
 NAMES = ("operator", "trainer", "vllm")
 BUILD = REPO / "hack/images/build.sh"
 PODMAN = REPO / "hack/images/podman.sh"
+LOAD = REPO / "hack/images/load.sh"
 
 
 def env_name(name: str) -> str:
@@ -102,3 +104,13 @@ def run_as_pod(image: str, pod_spec: dict, container: dict, argv: list[str], *, 
         args += ["--entrypoint", entrypoint]
     return podman(*args, image, *argv, timeout=timeout, check=False)
 
+
+def load(address: str, *names: str, timeout: float = 1800) -> dict[str, str]:
+    """Make the named images (default: all of them) available to the containerd
+    at ``address`` (namespace k8s.io) under their references; {name: ref}."""
+    refs = {name: ref(name) for name in (names or NAMES)}
+    proc = subprocess.run(["bash", str(LOAD), "--address", address, *refs.values()],
+                          capture_output=True, text=True, timeout=timeout)
+    if proc.returncode != 0:
+        raise RuntimeError(f"hack/images/load.sh failed:\n{proc.stderr[-4000:]}")
+    return refs
