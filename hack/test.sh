@@ -3,6 +3,13 @@
 # ~/.cache/kubetune), then run pytest on the given paths (default: everything).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# The container images (operator, trainer, the test-only vLLM image:
+# hack/images/build.sh, buildah, cached layers) build from the start, beside
+# the environments and tools below; the slowest step on a cold machine.
+images_out=$(mktemp)
+images_log=$(mktemp)
+bash hack/images/build.sh >"$images_out" 2>"$images_log" &
+images_pid=$!
 venv=$(hack/python-env.sh)
 KUBETUNE_TOOLS_BIN=$(bash hack/cluster-tools/build.sh)
 export KUBETUNE_TOOLS_BIN
@@ -28,7 +35,13 @@ wait "$mlflow_pid" || { echo "hack/mlflow-env.sh failed" >&2; exit 1; }
 KUBETUNE_MLFLOW_VENV=$(tail -1 "$mlflow_out")
 # The Kueue tests find the build in the cache (tests/harness/kueue.py).
 wait "$kueue_pid" || { echo "hack/cluster-tools/build-kueue.sh failed" >&2; exit 1; }
-rm -f "$llama_out" "$mlflow_out" "$kueue_out"
+wait "$images_pid" || { cat "$images_log" >&2; echo "hack/images/build.sh failed" >&2; exit 1; }
+cat "$images_log" >&2
+# KUBETUNE_{OPERATOR,TRAINER,VLLM}_IMAGE: tests/harness/built_images.py
+set -a
+. "$images_out"
+set +a
+rm -f "$llama_out" "$mlflow_out" "$kueue_out" "$images_out" "$images_log"
 export KUBETUNE_VLLM_VENV KUBETUNE_LLAMA_CPP KUBETUNE_MLFLOW_VENV
 # DeepSpeed compiles its CPU ops on first use (~100 s): compile once, reuse.
 export TORCH_EXTENSIONS_DIR=${TORCH_EXTENSIONS_DIR:-$HOME/.cache/kubetune/torch-extensions}
