@@ -15,7 +15,11 @@
 # pushes only the layers the registry lacks, containerd pulls only the layers
 # it lacks, so a code change moves the small last layers, not the image.
 # Layers are compressed with zstd (a registry push always compresses; zstd is
-# several times faster than gzip, and containerd 1.6 unpacks it).
+# several times faster than gzip, and containerd 1.6 unpacks it). The registry
+# listens on the same loopback port every call where it can: buildah remembers
+# which compressed layers a registry has by its address, and reuses them only
+# there. Afterwards the registry keeps only the images some checkout's refs
+# file names (garbage-collected), so it holds about one compressed copy.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 . "$root/hack/images/env.sh"
@@ -53,14 +57,24 @@ registry_dir=$images_cache/registry-bin-$registry_version
 if [ ! -x "$registry_dir/usr/bin/docker-registry" ]; then
   download=$(mktemp -d)
   (cd "$download" && { apt-get download -q "docker-registry=$registry_version*" >/dev/null 2>&1 \
-    || { apt-get update -q >/dev/null && apt-get download -q "docker-registry=$registry_version*" >/dev/null; }; })
+    || { apt-get -o DPkg::Lock::Timeout=300 update -q >/dev/null && apt-get download -q "docker-registry=$registry_version*" >/dev/null; }; })
   rm -rf "$registry_dir.tmp" && dpkg-deb -x "$download"/docker-registry_*.deb "$registry_dir.tmp"
   mv "$registry_dir.tmp" "$registry_dir" && rm -rf "$download"
 fi
 
 exec 5>"$images_cache/.load.lock"
 flock 5
-port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+# A port derived from the cache's path, or any free one if that is taken.
+port=$(python3 - "$(( 20000 + $(echo "$images_cache" | cksum | cut -d' ' -f1) % 10000 ))" <<'PY'
+import socket, sys
+s = socket.socket()
+try:
+    s.bind(("127.0.0.1", int(sys.argv[1])))
+except OSError:
+    s.bind(("127.0.0.1", 0))
+print(s.getsockname()[1])
+PY
+)
 mkdir -p "$images_cache/registry"
 config=$(mktemp)
 cat > "$config" <<EOF
@@ -71,6 +85,7 @@ storage:
   delete: {enabled: true}
 http: {addr: "127.0.0.1:$port"}
 EOF
+mkdir -p "$images_cache/logs"
 "$registry_dir/usr/bin/docker-registry" serve "$config" >"$images_cache/logs/registry.log" 2>&1 &
 registry_pid=$!
 trap 'kill "$registry_pid" 2>/dev/null; wait "$registry_pid" 2>/dev/null; rm -f "$config"' EXIT
@@ -90,3 +105,18 @@ for ref in "${missing[@]}"; do
   ctr_ images rm "$staged" >/dev/null
   images_log "loaded $ref in $(( ($(date +%s%N) - start) / 1000000 )) ms"
 done
+
+# The registry down to what a checkout's refs file or this call names: other
+# tags go, then what only they used (the registry must not serve meanwhile).
+kill "$registry_pid" 2>/dev/null; wait "$registry_pid" 2>/dev/null || true
+keep=" $(sed -n 's/^KUBETUNE_[A-Z]*_IMAGE=[^/]*\///p' "$images_cache"/refs/*.env 2>/dev/null | tr '\n' ' ') "
+for ref in "${refs[@]}"; do keep+="${ref#*/} "; done
+repositories=$images_cache/registry/docker/registry/v2/repositories
+for tag_dir in "$repositories"/*/*/_manifests/tags/*; do
+  [ -d "$tag_dir" ] || continue
+  repo=${tag_dir#"$repositories"/}
+  repo=${repo%%/_manifests/*}
+  case $keep in *" $repo:${tag_dir##*/} "*) ;; *) rm -rf "$tag_dir" ;; esac
+done
+"$registry_dir/usr/bin/docker-registry" garbage-collect --delete-untagged "$config" >>"$images_cache/logs/registry.log" 2>&1 \
+  || images_log "warning: the registry's garbage collection failed (see $images_cache/logs/registry.log)"
