@@ -111,8 +111,8 @@ fi
 if ! command -v prometheus >/dev/null || ! command -v promtool >/dev/null; then
   log "installing prometheus from Debian"
   export DEBIAN_FRONTEND=noninteractive
-  (apt-get install -y -q --no-install-recommends prometheus >/dev/null 2>&1) \
-    || (apt-get update -q >/dev/null && apt-get install -y -q --no-install-recommends prometheus >/dev/null)
+  (apt-get -o DPkg::Lock::Timeout=300 install -y -q --no-install-recommends prometheus >/dev/null 2>&1) \
+    || (apt-get -o DPkg::Lock::Timeout=300 update -q >/dev/null && apt-get -o DPkg::Lock::Timeout=300 install -y -q --no-install-recommends prometheus >/dev/null)
   # Debian's package starts a system service on install where it can; we run our own.
   # (never pkill by name: other users of this machine may run their own Prometheus)
   (service prometheus stop || true) >/dev/null 2>&1
@@ -133,8 +133,8 @@ command -v nsenter >/dev/null || node_pkgs+=(util-linux)
 if [ "${#node_pkgs[@]}" -gt 0 ]; then
   log "installing ${node_pkgs[*]} from Debian"
   export DEBIAN_FRONTEND=noninteractive
-  (apt-get install -y -q --no-install-recommends "${node_pkgs[@]}" >/dev/null 2>&1) \
-    || (apt-get update -q >/dev/null && apt-get install -y -q --no-install-recommends "${node_pkgs[@]}" >/dev/null)
+  (apt-get -o DPkg::Lock::Timeout=300 install -y -q --no-install-recommends "${node_pkgs[@]}" >/dev/null 2>&1) \
+    || (apt-get -o DPkg::Lock::Timeout=300 update -q >/dev/null && apt-get -o DPkg::Lock::Timeout=300 install -y -q --no-install-recommends "${node_pkgs[@]}" >/dev/null)
   (service containerd stop || true) >/dev/null 2>&1
 fi
 echo "$bin"

@@ -42,8 +42,10 @@ ensure_image_tools() {
   if [ "${#missing[@]}" -gt 0 ]; then
     images_log "installing ${missing[*]} from Debian"
     export DEBIAN_FRONTEND=noninteractive
-    (apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null 2>&1) \
-      || (apt-get update -q >/dev/null && apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null)
+    # (hack/test.sh runs this beside the cluster tools' own apt-get: wait for the lock.)
+    local apt=(apt-get -o DPkg::Lock::Timeout=300)
+    ("${apt[@]}" install -y -q --no-install-recommends "${missing[@]}" >/dev/null 2>&1) \
+      || ("${apt[@]}" update -q >/dev/null && "${apt[@]}" install -y -q --no-install-recommends "${missing[@]}" >/dev/null)
   fi
   mkdir -p "$images_cache" "$storage_root" "$storage_runroot" "$images_tmp"
 }
