@@ -95,8 +95,7 @@ prune() {
 
 declare -A built
 stage_repo=localhost/kubetune/build-stage
-repos=(ghcr.io/kubetune/operator ghcr.io/kubetune/trainer localhost/kubetune-test/vllm-cpu
-       localhost/kubetune/debian12-python localhost/kubetune/debian12-python-build)
+repos=("${image_repos[@]}" localhost/kubetune/debian12-python localhost/kubetune/debian12-python-build)
 for name in "${names[@]}"; do
   case $name in
     operator) build operator Dockerfile.operator . ghcr.io/kubetune/operator "$version-cpu" ;;

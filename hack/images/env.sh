@@ -31,6 +31,11 @@ storage_flags=(--root "$storage_root" --runroot "$storage_runroot" --storage-dri
 
 images_log() { echo "[images] $*" >&2; }
 
+# The repositories kubetune's images are tagged in (build.sh), and every image
+# some checkout's refs file names (what build.sh last built there).
+image_repos=(ghcr.io/kubetune/operator ghcr.io/kubetune/trainer localhost/kubetune-test/vllm-cpu)
+images_in_refs_files() { sed -n 's/^KUBETUNE_[A-Z]*_IMAGE=//p' "$images_cache"/refs/*.env 2>/dev/null || true; }
+
 # Debian's buildah (1.28), podman (4.3), runc and mmdebstrap, installed once.
 ensure_image_tools() {
   local missing=()

@@ -7,7 +7,8 @@
 #        (REF as hack/images/build.sh prints them; without REF, this checkout's
 #        last built images: hack/images/refs.sh)
 #
-# Idempotent and incremental. References are unique per image content
+# Idempotent and incremental; older builds of our images are removed from
+# the containerd (prune_containerd). References are unique per image content
 # (build.sh), so an image containerd already has under its reference is
 # skipped without further work. The others move through a registry on
 # loopback (the CNCF distribution registry, Debian's build, started for this
@@ -39,6 +40,20 @@ if [ "${#refs[@]}" -eq 0 ]; then
 fi
 ctr_() { ctr --address "$address" --namespace "$namespace" "$@"; }
 
+# Older builds of our images leave this containerd (the trainer is several GB
+# unpacked, and a node's store is kept across clusters): tags of our
+# repositories that neither this call nor any checkout's refs file names.
+prune_containerd() {
+  local keep old
+  keep=" $(images_in_refs_files | tr '\n' ' ') ${refs[*]} "
+  while read -r old; do
+    case $keep in *" $old "*) continue ;; esac
+    ctr_ images rm "$old" >/dev/null && images_log "removed $old (an older build) from containerd at $address"
+  done < <(ctr_ images ls --quiet | grep -E "^($(IFS='|'; echo "${image_repos[*]}")):" || true)
+}
+
+# (First: what goes makes room for what comes.)
+prune_containerd
 missing=()
 for ref in "${refs[@]}"; do
   if [ -z "$(ctr_ images ls --quiet "name==$ref")" ]; then
@@ -88,7 +103,17 @@ EOF
 mkdir -p "$images_cache/logs"
 "$registry_dir/usr/bin/docker-registry" serve "$config" >"$images_cache/logs/registry.log" 2>&1 &
 registry_pid=$!
-trap 'kill "$registry_pid" 2>/dev/null; wait "$registry_pid" 2>/dev/null; rm -f "$config"' EXIT
+# Stopping the registry is expected to "fail" twice over: `wait` returns the
+# TERM we sent (143) and a second call finds no process. Under `set -e` either
+# would become the script's exit status after a successful load, so both are
+# absorbed here, and the EXIT trap keeps the status the script had.
+stop_registry() {
+  [ -n "$registry_pid" ] || return 0
+  kill "$registry_pid" 2>/dev/null || true
+  wait "$registry_pid" 2>/dev/null || true
+  registry_pid=""
+}
+trap 'status=$?; stop_registry; rm -f "$config"; exit "$status"' EXIT
 until curl -fsS "http://127.0.0.1:$port/v2/" >/dev/null 2>&1; do
   kill -0 "$registry_pid" 2>/dev/null || { cat "$images_cache/logs/registry.log" >&2; exit 1; }
   sleep 0.1
@@ -108,8 +133,8 @@ done
 
 # The registry down to what a checkout's refs file or this call names: other
 # tags go, then what only they used (the registry must not serve meanwhile).
-kill "$registry_pid" 2>/dev/null; wait "$registry_pid" 2>/dev/null || true
-keep=" $(sed -n 's/^KUBETUNE_[A-Z]*_IMAGE=[^/]*\///p' "$images_cache"/refs/*.env 2>/dev/null | tr '\n' ' ') "
+stop_registry
+keep=" $(images_in_refs_files | sed 's|^[^/]*/||' | tr '\n' ' ') "
 for ref in "${refs[@]}"; do keep+="${ref#*/} "; done
 repositories=$images_cache/registry/docker/registry/v2/repositories
 for tag_dir in "$repositories"/*/*/_manifests/tags/*; do

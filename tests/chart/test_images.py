@@ -21,6 +21,7 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
 from tests.harness import built_images
+from tests.harness.waiting import wait_for
 
 from .chartlib import ROOT, one, render
 
@@ -332,3 +333,58 @@ def test_llama_cpp_is_built_as_the_tests_build_it():
     (flags,) = re.findall(r'^CMAKE_FLAGS="([^"]*)"$', script, re.M)
     assert f'ARG LLAMA_CPP_CMAKE_ARGS="{flags}"' in (ROOT / "Dockerfile.trainer").read_text()
     assert "-DGGML_NATIVE=OFF" in flags.split()
+
+
+# --- loading into a containerd ---------------------------------------------
+
+@pytest.fixture
+def scratch_containerd(tmp_path):
+    """A containerd of its own (Debian's, no CRI: only its image store is
+    used), its socket address; stopped and its store deleted afterwards."""
+    root, socket = tmp_path / "root", tmp_path / "containerd.sock"
+    config = tmp_path / "config.toml"
+    config.write_text(f'version = 2\nroot = "{root}"\nstate = "{tmp_path / "state"}"\n'
+                      f'disabled_plugins = ["io.containerd.grpc.v1.cri"]\n'
+                      f'[grpc]\n  address = "{socket}"\n[ttrpc]\n  address = "{socket}.ttrpc"\n')
+    log = tmp_path / "containerd.log"
+    with log.open("w") as out:
+        proc = subprocess.Popen(["containerd", "--config", str(config), "--log-level", "warn"],
+                                stdout=subprocess.DEVNULL, stderr=out)
+    try:
+        wait_for(lambda: subprocess.run(["ctr", "--address", str(socket), "version"], capture_output=True).returncode == 0,
+                 timeout=30, what="the scratch containerd", describe=lambda: log.read_text()[-2000:])
+        yield str(socket)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+        # (The unpacked image is hundreds of MB: not left to pytest's tmp retention.)
+        subprocess.run(["rm", "-rf", str(root)], check=False)
+
+
+def test_load_puts_a_built_image_into_containerd_under_its_reference_once(scratch_containerd):
+    """hack/images/load.sh: the image arrives in the k8s.io namespace under its
+    own reference (what pods name), the call exits 0 after a real load (it
+    used to exit with the stopped loopback registry's status), and a second
+    call finds the image and moves nothing; an older build of our images
+    (a tag no checkout's refs file names) leaves the containerd, other
+    images stay."""
+    def load():
+        return subprocess.run(["bash", str(built_images.LOAD), "--address", scratch_containerd, image],
+                              capture_output=True, text=True, timeout=900)
+
+    def ctr(*args):
+        return subprocess.run(["ctr", "--address", scratch_containerd, "--namespace", "k8s.io", "images", *args],
+                              capture_output=True, text=True, check=True).stdout.split()
+
+    image = ref("operator")
+    first = load()
+    assert first.returncode == 0, first.stderr[-4000:]
+    assert f"loaded {image} in" in first.stderr
+    assert ctr("ls", "--quiet") == [image]  # the staging reference on the loopback registry is gone
+    older, other = "ghcr.io/kubetune/operator:0.0.0-cpu-000000000000", "localhost/not-ours:1"
+    ctr("tag", image, older, other)
+    second = load()
+    assert second.returncode == 0, second.stderr[-4000:]
+    assert "has all 1 images" in second.stderr and "loaded" not in second.stderr
+    assert f"removed {older}" in second.stderr
+    assert sorted(ctr("ls", "--quiet")) == sorted([image, other])
