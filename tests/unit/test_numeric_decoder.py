@@ -46,10 +46,23 @@ class TableLM(torch.nn.Module):
             probs[token] = p
         return probs.log()
 
-    def forward(self, input_ids, attention_mask=None, position_ids=None):
+    def forward(self, input_ids, attention_mask=None, position_ids=None, past_key_values=None, use_cache=False):
         self.calls += 1
-        logits = torch.stack([self._row(row.tolist()) for row in input_ids])
-        return type("Out", (), {"logits": logits.unsqueeze(1).expand(-1, input_ids.shape[1], -1)})()
+        seen = past_key_values.rows if past_key_values is not None else [[] for _ in input_ids]
+        rows = [before + row.tolist() for before, row in zip(seen, input_ids)]
+        logits = torch.stack([self._row(row) for row in rows])
+        return type("Out", (), {"logits": logits.unsqueeze(1).expand(-1, input_ids.shape[1], -1),
+                                "past_key_values": TableCache(rows) if use_cache else None})()
+
+
+class TableCache:
+    """TableLM's "KV cache": the token ids each row has seen, reordered as a Cache is."""
+
+    def __init__(self, rows: list[list[int]]):
+        self.rows = rows
+
+    def reorder_cache(self, index) -> None:
+        self.rows = [list(self.rows[i]) for i in index.tolist()]
 
 
 TABLE = {
@@ -73,7 +86,8 @@ def test_top_k_candidates_are_whole_numbers_weighted_by_their_tokens(tok):
     read = {numeric.value_of(tok, c): c.probability for c in found}
     # (float32 softmax: equal to about 1e-6)
     assert read == {147.0: pytest.approx(0.36, rel=1e-5), 20.0: pytest.approx(0.18, rel=1e-5), 9.0: pytest.approx(0.1, rel=1e-5)}
-    # One forward for the answer position, then one per extension step, all candidates batched.
+    # One forward for the answer position, then one per extension step, all candidates batched
+    # (each a single token on the cache of its row's prefix).
     assert lm.calls == 1 + 3
 
 
@@ -125,3 +139,45 @@ def test_number_start_tokens(tok):
     starts = {tok.decode([i]) for i in numeric.number_start_ids(tok)}
     assert {str(d) for d in range(10)} <= starts
     assert not any(s.strip() and not (s.lstrip()[0].isdigit() or s.strip() == "-") for s in starts)
+
+
+class Recomputed(torch.nn.Module):
+    """A real network read the slow, obviously right way: every call runs each
+    row's whole history (no padding, no KV cache) through the model; its
+    "cache" is only the token ids each row has seen. The decoder's KV-cache
+    path must read the same candidates from the network as this."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids, attention_mask=None, position_ids=None, past_key_values=None, use_cache=False):
+        if past_key_values is None:  # the prefixes, left-padded: keep each row's real tokens
+            rows = [[t for t, m in zip(ids.tolist(), keep.tolist()) if m] for ids, keep in zip(input_ids, attention_mask)]
+        else:
+            rows = [before + row.tolist() for before, row in zip(past_key_values.rows, input_ids)]
+        with torch.no_grad():
+            logits = torch.stack([self.model(input_ids=torch.tensor([r])).logits[0, -1] for r in rows])
+        return type("Out", (), {"logits": logits.unsqueeze(1).expand(-1, input_ids.shape[1], -1),
+                                "past_key_values": TableCache(rows) if use_cache else None})()
+
+
+def test_the_kv_cache_path_reads_what_the_network_gives_without_a_cache(tmp_path):
+    """A random-init Llama (real attention, rotary positions, left padding):
+    the branches continue on their row's prefix cache, and read the same
+    numbers with the same probabilities as whole unpadded forwards."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from kubetune_trainer.testing.tiny_model import make_tiny_model
+
+    corpus = [f"{PROMPT} {n}, cheap" for n in range(0, 1000, 7)]
+    directory = make_tiny_model(tmp_path / "tiny", corpus=corpus, split_digits=True, seed=0)
+    tok, model = AutoTokenizer.from_pretrained(directory), AutoModelForCausalLM.from_pretrained(directory).eval()
+    # Prefixes of three lengths, so the batch is left-padded.
+    prefixes = [_ids(tok, PROMPT), _ids(tok, f"{PROMPT} 35, cheap. {PROMPT}"), _ids(tok, "Price:")]
+    cached = numeric.candidates(model, tok, prefixes, k=3, max_tokens=5)
+    plain = numeric.candidates(Recomputed(model), tok, prefixes, k=3, max_tokens=5)
+    assert any(len(c.tokens) > 2 for row in cached for c in row), "premise: a number grows over several cached steps"
+    assert [[c.tokens for c in row] for row in cached] == [[c.tokens for c in row] for row in plain]
+    assert [[c.probability for c in row] for row in cached] == [
+        [pytest.approx(c.probability, rel=1e-4) for c in row] for row in plain]

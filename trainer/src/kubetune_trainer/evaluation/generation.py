@@ -3,6 +3,12 @@
 base and the tuned model draw from the same random stream), and, for numeric
 metrics, the number each answer gives (`numeric.read_number`).
 
+Generation runs on the KV cache (the training model has it switched off) in
+batches of up to GENERATION_TOKENS prompt-and-answer tokens, at least the
+training batch: a decoding step costs about as much for 8 rows as for 40 on
+a CPU or a GPU that is not full, so fewer, wider batches finish sooner. A
+batch stops as soon as every row has ended its answer (end of sequence).
+
 Every rank calls this with the same prompts: under DeepSpeed ZeRO-3 each
 forward gathers parameters from all ranks, so generation is collective, and
 `generate` keeps the ranks in step (synced_gpus) while they finish.
@@ -16,6 +22,10 @@ from dataclasses import dataclass, field
 from kubetune_contract.sections import GenerationSpec, NumericSpec
 
 from . import numeric
+
+# The most prompt-and-answer tokens generated for at once: the KV cache it
+# needs is small next to training's activations (0.5 GB for an 8B model in bf16).
+GENERATION_TOKENS = 4096
 
 
 @dataclass
@@ -52,15 +62,16 @@ def generate_answers(model, tokenizer, prompts: Sequence[str], *, generation: Ge
     device = next(model.parameters()).device
     out = Answers(texts=[])
     torch.manual_seed(seed)
+    rows = rows_per_batch(tokenizer, prompts, generation.max_new_tokens, batch_size)
     try:
         with torch.no_grad():
-            for start in range(0, len(prompts), batch_size):
-                encoded, ids, mask = _left_padded(tokenizer, prompts[start:start + batch_size], device)
+            for start in range(0, len(prompts), rows):
+                encoded, ids, mask = _left_padded(tokenizer, prompts[start:start + rows], device)
                 sampled = generation.temperature > 0
                 sampling = {"do_sample": True, "temperature": generation.temperature} if sampled else {"do_sample": False}
                 seqs = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=generation.max_new_tokens,
                                       pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
-                                      synced_gpus=_synced(), **sampling)
+                                      use_cache=True, synced_gpus=_synced(), **sampling)
                 generated = [_strip(seqs[row, ids.shape[1]:].tolist(), tokenizer) for row in range(len(encoded))]
                 out.texts += [tokenizer.decode(g, skip_special_tokens=True) for g in generated]
                 if numeric_spec is not None:
@@ -69,6 +80,15 @@ def generate_answers(model, tokenizer, prompts: Sequence[str], *, generation: Ge
     finally:
         model.train(was_training)
     return out
+
+
+def rows_per_batch(tokenizer, prompts: Sequence[str], max_new_tokens: int, batch_size: int) -> int:
+    """Rows generated for at once: as many as GENERATION_TOKENS hold at the longest
+    prompt plus the answer, never fewer than the training batch."""
+    if not prompts:
+        return batch_size
+    longest = max(len(tokenizer(p, add_special_tokens=True)["input_ids"]) for p in prompts)
+    return max(batch_size, GENERATION_TOKENS // (longest + max_new_tokens))
 
 
 def _strip(generated: list[int], tokenizer) -> list[int]:

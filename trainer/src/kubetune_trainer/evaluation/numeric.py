@@ -8,10 +8,11 @@ spanning several tokens ("1", "4", "7") is read whole, at its real scale. Each
 candidate is weighted by the product of the probabilities of the tokens that
 make up its number; the weights are renormalised over the candidates.
 
-All rows of a generation batch are read together: one forward for their
-answer positions, then one per token of the longest number, over every
-candidate still growing (left-padded). Every rank of a ZeRO-3 run given the
-same rows does the same forwards in the same order.
+All rows of a generation batch are read together: one forward over their
+prefixes (prompt and answer up to the answer position), whose KV cache is then
+shared by the k branches of each row (copied per branch, not recomputed), and
+one single-token forward per extension step over every candidate. Every rank
+of a ZeRO-3 run given the same rows does the same forwards in the same order.
 """
 
 from __future__ import annotations
@@ -49,8 +50,9 @@ def number_chars(text: str) -> int:
     return match.end() if match else stripped
 
 
-def next_token_probs(model, sequences: Sequence[Sequence[int]], pad_id: int):
-    """Next-token probabilities after each sequence (left-padded into one batch)."""
+def _prefix_forward(model, sequences: Sequence[Sequence[int]], pad_id: int):
+    """One forward over the sequences (left-padded into one batch): (next-token
+    probabilities after each, the KV cache, the attention mask, each one's length)."""
     import torch
 
     device = next(model.parameters()).device
@@ -59,8 +61,9 @@ def next_token_probs(model, sequences: Sequence[Sequence[int]], pad_id: int):
     mask = torch.tensor([[0] * (width - len(s)) + [1] * len(s) for s in sequences], device=device)
     positions = (mask.cumsum(-1) - 1).clamp(min=0)
     with torch.no_grad():
-        logits = model(input_ids=ids, attention_mask=mask, position_ids=positions).logits[:, -1, :]
-    return torch.softmax(logits.float(), dim=-1)
+        out = model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True)
+    lengths = torch.tensor([len(s) for s in sequences], device=device)
+    return torch.softmax(out.logits[:, -1, :].float(), dim=-1), out.past_key_values, mask, lengths
 
 
 def _first_tokens(probs, starts: list[int], k: int) -> list[list[tuple[int, float]]]:
@@ -71,12 +74,36 @@ def _first_tokens(probs, starts: list[int], k: int) -> list[list[tuple[int, floa
     return [[(int(allowed[i]), float(p)) for p, i in zip(values, indices)] for values, indices in zip(top.values, top.indices)]
 
 
-def _grow(model, tokenizer, prefixes: list[list[int]], found: list[Candidate]) -> None:
-    """One greedy token for every open candidate (one batch)."""
-    growing = [c for c in found if c.open]
-    step = next_token_probs(model, [prefixes[c.row] + c.tokens for c in growing], tokenizer.pad_token_id)
-    top_p, top_i = step.max(dim=-1)
-    for c, token, p in zip(growing, top_i.tolist(), top_p.tolist()):
+class _Branches:
+    """Every candidate's sequence as a KV cache: its row's prefix cache, copied
+    once per candidate, then one token a step."""
+
+    def __init__(self, cache, mask, lengths, rows: list[int]):
+        import torch
+
+        index = torch.tensor(rows, device=mask.device)
+        cache.reorder_cache(index)  # index_select along the batch: a row's cache repeated for each of its branches
+        self.cache, self.mask, self.next_position = cache, mask[index], lengths[index]
+
+    def step(self, model, last_tokens: list[int]):
+        """Next-token probabilities after each candidate's newest token."""
+        import torch
+
+        ids = torch.tensor(last_tokens, device=self.mask.device)[:, None]
+        self.mask = torch.cat([self.mask, torch.ones_like(ids)], dim=1)
+        with torch.no_grad():
+            out = model(input_ids=ids, attention_mask=self.mask, position_ids=self.next_position[:, None],
+                        past_key_values=self.cache, use_cache=True)
+        self.cache, self.next_position = out.past_key_values, self.next_position + 1
+        return torch.softmax(out.logits[:, -1, :].float(), dim=-1)
+
+
+def _grow(model, tokenizer, branches: _Branches, found: list[Candidate]) -> None:
+    """One greedy token for every open candidate (one batch; closed ones ride along unread)."""
+    top_p, top_i = branches.step(model, [c.tokens[-1] for c in found]).max(dim=-1)
+    for c, token, p in zip(found, top_i.tolist(), top_p.tolist()):
+        if not c.open:
+            continue
         if token == tokenizer.eos_token_id:
             c.open = False
             continue
@@ -93,14 +120,16 @@ def candidates(model, tokenizer, prefixes: list[list[int]], *, k: int, max_token
     starts = number_start_ids(tokenizer)
     if not starts or not prefixes:
         return [[] for _ in prefixes]
-    firsts = _first_tokens(next_token_probs(model, prefixes, tokenizer.pad_token_id), starts, k)
-    found = [Candidate(row, [token], p) for row, tops in enumerate(firsts) for token, p in tops]
+    probs, cache, mask, lengths = _prefix_forward(model, prefixes, tokenizer.pad_token_id)
+    found = [Candidate(row, [token], p) for row, tops in enumerate(_first_tokens(probs, starts, k)) for token, p in tops]
     for c in found:
         c.open = NUMBER_PREFIX.fullmatch(tokenizer.decode(c.tokens)) is not None
-    for _ in range(max_tokens - 1):
-        if not any(c.open for c in found):
-            break
-        _grow(model, tokenizer, prefixes, found)
+    if max_tokens > 1 and any(c.open for c in found):
+        branches = _Branches(cache, mask, lengths, [c.row for c in found])
+        for _ in range(max_tokens - 1):
+            if not any(c.open for c in found):
+                break
+            _grow(model, tokenizer, branches, found)
     return [[c for c in found if c.row == row] for row in range(len(prefixes))]
 
 
