@@ -52,7 +52,8 @@ def test_pre_stop_sleep_runs_before_sigterm(kube, namespace, pod_runner):
     kube.core.delete_namespaced_pod("paused", namespace)
     wait_for(lambda: "SIGTERM at" in pod_runner.logs(namespace, "paused"), 30, what="SIGTERM")
     sigterm_at = float(pod_runner.logs(namespace, "paused").split("SIGTERM at")[1].split()[0])
-    assert 2.0 <= sigterm_at - deleted_at < 6, sigterm_at - deleted_at
+    # A lower bound only: the 2 s hook ran first, however late SIGTERM came after it on a busy machine.
+    assert sigterm_at - deleted_at >= 2.0, sigterm_at - deleted_at
 
 
 @pytest.mark.cluster
