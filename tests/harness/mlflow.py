@@ -11,6 +11,7 @@ import functools
 import os
 import socket
 import subprocess
+import threading
 import time
 import urllib.request
 from dataclasses import dataclass
@@ -113,14 +114,51 @@ def silent_server():
 
 
 class SilentServer:
-    """Accepts TCP connections (the kernel's backlog does) and never answers:
-    a tracker that "does not answer", not one that refuses at once."""
+    """Accepts TCP connections and never answers: a tracker that "does not
+    answer", not one that refuses at once. It keeps what each connection sent
+    (`requests`: the first line of each request), so a test sees how often a
+    client asked."""
 
     def __init__(self):
         self.sock = socket.socket()
         self.sock.bind(("127.0.0.1", 0))
         self.sock.listen(64)
         self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+        self.received: list[bytes] = []  # what each connection sent, in the order they came
+        self._lock = threading.Lock()
+        self._open: list[socket.socket] = []
+        threading.Thread(target=self._accept, name="silent-server", daemon=True).start()
+
+    @property
+    def requests(self) -> list[str]:
+        with self._lock:
+            return [data.split(b"\r\n", 1)[0].decode(errors="replace") for data in self.received if data]
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return  # closed
+            with self._lock:
+                self._open.append(conn)
+                self.received.append(b"")
+                index = len(self.received) - 1
+            threading.Thread(target=self._read, args=(conn, index), daemon=True).start()
+
+    def _read(self, conn: socket.socket, index: int) -> None:
+        while True:
+            try:
+                data = conn.recv(65536)
+            except OSError:
+                return
+            if not data:
+                return  # the client gave up
+            with self._lock:
+                self.received[index] += data
 
     def close(self) -> None:
         self.sock.close()
+        with self._lock:
+            for conn in self._open:
+                conn.close()

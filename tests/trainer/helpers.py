@@ -87,7 +87,7 @@ class Minio:
 # Sections of the FineTuneJob spec (merged into the spec before rendering) and
 # of the trainer config only (merged into the rendered config).
 SPEC_SECTIONS = ("model", "dataset", "method", "objective", "preference", "kto", "grpo", "lora", "quantization", "training",
-                 "distributed", "checkpoint", "output", "resources", "evaluation", "tracking")
+                 "distributed", "checkpoint", "output", "resources", "evaluation", "tracking", "credentials")
 CONFIG_SECTIONS = ("metrics", "watchdog")
 CHECKPOINT_SPEC_FIELDS = ("uri", "everySteps", "keepLast")  # the rest of `checkpoint` is the trainer's own
 
