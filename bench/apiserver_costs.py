@@ -1,0 +1,140 @@
+"""The API server's CPU per request, one kind at a time, on a control plane of
+its own with nothing else running (no node, no pod runner): what each request
+of a burst costs the machine `make bench-operator` saturates.
+
+    python bench/apiserver_costs.py [--requests 300]
+
+Rows: a FineTuneJob create and a status merge patch (the operator's first
+status write) with the CRD as it is, without its root transition rules (the
+spec-change rules, `api.spec_changes`), and without any CEL rule (each variant
+a copy of the CRD under a group of its own); a ConfigMap holding a trainer
+config; a suspended training Job as the operator builds it (no pods), and the
+same Job without its pod template's annotations. CPU is the API server
+process's user + system time over the requests (4 at a time), after 20 of each
+to warm it up.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from tempfile import mkdtemp
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from bench.burst_profile import cpu_seconds  # noqa: E402
+from bench.operator_bench import OPERATOR_SETTINGS, job_doc  # noqa: E402
+from tests.harness import cluster as cluster_mod  # noqa: E402
+from tests.harness.fixtures import make_kube_clients  # noqa: E402
+
+NAMESPACE = "costs"
+FIRST_STATUS = {"status": {"phase": "Pending", "observedGeneration": 1, "conditions": [
+    {"type": "Valid", "status": "True", "reason": "Accepted", "message": "spec accepted",
+     "lastTransitionTime": "2026-12-05T18:00:00Z", "observedGeneration": 1}]}}
+
+
+def _without_rules(node, everywhere: bool) -> None:
+    if isinstance(node, dict):
+        node.pop("x-kubernetes-validations", None)
+        for child in node.values() if everywhere else ():
+            _without_rules(child, everywhere)
+    elif isinstance(node, list) and everywhere:
+        for child in node:
+            _without_rules(child, everywhere)
+
+
+def crd_variants() -> dict[str, dict]:
+    """name -> the FineTuneJob CRD under a group of its own."""
+    crd = yaml.safe_load((REPO / "crds/finetunejob.yaml").read_text())
+    out = {}
+    for name, group, strip in (("as is", "kubetune.io", None), ("no root rules", "noroot.kubetune.io", False),
+                               ("no CEL", "nocel.kubetune.io", True)):
+        variant = copy.deepcopy(crd)
+        variant["spec"]["group"], variant["metadata"]["name"] = group, f"finetunejobs.{group}"
+        if strip is not None:
+            for version in variant["spec"]["versions"]:
+                _without_rules(version["schema"]["openAPIV3Schema"], everywhere=strip)
+        out[name] = variant
+    return out
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--requests", type=int, default=300)
+    n = ap.parse_args().requests
+    run_dir = Path(mkdtemp(prefix="kt-costs-"))
+    c = cluster_mod.start(run_dir=run_dir, start_pod_runner=False, start_node=False)
+    try:
+        kube = make_kube_clients(c)
+        raw, apiserver = kube.raw, c.pids["kube-apiserver"]
+
+        def measure(label: str, request) -> None:
+            for i in range(20):
+                request(f"w{i:02d}")  # a status patch finds what the create warmed up with
+            before, started = cpu_seconds(apiserver), time.monotonic()
+            with ThreadPoolExecutor(4) as pool:
+                list(pool.map(request, [f"m{i:04d}" for i in range(n)]))
+            cpu = cpu_seconds(apiserver) - before
+            print(f"{label:<48} {cpu * 1000 / n:6.2f} ms  ({n} in {time.monotonic() - started:.1f} s)", flush=True)
+
+        print(f"API server CPU per request ({n} of each, 4 at a time)")
+        for name, crd in crd_variants().items():
+            path = run_dir / f"{crd['metadata']['name']}.yaml"
+            path.write_text(yaml.safe_dump(crd))
+            kube.kubectl("apply", "--server-side", "-f", str(path))
+            kube.kubectl("wait", "--for=condition=Established", f"crd/{crd['metadata']['name']}", "--timeout=60s")
+        raw.request("POST", "/api/v1/namespaces", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}})
+        for name, crd in crd_variants().items():
+            group = crd["spec"]["group"]
+            collection = f"/apis/{group}/v1alpha1/namespaces/{NAMESPACE}/finetunejobs"
+
+            def create(obj_name: str, group=group, collection=collection) -> None:
+                raw.request("POST", collection, dict(job_doc(obj_name), apiVersion=f"{group}/v1alpha1"))
+
+            def first_status(obj_name: str, collection=collection) -> None:
+                raw.request("PATCH", f"{collection}/{obj_name}/status", FIRST_STATUS, content_type="application/merge-patch+json")
+            measure(f"POST finetunejobs (CRD {name})", create)
+            measure(f"PATCH finetunejobs/status (CRD {name})", first_status)
+        _children(raw, measure)
+    finally:
+        cluster_mod.stop(c)
+    return 0
+
+
+def _children(raw, measure) -> None:
+    from kubetune_operator.api import parse_job
+    from kubetune_operator.builders.training import build_training_job, trainer_config
+    from kubetune_operator.settings import load_settings
+
+    stored = raw.get(f"/apis/kubetune.io/v1alpha1/namespaces/{NAMESPACE}/finetunejobs/m0000")
+    job = parse_job({k: stored[k] for k in ("apiVersion", "kind", "metadata", "spec")}).job
+    cfg = load_settings(OPERATOR_SETTINGS)
+    text = json.dumps(trainer_config(job, cfg), indent=2, sort_keys=True)
+    measure(f"POST configmaps (a trainer config, {len(text)} B)", lambda name: raw.request(
+        "POST", f"/api/v1/namespaces/{NAMESPACE}/configmaps",
+        {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name}, "data": {"config.json": text}}))
+    built = build_training_job(job, cfg)
+    built["spec"]["suspend"] = True
+    built["metadata"].pop("ownerReferences", None)
+
+    def create_job(name: str, template_annotations: bool) -> None:
+        obj = copy.deepcopy(built)
+        obj["metadata"]["name"] = name
+        if not template_annotations:
+            obj["spec"]["template"]["metadata"].pop("annotations", None)
+        raw.request("POST", f"/apis/batch/v1/namespaces/{NAMESPACE}/jobs", obj)
+    annotations = built["spec"]["template"]["metadata"].get("annotations") or {}
+    measure(f"POST jobs (suspended, template annotations {sum(len(v) for v in annotations.values())} B)",
+            lambda name: create_job(name, True))
+    measure("POST jobs (suspended, no template annotations)", lambda name: create_job("b" + name, False))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
