@@ -3,12 +3,14 @@
 # ~/.cache/kubetune), then run pytest on the given paths (default: everything).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-# The container images (operator, trainer, the test-only vLLM image:
-# hack/images/build.sh, buildah, cached layers) build from the start, beside
-# the environments and tools below; the slowest step on a cold machine.
+# The container images the tests use (operator, trainer: hack/images/build.sh,
+# buildah, cached layers) build from the start, beside the environments and
+# tools below; the slowest step on a cold machine. (The test-only vLLM image,
+# about 6 GB, is left out until a test runs it: serving still runs vLLM from
+# its development environment.)
 images_out=$(mktemp)
 images_log=$(mktemp)
-bash hack/images/build.sh >"$images_out" 2>"$images_log" &
+bash hack/images/build.sh operator trainer >"$images_out" 2>"$images_log" &
 images_pid=$!
 venv=$(hack/python-env.sh)
 KUBETUNE_TOOLS_BIN=$(bash hack/cluster-tools/build.sh)
@@ -37,7 +39,7 @@ KUBETUNE_MLFLOW_VENV=$(tail -1 "$mlflow_out")
 wait "$kueue_pid" || { echo "hack/cluster-tools/build-kueue.sh failed" >&2; exit 1; }
 wait "$images_pid" || { cat "$images_log" >&2; echo "hack/images/build.sh failed" >&2; exit 1; }
 cat "$images_log" >&2
-# KUBETUNE_{OPERATOR,TRAINER,VLLM}_IMAGE: tests/harness/built_images.py
+# KUBETUNE_{OPERATOR,TRAINER}_IMAGE: tests/harness/built_images.py
 set -a
 . "$images_out"
 set +a
