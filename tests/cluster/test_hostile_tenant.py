@@ -275,6 +275,8 @@ def test_objects_of_our_names_made_by_someone_else_are_never_used(kube, namespac
                   what="victim decided", describe=op.log_tail)
     assert (st["phase"], condition(st, "Valid")["reason"]) == ("Pending", "ChildConflict"), st
     assert "ConfigMap victim-config exists and is not this FineTuneJob's" in condition(st, "Valid")["message"]
+    # The Job made beside it is suspended (the real trainer also refuses a config without this job's UID).
+    assert [j["spec"].get("suspend") for j in jobs(kube, namespace) if j["metadata"]["name"] == "victim-train"] == [True]
     configmap = kube.raw.get(f"{core}/configmaps/victim-config")
     assert configmap["data"] == {"config.json": '{"evil": true}'} and not configmap["metadata"].get("ownerReferences")
 

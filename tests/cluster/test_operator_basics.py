@@ -78,8 +78,8 @@ def test_missing_secret_waits_then_proceeds(kube, namespace, operator_factory, s
 
 
 def test_a_refused_configmap_leaves_no_pod_waiting(kube, namespace, operator_factory, s3_env):
-    # The ConfigMap is created (and checked to be ours) before the Job; a quota
-    # that refuses the ConfigMap leaves no Job and no pod waiting for it.
+    # The ConfigMap and Job are created side by side; a quota that admits the Job
+    # but not the ConfigMap must not leave a pod waiting for it forever.
     # (Every namespace already holds one ConfigMap, kube-root-ca.crt.)
     kube.raw.request("POST", f"/api/v1/namespaces/{namespace}/resourcequotas", {
         "apiVersion": "v1", "kind": "ResourceQuota", "metadata": {"name": "one-configmap"},
@@ -91,4 +91,5 @@ def test_a_refused_configmap_leaves_no_pod_waiting(kube, namespace, operator_fac
     st = wait_phase(kube, namespace, "quota", "Failed", operator=op)
     valid = condition(st, "Valid")
     assert valid["status"] == "False" and "exceeded quota" in valid["message"] and "configmaps" in valid["message"], valid
-    assert jobs(kube, namespace) == [] and pods(kube, namespace) == []  # Failed was written after the refusal, nothing before it
+    wait_for(lambda: [j["spec"].get("suspend") for j in jobs(kube, namespace)] == [True] and pods(kube, namespace) == [],
+             timeout=30, what="the Job suspended and no pod left")

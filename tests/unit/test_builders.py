@@ -101,6 +101,7 @@ QUICKSTART_JOB = {
                         "env": [
                             {"name": "KUBETUNE_NAMESPACE", "value": "team"},
                             {"name": "KUBETUNE_JOB", "value": "quickstart"},
+                            {"name": "KUBETUNE_JOB_UID", "value": UID},
                             {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
                             {"name": "KUBETUNE_WORKDIR", "value": "/tmp/kubetune"},
                             {"name": "HOME", "value": "/tmp"},

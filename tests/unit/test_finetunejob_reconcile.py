@@ -137,12 +137,15 @@ def test_a_trained_job_s_service_is_created_before_its_deployment():
 
 def test_a_config_map_of_our_name_someone_else_made_is_never_run():
     """Pre-created `<job>-config`: the trainer would run it with the job's
-    Secrets. No Job is created, nothing is modified, the conflict is in status."""
+    Secrets. The Job created beside it is suspended at once (and its trainer
+    refuses a config without this job's UID), the ConfigMap is not touched,
+    the conflict is in status."""
     server = RecordingApiServer(foreign=(("ConfigMap", config_map_name(KEY[1])),))
     statuses = []
     server.patch_status = lambda kind, ns, name, status: statuses.append(status) or {}
     first_pass(server, quickstart_job())
-    assert server.created == [] and server.patched == []
+    assert server.created == [("Job", training_job_name(KEY[1]))]
+    assert server.patched == [("Job", training_job_name(KEY[1]), {"spec": {"suspend": True}})]
     valid = next(c for c in statuses[-1]["conditions"] if c["type"] == "Valid")
     assert (valid["status"], valid["reason"]) == ("False", "ChildConflict") and "ConfigMap quickstart-config exists and is not" in valid["message"]
 

@@ -15,7 +15,7 @@ import os
 import sys
 
 from .config import TrainerConfig, load_config, redact
-from .errors import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_OK, TrainerError
+from .errors import EXIT_BAD_INPUT, EXIT_ERROR, EXIT_INTERRUPTED, EXIT_OK, TrainerError
 
 
 def parse(argv: list[str] | None = None) -> TrainerConfig:
@@ -38,6 +38,17 @@ def _job_identity(cfg: TrainerConfig) -> tuple[str, str]:
     return os.environ.get("KUBETUNE_NAMESPACE") or cfg.job.namespace, os.environ.get("KUBETUNE_JOB") or cfg.job.name
 
 
+def _not_this_jobs(cfg: TrainerConfig) -> str | None:
+    """Why the config is not this pod's job's, if it is not: the operator gives
+    the pod its FineTuneJob's UID, and renders the same into the config; a
+    config someone else wrote under the job's ConfigMap name cannot know it."""
+    uid = os.environ.get("KUBETUNE_JOB_UID")
+    if uid and cfg.job.uid != uid:
+        return (f"the trainer config is not this job's (its job.uid is {cfg.job.uid!r}, this pod's FineTuneJob is {uid!r}): "
+                "it was not rendered by the operator for this job; nothing was run")
+    return None
+
+
 def main(cfg: TrainerConfig | None = None) -> int:
     from .distributed import topology
     from .report import termination_message, write_termination_message
@@ -56,6 +67,12 @@ def main(cfg: TrainerConfig | None = None) -> int:
                 write_termination_message(termination_message(exc.reason, exc.message))
             return exc.exit_code
     namespace, job = _job_identity(cfg)
+    stranger = _not_this_jobs(cfg)
+    if stranger:
+        print(f"kubetune-train: InvalidConfig: {stranger}", file=sys.stderr)
+        if topo.is_main:
+            write_termination_message(termination_message("InvalidConfig", stranger))
+        return EXIT_BAD_INPUT
     if topo.is_main:
         log.info("config: %s", json.dumps(redact(cfg.to_json()), separators=(",", ":")))
 

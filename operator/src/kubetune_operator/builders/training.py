@@ -105,6 +105,8 @@ def _env(job: FineTuneJob, cfg: Settings) -> list[dict]:
     env = [
         {"name": "KUBETUNE_NAMESPACE", "value": job.metadata.namespace or "default"},
         {"name": "KUBETUNE_JOB", "value": job.metadata.name},
+        # The trainer runs only a config rendered for this very FineTuneJob (its job.uid).
+        *([{"name": "KUBETUNE_JOB_UID", "value": uid}] if (uid := getattr(job.metadata, "uid", None)) else []),
         {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
         {"name": "KUBETUNE_WORKDIR", "value": WORKDIR},
         # Read-only root: caches must go to the writable /tmp.

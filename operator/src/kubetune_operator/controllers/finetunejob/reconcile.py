@@ -126,35 +126,31 @@ def _complete_training_objects(ctl, p, training_job: dict) -> str | None:
 
 
 def _create_training_objects(ctl, p, adapter_uri: str | None = None, existing_job: dict | None = None) -> str | None:
-    """Create the ConfigMap (and Service) side by side, then the Job (unless
-    `existing_job` is there). What the Job's pods read must be ours before a
-    pod can start: a ConfigMap of our name that someone else made would run
-    this job's trainer, with its Secrets, on their config. So every object a
-    create answered 409 for must name this FineTuneJob as its controller;
-    otherwise it is left untouched, no Job is created (an existing one is
-    suspended) and the conflict is returned, to be said in status.
-
-    When the API server refuses one of the others for good (a quota, say) but
-    the Job exists, the Job is suspended, so that no pod waits for a ConfigMap
-    that will never come (the operator may not delete; the Job goes with its
-    FineTuneJob), and the refusal is permanent. A retryable error leaves
-    everything as it is: the retry finds it (409)."""
+    """Create the ConfigMap and the Job side by side (a second round trip cost
+    the apply-to-Job p99 half again under a burst); a multi-node job's Service
+    first, the Job after it (pods would resolve a rendezvous name of someone
+    else's at once). An object a create answered 409 for must name this
+    FineTuneJob as its controller; otherwise it is left untouched, the Job is
+    suspended and the conflict returned (a ConfigMap someone made beforehand
+    cannot carry this job's UID, and the trainer runs no config whose job.uid
+    is not its pod's KUBETUNE_JOB_UID). A refusal for good (a quota) suspends
+    the Job too and is permanent; a retryable error is left for the retry."""
     kube, uid = ctl.kube, p.body["metadata"].get("uid")
     job = adapter_source.with_source_adapter(p.job, adapter_uri) if adapter_uri else p.job
     built = build_training_objects(job, ctl.cfg)
-    first = [obj for obj in built if obj["kind"] != "Job"]
+    sequential = any(obj["kind"] == "Service" for obj in built)
+    first = [obj for obj in built if (obj["kind"] != "Job" if sequential else existing_job is None or obj["kind"] != "Job")]
     results = list(zip(first, kube.create_all_if_absent(first)))
-    if existing_job is None:
+    if sequential and existing_job is None and not _failed(results) and not _foreign(results, uid):
         the_job = next(obj for obj in built if obj["kind"] == "Job")
-        if not _failed(results) and not _foreign(results, uid):
-            results.append((the_job, kube.create_all_if_absent([the_job])[0]))
+        results.append((the_job, kube.create_all_if_absent([the_job])[0]))
     stored_job = next((r for obj, r in results if obj["kind"] == "Job"), (existing_job, False) if existing_job else None)
     foreign = _foreign(results, uid)
     if _failed(results) and not foreign:
         _refused(kube, p, results, stored_job)
     if foreign:
-        if existing_job is not None:
-            _suspend(kube, p, existing_job, foreign)
+        if stored_job is not None and not isinstance(stored_job, ApiError) and controlled_by(stored_job[0], uid):
+            _suspend(kube, p, stored_job[0], foreign)
         return foreign
     _render_again(kube, p, results)
     stored, created = stored_job
