@@ -150,6 +150,20 @@ def test_a_config_map_of_our_name_someone_else_made_is_never_run():
     assert (valid["status"], valid["reason"]) == ("False", "ChildConflict") and "ConfigMap quickstart-config exists and is not" in valid["message"]
 
 
+def test_a_queued_job_s_foreign_config_map_leaves_no_job_for_kueue_to_start():
+    """A queued Job is created suspended and Kueue un-suspends it on admission,
+    whatever the operator suspended: so a queued job's ConfigMap is created
+    (and found ours) first, and a foreign one leaves no Job at all."""
+    body = quickstart_job()
+    body["spec"]["queueName"] = "team-queue"
+    server = RecordingApiServer(foreign=(("ConfigMap", config_map_name(KEY[1])),))
+    first_pass(server, body)
+    assert server.created == [] and server.patched == []
+    server = RecordingApiServer()
+    first_pass(server, body)
+    assert server.created == [("ConfigMap", config_map_name(KEY[1])), ("Job", training_job_name(KEY[1]))]
+
+
 def test_an_earlier_incarnation_s_job_is_not_adopted():
     """Re-created before garbage collection removed the old, Complete Job: that
     Job is another FineTuneJob's (its UID): not ours, not adopted, its pods not read."""

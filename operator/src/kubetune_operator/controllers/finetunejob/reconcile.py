@@ -129,16 +129,18 @@ def _create_training_objects(ctl, p, adapter_uri: str | None = None, existing_jo
     """Create the ConfigMap and the Job side by side (a second round trip cost
     the apply-to-Job p99 half again under a burst); a multi-node job's Service
     first, the Job after it (pods would resolve a rendezvous name of someone
-    else's at once). An object a create answered 409 for must name this
-    FineTuneJob as its controller; otherwise it is left untouched, the Job is
-    suspended and the conflict returned (a ConfigMap someone made beforehand
-    cannot carry this job's UID, and the trainer runs no config whose job.uid
-    is not its pod's KUBETUNE_JOB_UID). A refusal for good (a quota) suspends
-    the Job too and is permanent; a retryable error is left for the retry."""
+    else's at once), and a queued job's ConfigMap first too (its Job waits for
+    Kueue anyway, which would un-suspend it whatever we suspended). An object
+    a create answered 409 for must name this FineTuneJob as its controller;
+    otherwise it is left untouched, the Job is suspended and the conflict
+    returned (a ConfigMap someone made beforehand cannot carry this job's UID,
+    and the trainer runs no config whose job.uid is not its pod's
+    KUBETUNE_JOB_UID). A refusal for good (a quota) suspends the Job too and is
+    permanent; a retryable error is left for the retry."""
     kube, uid = ctl.kube, p.body["metadata"].get("uid")
     job = adapter_source.with_source_adapter(p.job, adapter_uri) if adapter_uri else p.job
     built = build_training_objects(job, ctl.cfg)
-    sequential = any(obj["kind"] == "Service" for obj in built)
+    sequential = job.spec.queue_name is not None or any(obj["kind"] == "Service" for obj in built)
     first = [obj for obj in built if (obj["kind"] != "Job" if sequential else existing_job is None or obj["kind"] != "Job")]
     results = list(zip(first, kube.create_all_if_absent(first)))
     if sequential and existing_job is None and not _failed(results) and not _foreign(results, uid):
