@@ -149,14 +149,24 @@ def test_a_secret_cannot_reach_a_command_line_or_a_pod(kube, namespace, s3_bucke
 
 
 def test_credentials_are_not_sent_to_a_foreign_endpoint(kube, namespace, s3_bucket, tenant, sink):
+    """credentials.s3.endpoint and tracking.uri naming the sink: the job's
+    trainer would send its S3 key (tracking token) there."""
     op = tenant()
     create(kube, namespace, job(s3_bucket, "s3-exfil", credentials={"s3": {"secretName": S3_SECRET, "endpoint": sink.url}}))
-    st = refused(kube, namespace, "s3-exfil", "PolicyDenied", op)
+    create(kube, namespace, job(s3_bucket, "track-exfil", tracking={"backend": "mlflow", "uri": sink.url}))
+    # Decided: refused, or (where nothing refuses it) its trainer has run.
+    st = wait_for(lambda: (s := status(kube, namespace, "s3-exfil")) and (condition(s, "Valid").get("reason") == "PolicyDenied"
+                                                                          or s.get("phase") in ("Succeeded", "Failed")) and s,
+                  timeout=60, what="s3-exfil decided", describe=lambda: json.dumps(status(kube, namespace, "s3-exfil")) + op.log_tail(20))
+    assert s3_bucket.access_key not in sink.text() and sink.requests == [], sink.requests
+    assert condition(st, "Valid")["reason"] == "PolicyDenied", st
     assert f"spec.credentials.s3.endpoint: {sink.url} is not allowed by the admin policy (KubetunePolicy allowedS3Endpoints" \
            in condition(st, "Valid")["message"]
-    # Nothing was created that could have sent it: the sink has nothing, now or later.
+    st = refused(kube, namespace, "track-exfil", "PolicyDenied", op)
+    assert f"spec.tracking.uri: {sink.url} is not allowed by the admin policy (KubetunePolicy allowedTrackingHosts" \
+           in condition(st, "Valid")["message"]
+    # Nothing was created that could have sent them: the sink has nothing.
     assert pods(kube, namespace) == [] and sink.requests == []
-    assert s3_bucket.access_key not in sink.text()
 
 
 def test_another_namespace_s_prefix_is_refused(kube, namespace, s3_bucket, tenant, sink):
@@ -326,6 +336,41 @@ def test_a_300_trial_sweep_s_status_fits_in_the_api_server(kube, namespace, kube
                      content_type="application/merge-patch+json")
     stored = kube.raw.get(f"{SWEEPS.format(ns=namespace)}/wide")
     assert len(stored["status"]["trials"]) == 300 and len(json.dumps(stored)) < 400_000
+
+
+def test_a_job_deleted_while_the_operator_relisted_is_not_kept_as_a_ghost(kube, namespace, s3_bucket, tenant, tmp_path,
+                                                                         operator_identity):
+    """The operator's watches break, a job is deleted meanwhile, and the API
+    server answers the resumed watch with 410 Gone (a compaction): the listing
+    that follows has no DELETED event for it. Kept in the cache, a ghost is
+    still counted, synced, a pool candidate. The gap and the 410 are made by
+    `relist_proxy` (a stand-in), everything else is the real API server."""
+    from .relist_proxy import RelistProxy
+
+    proxy = RelistProxy(operator_identity.kubeconfig)
+    try:
+        op = tenant(KUBECONFIG=proxy.kubeconfig(tmp_path / "proxy.kubeconfig"), KUBETUNE_RESYNC_INTERVAL="2")
+        for name in ("ghost", "alive"):
+            create(kube, namespace, job(s3_bucket, name, suspend=True))
+            wait_phase(kube, namespace, name, "Suspended", operator=op)
+
+        def suspended() -> float:
+            line = next((line for line in op.metrics().splitlines() if line.startswith('kubetune_operator_jobs{phase="Suspended"}')), "x 0")
+            return float(line.split()[-1])
+        wait_for(lambda: suspended() == 2, timeout=30, what="both jobs counted Suspended", describe=op.log_tail)
+        proxy.partition()
+        kube.raw.request("DELETE", f"{FTJ.format(ns=namespace)}/ghost")
+        wait_for(lambda: [i["metadata"]["name"] for i in kube.raw.get(FTJ.format(ns=namespace))["items"]] == ["alive"], timeout=30,
+                 what="ghost deleted")
+        proxy.compact(int(kube.raw.get(FTJ.format(ns=namespace))["metadata"]["resourceVersion"]))
+        wait_for(lambda: any(p.endswith("/finetunejobs") for p in proxy.lists_after_compaction), timeout=30,
+                 what="the operator listing FineTuneJobs again", describe=op.log_tail)
+        wait_for(lambda: suspended() == 1, timeout=30, what="the deleted job no longer counted (Suspended == 1)",
+                 describe=lambda: f"Suspended = {suspended()}\n{op.log_tail(20)}")
+        assert f"finetunejobs {namespace}/ghost" in op.log() and f"finetunejobs {namespace}/alive" not in op.log()
+        assert status(kube, namespace, "alive")["phase"] == "Suspended"
+    finally:
+        proxy.stop()
 
 
 def test_an_edit_of_a_suspended_job_takes_effect_and_of_a_running_one_is_refused(kube, namespace, s3_bucket, tenant):
