@@ -3,6 +3,7 @@ so tests can kill, restart and duplicate it exactly as a cluster would.
 
 Fixtures (registered for every test by tests/conftest.py):
   kubetune_crds    session: the FineTuneJob and Kopf peering CRDs applied, Established
+  operator_identity session: the chart's ServiceAccount and Role, the kubeconfig every operator runs with
   operator_factory function: start(namespace, **settings) -> OperatorProcess; all stopped after
   s3_env           function: the test bucket as the operator's default bucket, plus an S3 Secret
   tiny_assets      session: a tiny random-init model and a completion dataset on disk
@@ -20,7 +21,9 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 import pytest
+import yaml
 
+from .kubeapi import ApiError
 from .waiting import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
@@ -106,6 +109,55 @@ def kubetune_crds(kube) -> None:
         kube.kubectl("wait", "--for=condition=Established", f"crd/{name}", "--timeout=60s")
 
 
+class OperatorIdentity:
+    """Who the harness's operators are: the chart's ServiceAccount, holding in
+    each test namespace exactly the Role the chart grants a watched namespace
+    (rendered by helm in namespaced scope), and a token the API server issued
+    to it. A verb the chart does not grant is a 403 in a test, not a surprise
+    on a cluster."""
+
+    NAMESPACE, ACCOUNT, ROLE = "kubetune-harness", "kubetune", "kubetune-harness-operator"
+
+    def __init__(self, kube, kubeconfig: Path):
+        from tests.chart.chartlib import template
+
+        self.kube = kube
+        rendered = template({"scope": "namespaced", "watchNamespaces[0]": "harness", "peering.enabled": "true",
+                             "peering.name": PEERING_NAME}, extra=["--show-only", "templates/rbac-namespaced.yaml"]).stdout
+        (role,) = [d for d in yaml.safe_load_all(rendered) if d and d["kind"] == "Role"]
+        kube.kubectl("apply", "--server-side", "--force-conflicts", "-f", "-", input=yaml.safe_dump_all([
+            {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": self.NAMESPACE}},
+            {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": self.ACCOUNT, "namespace": self.NAMESPACE}},
+            # The Role's rules as a ClusterRole only so that one object serves every test
+            # namespace: it is bound by a RoleBinding in each, never cluster-wide.
+            {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole", "metadata": {"name": self.ROLE},
+             "rules": role["rules"]}]))
+        token = kube.kubectl("create", "token", self.ACCOUNT, "-n", self.NAMESPACE, "--duration=12h").stdout.strip()
+        admin = json.loads(Path(kube.kubeconfig).read_text())
+        kubeconfig.write_text(json.dumps({
+            "apiVersion": "v1", "kind": "Config", "current-context": "operator",
+            "clusters": [{"name": "kubetune", "cluster": admin["clusters"][0]["cluster"]}],
+            "users": [{"name": "operator", "user": {"token": token}}],
+            "contexts": [{"name": "operator", "context": {"cluster": "kubetune", "user": "operator"}}]}))
+        self.kubeconfig = str(kubeconfig)
+
+    def grant(self, namespace: str) -> None:
+        """The chart's RoleBinding in `namespace` (a watched namespace)."""
+        try:
+            self.kube.raw.request("POST", f"/apis/rbac.authorization.k8s.io/v1/namespaces/{namespace}/rolebindings", {
+                "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": {"name": "kubetune-operator"},
+                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": self.ROLE},
+                "subjects": [{"kind": "ServiceAccount", "name": self.ACCOUNT, "namespace": self.NAMESPACE}]})
+        except ApiError as exc:
+            if exc.status != 409:
+                raise
+
+
+@pytest.fixture(scope="session")
+def operator_identity(kube, kubetune_crds, tmp_path_factory) -> OperatorIdentity:
+    return OperatorIdentity(kube, tmp_path_factory.mktemp("operator-identity") / "operator.kubeconfig")
+
+
 # The label the admin policy's default secretLabel asks of a Secret a job may use.
 USABLE = {"kubetune.io/usable": "true"}
 
@@ -144,10 +196,13 @@ def s3_env(kube, namespace, s3_bucket, control_plane) -> dict[str, str]:
 
 
 @pytest.fixture
-def operator_factory(kube, kubetune_crds, control_plane, namespace, tmp_path) -> Iterator[Callable[..., OperatorProcess]]:
-    """start(**settings) runs an operator watching the test namespace; every one
-    started is stopped after the test, and its log is printed if the test failed."""
+def operator_factory(kube, kubetune_crds, control_plane, namespace, tmp_path, operator_identity
+                     ) -> Iterator[Callable[..., OperatorProcess]]:
+    """start(**settings) runs an operator watching the test namespace, as the
+    chart's ServiceAccount with the chart's Role there; every one started is
+    stopped after the test, and its log is printed if the test failed."""
     started: list[OperatorProcess] = []
+    operator_identity.grant(namespace)
     kube.raw.request("POST", f"/apis/kopf.dev/v1/namespaces/{namespace}/kopfpeerings", {
         "apiVersion": "kopf.dev/v1", "kind": "KopfPeering", "metadata": {"name": PEERING_NAME},
     })
@@ -156,6 +211,8 @@ def operator_factory(kube, kubetune_crds, control_plane, namespace, tmp_path) ->
         env = dict(os.environ)
         env.update(control_plane.env())
         env.update({
+            "KUBECONFIG": operator_identity.kubeconfig,
+            "KUBETUNE_WATCH_NAMESPACES": namespace,  # as the chart sets it in namespaced scope
             "KUBETUNE_TRAINER_IMAGE": "ghcr.io/kubetune/trainer:dev",
             "KUBETUNE_ALLOWED_IMAGE_PREFIXES": "ghcr.io/kubetune/",
             "KUBETUNE_METRICS_PORT": str(free_port()),
