@@ -97,3 +97,16 @@ def test_a_reconciled_resource_is_kept_without_the_api_servers_field_bookkeeping
     assert kept == {"apiVersion": "kubetune.io/v1alpha1", "kind": "FineTuneJob", "spec": {"method": "lora"}, "status": {"phase": "Running"},
                     "metadata": {"name": "a", "uid": "u", "generation": 2}}
     assert "managedFields" in body["metadata"], "Kopf's body is not changed"
+
+
+def test_a_namespaced_operator_asks_nothing_cluster_wide_of_kopf():
+    """The chart's namespaced scope grants no namespace listing and no CRD watch:
+    Kopf must not try them (each 403 was retried for ~50 s before it served a
+    namespace); an operator of the whole cluster keeps observing both."""
+    from kubetune_operator.runtime.kopf_setup import observe_cluster
+    from kubetune_operator.settings import Settings
+
+    namespaced, clusterwide = kopf.OperatorSettings(), kopf.OperatorSettings()
+    observe_cluster(namespaced, Settings(watched_namespaces=("ml-a", "ml-b")))
+    observe_cluster(clusterwide, Settings())
+    assert (namespaced.scanning.disabled, clusterwide.scanning.disabled) == (True, False)

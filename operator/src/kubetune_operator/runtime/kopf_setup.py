@@ -60,11 +60,22 @@ def configure(settings: kopf.OperatorSettings, cfg: Settings, watches: tuple[Wat
     settings.peering.name = settings.peering.name if settings.peering.mandatory else cfg.peering_name
     settings.peering.priority = cfg.peering_priority if cfg.peering_priority is not None else random.randint(1, 1_000_000)
     filter_server_side(settings, watches)
+    observe_cluster(settings, cfg)
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
     settings.watching.connect_timeout = 10
     settings.networking.request_timeout = 30
     tune_gc()
+
+
+def observe_cluster(settings: kopf.OperatorSettings, cfg: Settings) -> None:
+    """Kopf lists namespaces and watches CRDs cluster-wide unless told not to.
+    A namespaced install (KUBETUNE_WATCH_NAMESPACES, the chart's namespaced
+    scope) is granted nothing cluster-wide: Kopf retried each 403 nine times,
+    and served no namespace for the ~50 s that took. It serves exactly the
+    namespaces it was given, and the CRDs found at startup (a changed CRD is
+    served from the operator's next restart)."""
+    settings.scanning.disabled = bool(cfg.watched_namespaces)
 
 
 def filter_server_side(settings: kopf.OperatorSettings, watches: tuple[Watch, ...]) -> None:
