@@ -367,7 +367,10 @@ def test_a_job_deleted_while_the_operator_relisted_is_not_kept_as_a_ghost(kube, 
                  what="the operator listing FineTuneJobs again", describe=op.log_tail)
         wait_for(lambda: suspended() == 1, timeout=30, what="the deleted job no longer counted (Suspended == 1)",
                  describe=lambda: f"Suspended = {suspended()}\n{op.log_tail(20)}")
-        assert f"finetunejobs {namespace}/ghost" in op.log() and f"finetunejobs {namespace}/alive" not in op.log()
+        # The resync logs what it dropped after handing every ghost to the controllers: wait for the line, not after the count.
+        wait_for(lambda: f"finetunejobs {namespace}/ghost" in op.log(), timeout=30, what="the resync's line naming the ghost",
+                 describe=lambda: op.log_tail(20))
+        assert f"finetunejobs {namespace}/alive" not in op.log()
         assert status(kube, namespace, "alive")["phase"] == "Suspended"
     finally:
         proxy.stop()
