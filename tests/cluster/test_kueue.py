@@ -139,7 +139,10 @@ def test_a_higher_priority_job_preempts_a_multinode_run_that_resumes(kube, names
     kueue.local_queue(namespace)
     extensions = os.environ.get("TORCH_EXTENSIONS_DIR", str(Path.home() / ".cache/kubetune/torch-extensions"))
     # The stand-in replaces only single-process trainers: the preemptor. The preempted job runs the real trainer.
-    op = operator_factory(KUBETUNE_TRAINER_COMMAND=STAND_IN, KUBETUNE_EXTRA_TRAINER_ENV=f"TORCH_EXTENSIONS_DIR={extensions}", **s3_env)
+    # The admin lets these jobs name the test's two PriorityClasses (the default policy allows none).
+    policy = json.loads(s3_env["KUBETUNE_POLICY"]) | {"allowedPriorityClasses": sorted(priorities.values())}
+    op = operator_factory(KUBETUNE_TRAINER_COMMAND=STAND_IN, KUBETUNE_EXTRA_TRAINER_ENV=f"TORCH_EXTENSIONS_DIR={extensions}",
+                          **(s3_env | {"KUBETUNE_POLICY": json.dumps(policy)}))
     low = multinode(bucket, "low", "deepspeed", zero=2, procs=2, steps=20, method="full", backoff_limit=0)
     low["spec"].update(queueName=kueue_harness.LOCAL_QUEUE, priorityClassName=priorities["low"])
     low["spec"]["resources"]["cpu"] = 1  # 2 pods: the whole quota
