@@ -4,7 +4,7 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 PY = $$(hack/python-env.sh)/bin/python
 
-.PHONY: help demo test test-unit test-trainer test-cluster test-chart test-serving bench bench-trainer \
+.PHONY: help demo test test-unit test-trainer test-cluster test-chart test-serving test-stress bench bench-trainer \
         bench-gpu bench-gpu-dpo bench-operator bench-serving bench-sweep crds lint cluster-tools kueue cluster-up cluster-down images images-vllm python-env
 
 help: ## list targets
@@ -30,6 +30,9 @@ test-chart: ## the Helm chart, dashboards and images
 
 test-serving: ## vLLM (its CPU build) through the operator and on its own; GGUF export
 	bash hack/test.sh tests/cluster/test_serving.py tests/serving tests/trainer/test_export_formats.py
+
+test-stress: ## tests/cluster and tests/trainer RUNS times (default 3) with a CPU hog on one core: each run's time and result
+	bash hack/stress-suite.sh $(or $(RUNS),3)
 
 bench: bench-trainer bench-operator ## all CPU benchmarks
 
