@@ -81,10 +81,12 @@ def policy_namespaces(kube, kubetune_crds):
         release = PolicyRelease(kube, name, policy)
         release.apply()
         releases.append(release)
-    # The API server acts on a new policy once its informers saw it: wait until it refuses a known-bad job.
-    for name in names:
-        wait_for(lambda n=name: dry_run(kube, n, POLICY_CASES[-1].manifest(n, "probe"))[0] in (400, 403, 422)
-                 if "lenient" not in n else True, timeout=30, what=f"the admission policy active in {name}")
+    # The API server acts on a new policy once its informers saw it: wait until it refuses a known-bad job
+    # (in the lenient namespace, one that no policy allows: a URI climbing out of its root).
+    unallowable = next(case for case in POLICY_CASES if case.allow is None)
+    for name, probe in zip(names, (POLICY_CASES[-1], unallowable)):
+        wait_for(lambda n=name, c=probe: dry_run(kube, n, c.manifest(n, "probe"))[0] in (400, 403, 422),
+                 timeout=30, what=f"the admission policy active in {name}")
     wait_for(lambda: dry_run(kube, names[1], POLICY_CASES[1].manifest(names[1], "probe"))[0] == 201, timeout=30,
              what="the lenient policy's allowances active")
     yield names
