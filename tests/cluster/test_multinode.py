@@ -8,7 +8,8 @@ issue 18's CI budget, ZeRO-2 2 x 2, is the preempted job of test_kueue.py).
 Each must Succeed with a commit marker whose manifest lists every rank's files;
 a killed attempt must cost one retry (backoffLimit 1 would fail the job at a
 second counted failure) and resume, on both pods, at the newest step that
-every node committed.
+every node committed (read from MinIO while the nodes are cordoned, between
+the first attempt's end and the second's start).
 """
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ from tests.harness.procs import pids_with_env
 from tests.harness.waiting import wait_for
 
 from .operator_helpers import create, events, jobs, pods, quickstart, status, wait_phase
+from .scheduling import new_pods_held
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 
@@ -89,12 +91,16 @@ def kill_once_and_finish(kube, namespace, bucket, op, name: str, victim: int) ->
     Returns (final status, the newest all-rank commit when it was killed)."""
     wait_for(lambda: (status(kube, namespace, name).get("checkpoint") or {}).get("step", 0) >= 5, timeout=TIMEOUT,
              what="a committed checkpoint in status", describe=lambda: json.dumps(status(kube, namespace, name)) + op.log_tail(20))
-    pids = index_pids(namespace, name, victim)
-    assert pids, f"no processes of pod index {victim}"
-    for pid in pids:
-        os.kill(pid, signal.SIGKILL)
-    # Only node 0 commits: once it is dead (or its peer is), no newer marker can appear.
-    last = wait_for(lambda: committed(bucket, namespace, name), timeout=30, what="committed steps")[-1]
+    with new_pods_held(kube):
+        pids = index_pids(namespace, name, victim)
+        assert pids, f"no processes of pod index {victim}"
+        for pid in pids:
+            os.kill(pid, signal.SIGKILL)
+        # Once no process of the first attempt is left (the operator stops the peer), nothing can
+        # commit, and the second attempt's pods wait for a node: the newest marker now is the one to resume.
+        wait_for(lambda: not index_pids(namespace, name, 0) and not index_pids(namespace, name, 1), timeout=TIMEOUT,
+                 what="every process of the first attempt gone", describe=lambda: json.dumps(pods(kube, namespace))[-3000:])
+        last = committed(bucket, namespace, name)[-1]
     st = wait_phase(kube, namespace, name, "Succeeded", "Failed", timeout=TIMEOUT, operator=op)
     assert st["phase"] == "Succeeded", (st, op.log_tail(40))
     return st, last

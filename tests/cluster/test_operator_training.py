@@ -14,6 +14,8 @@ from tests.harness.procs import pids_with_env
 from tests.harness.waiting import wait_for
 
 from .operator_helpers import FTJ, condition, create, events, get, jobs, manifest, pods, quickstart, status, wait_phase
+from .scheduling import new_pods_held
+from .test_multinode import committed
 
 pytestmark = pytest.mark.cluster
 
@@ -70,7 +72,10 @@ def test_quickstart_end_to_end(kube, namespace, operator_factory, s3_env, bucket
     prefix = adapter.removeprefix(f"s3://{bucket.name}/").rstrip("/") + "/"
     assert any(k.endswith("adapter_model.safetensors") for k in bucket.keys(prefix)), bucket.keys(prefix)
     assert st["output"]["reportUri"].startswith(f"s3://{bucket.name}/")
-    assert st["checkpoint"]["step"] == 60 or st["checkpoint"]["step"] >= 40
+    # The newest committed checkpoint, as MinIO's commit markers say: the final step's (the run waits for its upload).
+    assert committed(bucket, namespace, "quickstart")[-1] == st["checkpoint"]["step"] == 60, (committed(bucket, namespace, "quickstart"), st["checkpoint"])
+    uid = get(kube, namespace, "quickstart")["metadata"]["uid"]  # the run's own prefix, run-<uid>
+    assert st["checkpoint"]["uri"].rstrip("/") == f"s3://{bucket.name}/{namespace}/quickstart/checkpoints/run-{uid}/step-{60:08d}", st["checkpoint"]
     assert st["attempts"] == 1
     reasons = [e["reason"] for e in events(kube, namespace, "quickstart")]
     assert {"PhasePending", "PhaseRunning", "PhaseSucceeded"} <= set(reasons), reasons
@@ -101,10 +106,15 @@ def test_trainer_killed_mid_run_resumes_from_checkpoint(kube, namespace, operato
     marker = running["checkpoint"]["uri"].removeprefix(f"s3://{bucket.name}/").rstrip("/") + "/COMMITTED.json"
     assert bucket.client.head_object(Bucket=bucket.name, Key=marker), marker
     (first_pod,) = [p["metadata"]["name"] for p in pods(kube, namespace)]
-    pids = trainer_pids(namespace, "killme")
-    assert pids, "trainer process not found"
-    for pid in pids:
-        os.kill(pid, signal.SIGKILL)
+    with new_pods_held(kube):
+        pids = trainer_pids(namespace, "killme")
+        assert pids, "trainer process not found"
+        for pid in pids:
+            os.kill(pid, signal.SIGKILL)
+        # Nothing commits once the killed trainer is gone, and its replacement waits for a node meanwhile.
+        wait_for(lambda: not trainer_pids(namespace, "killme"), timeout=60, what="the killed trainer gone")
+        newest = committed(bucket, namespace, "killme")[-1]
+    assert newest >= killed_at
     st = wait_phase(kube, namespace, "killme", "Succeeded", "Failed", timeout=TRAIN_TIMEOUT, operator=op)
     assert st["phase"] == "Succeeded", st
     assert st["attempts"] == 2
@@ -114,7 +124,7 @@ def test_trainer_killed_mid_run_resumes_from_checkpoint(kube, namespace, operato
     log = pod_runner.logs(namespace, second[0])
     resumed = [line for line in log.splitlines() if "resuming from committed checkpoint step" in line]
     assert resumed, log[-2000:]
-    assert int(resumed[0].rsplit(" ", 1)[1]) >= killed_at
+    assert [int(line.rsplit(" ", 1)[1]) for line in resumed] == [newest], (newest, resumed)
     assert condition(st, "Succeeded")["status"] == "True"
 
 
