@@ -9,6 +9,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections import Counter
 from dataclasses import dataclass, field
 
 
@@ -60,7 +61,7 @@ class Poller:
     interval: float = 0.5
     answered: int = 0
     failures: list[str] = field(default_factory=list)
-    addresses_seen: set[str] = field(default_factory=set)
+    addresses_seen: Counter = field(default_factory=Counter)  # right answers by the address that gave them
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
 
@@ -82,7 +83,7 @@ class Poller:
                         self.failures.append(f"{address}: answered {text!r}, expected {self.expected!r}")
                     else:
                         self.answered += 1
-                        self.addresses_seen.add(address)
+                        self.addresses_seen[address] += 1
                 except (OSError, urllib.error.URLError, KeyError, ValueError) as exc:
                     self.failures.append(f"{time.strftime('%H:%M:%S')} {address}: {type(exc).__name__}: {exc}")
             self._stop.wait(self.interval)

@@ -12,7 +12,6 @@ serves both; one that finished later would replace that pod (a fifth start).
 from __future__ import annotations
 
 import json
-import time
 
 import pytest
 
@@ -189,17 +188,24 @@ def _serving_switched_off_removes_its_objects_in_one_pass(kube, namespace, op, n
 
 
 def _a_member_leaves_while_the_other_answers(kube, namespace, op) -> None:
+    first = one_address(kube, namespace, "team-pool")
     poller = Poller(kube, namespace, "team-pool", "coding", PROMPT, ANSWER).start()
     try:
+        wait_for(lambda: poller.addresses_seen[first], 60, interval=0.2, what="an answer from the pool's first pod")
         kube.raw.merge_patch(f"{FTJ.format(ns=namespace)}/chatty", {"spec": {"serving": {"enabled": False}}})
         wait_for(lambda: _rolled_out_to(kube, namespace, ["coding"]), SERVE_TIMEOUT, interval=1,
                  what="the pool serving coding alone",
                  describe=lambda: json.dumps(deployment(kube, namespace, "team-pool").get("status")) + op.log_tail(20))
-        time.sleep(3)  # a few more requests on the new pod alone
+        # The Service's one ready endpoint is the new pod (the old one's may linger in the slice a moment).
+        second = wait_for(lambda: (ready := ready_addresses(kube, namespace, "team-pool")) and len(ready) == 1 and ready[0] != first and ready[0],
+                          60, interval=0.2, what="the pool's new pod alone behind its Service",
+                          describe=lambda: f"{ready_addresses(kube, namespace, 'team-pool')} (first {first})")
+        wait_for(lambda: poller.addresses_seen[second] >= 3, 120, interval=0.2, what="answers from the pool's new pod alone",
+                 describe=lambda: f"{dict(poller.addresses_seen)}; failures {poller.failures[:5]}")
     finally:
         poller.stop()
     assert not poller.failures, poller.failures[:10]
-    assert poller.answered >= 10 and len(poller.addresses_seen) == 2, (poller.answered, poller.addresses_seen)
+    assert second != first and set(poller.addresses_seen) == {first, second}, (first, second, poller.addresses_seen)
     assert models(one_address(kube, namespace, "team-pool")) == ["coding", "team-base"]
     st = status(kube, namespace, "coding")
     assert st["phase"] == "Serving" and st["serving"]["ready"] is True
@@ -282,7 +288,8 @@ def test_serving_bad_input_is_refused_naming_the_field_with_nothing_half_created
     st = wait_phase(kube, namespace, "doomed", "Failed", timeout=180, operator=op)
     serving = condition(st, "Serving")
     assert (serving["status"], serving["reason"]) == ("False", "NotServed") and "training failed (InvalidDataset)" in serving["message"]
-    time.sleep(2)
+    # NotServed is the controller's decision, written by the pass that creates serving objects only for a
+    # Succeeded job (and a Failed job stays Failed): no Deployment now means none was or will be made.
     assert not kube.raw.get(f"/apis/apps/v1/namespaces/{namespace}/deployments")["items"]
     # An unknown GGUF quantization: the API server refuses it, naming the field.
     bad = quickstart(serving_bucket, "bad-gguf")
