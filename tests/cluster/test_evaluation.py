@@ -29,6 +29,10 @@ from .operator_helpers import condition, create, events, quickstart, wait_phase
 pytestmark = pytest.mark.cluster
 
 TIMEOUT = 600  # three trainers share the machine's two cores
+# The overfit job's serving gate: a validation loss a real tuned model reaches (the `evaluated`
+# job's, measured 0.159 from a base of 7.05) and the overfit job's best checkpoint misses
+# (measured 4.10 from a base of 6.58): the miss is the overfit model's, not an impossible bar.
+GATE_LOSS = 1.0
 
 
 def _jobs(bucket, tmp_path) -> dict[str, dict]:
@@ -40,7 +44,7 @@ def _jobs(bucket, tmp_path) -> dict[str, dict]:
     overfit["spec"]["training"] = {"epochs": 40, "learningRate": 0.003, "batchSize": 4, "gradientAccumulationSteps": 1,
                                    "gradientCheckpointing": False, "evalEverySteps": 4, "logEverySteps": 2, "keepBest": True,
                                    "earlyStopping": {"patience": 3}}
-    overfit["spec"]["serving"] = {"enabled": True, "gpus": 0, "gate": {"metric": "evalLoss", "threshold": 0.0001}}
+    overfit["spec"]["serving"] = {"enabled": True, "gpus": 0, "gate": {"metric": "evalLoss", "threshold": GATE_LOSS}}
     overfit["spec"]["checkpoint"] = {"everySteps": 1000, "keepLast": 1}
     diverged = quickstart(bucket, "diverged", method="full", evaluation={})
     diverged["spec"]["training"].update(learningRate=1.0, maxGradNorm=0.0, logEverySteps=1)
@@ -57,7 +61,7 @@ def test_evaluation_fit_and_divergence_through_the_operator(kube, namespace, ope
 
     _check_evaluated(kube, namespace, bucket, done["evaluated"])
     _check_overfit(kube, namespace, done["overfit"])
-    _check_gate_missed(kube, namespace, done["overfit"])
+    _check_gate_missed(kube, namespace, done["overfit"], done["evaluated"])
     _check_diverged(kube, namespace, done["diverged"])
     _check_generate(kube, namespace, bucket, done["evaluated"])
 
@@ -73,8 +77,11 @@ def _check_evaluated(kube, namespace, bucket, st):
     row = kube.kubectl("get", "ftj", "evaluated", "-n", namespace).stdout.splitlines()
     header, line = row[0].split(), row[1]
     assert "EVAL" in header and ev["summary"] in line
+    # 192 rows of one task, 60 steps: a good fit, with the numbers that show it.
     fitted = condition(st, fit.CONDITION)
-    assert fitted["reason"] in fit.REASONS and fitted["message"]
+    assert (fitted["status"], fitted["reason"]) == ("True", fit.GOOD), fitted
+    assert fitted["message"].startswith("validation loss ") and "no sign of overfitting, underfitting or instability" in fitted["message"], fitted
+    assert "; exact match " in fitted["message"], fitted  # the primary metric's gain, beside the loss
     evaluated = [e for e in events(kube, namespace, "evaluated") if e["reason"] == "Evaluated"]
     assert len(evaluated) == 1 and evaluated[0]["type"] == "Normal" and "EM " in evaluated[0]["message"]
     report = st["output"]["reportUri"]
@@ -97,11 +104,13 @@ def _check_overfit(kube, namespace, st):
     assert len(warnings) == 1 and warnings[0]["type"] == "Warning"
 
 
-def _check_gate_missed(kube, namespace, st):
+def _check_gate_missed(kube, namespace, st, evaluated):
     gated, serving = condition(st, "ServingGated"), condition(st, "Serving")
     loss = st["evaluation"]["metrics"]["evalLoss"]["tuned"]
+    # The bar is one a tuned model clears in this very run: the evaluated job's validation loss.
+    assert evaluated["evaluation"]["metrics"]["evalLoss"]["tuned"] < GATE_LOSS < loss, (evaluated["evaluation"]["metrics"]["evalLoss"], loss)
     assert (gated["status"], gated["reason"]) == ("True", "GateMissed"), gated
-    assert gated["message"].startswith("validation loss ") and "does not beat serving.gate.threshold 0.0001; not served" in gated["message"]
+    assert gated["message"].startswith("validation loss ") and f"does not beat serving.gate.threshold {GATE_LOSS:g}; not served" in gated["message"]
     assert f"{loss:.3g}" in gated["message"], (loss, gated)
     assert (serving["status"], serving["reason"]) == ("False", "ServingGated")
     assert st["phase"] == "Succeeded" and not (st.get("serving") or {}).get("ready")
