@@ -10,7 +10,7 @@ PY = $$(hack/python-env.sh)/bin/python
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 18
 
-demo: ## the main job end to end on a local control plane (tiny model, CPU); SERVE=1 also serves it with vLLM
+demo: ## a real model (SmolLM2-135M) tuned end to end on a local control plane, CPU; SERVE=1 also serves it with vLLM
 	SERVE=$(SERVE) bash hack/demo.sh
 
 test: ## install what is missing, then run the whole suite
@@ -36,7 +36,7 @@ test-stress: ## tests/cluster and tests/trainer RUNS times (default 3) with a CP
 
 bench: bench-trainer bench-operator ## all CPU benchmarks
 
-bench-trainer: ## ours vs plain TRL: tokens/s, packing efficiency, checkpoint blocking
+bench-trainer: ## ours vs plain TRL: tokens/s, packing efficiency, checkpoint blocking; SmolLM2 rows (BENCH_ONLY=real)
 	$(PY) bench/trainer_bench.py
 
 bench-gpu: ## on a GPU machine: 8B-shaped LoRA/QLoRA vs plain TRL

@@ -2,6 +2,7 @@
 time and room as the answer: the task `make demo` tunes SmolLM2-135M-Instruct on.
 
     python examples/meetings/generate.py --rows 400 --out meetings.jsonl
+    python examples/meetings/generate.py --rows 200 --preference --out pairs.jsonl
 
 Each row is a chat example (`messages`: a short system instruction, the
 message, the answer "Thursday 10:30, room C4"). The messages are written
@@ -9,6 +10,12 @@ many ways (a request, a booking, a reminder, a meeting that moved from
 one day to another), so the answer has to be read from the message: a
 model that has not learnt the task replies with prose around it, or
 with the day the meeting moved away from. Deterministic for a seed.
+
+With --preference the rows are preference pairs for DPO (`prompt`: the system
+instruction and the message; `chosen`: the right answer; `rejected`: the same
+answer with one part wrong: another day, time or room, named in the message
+where it names one). Both answers have the same form, so nothing but reading
+the message tells them apart.
 """
 
 from __future__ import annotations
@@ -53,6 +60,24 @@ def make_rows(n: int, seed: int = 0) -> list[dict]:
     return rows
 
 
+def make_preference_rows(n: int, seed: int = 0) -> list[dict]:
+    """n preference rows: the message, its right answer and one with a part changed."""
+    rng = random.Random(seed)
+    rows = []
+    for row in make_rows(n, seed):
+        system, user, answer = row["messages"]
+        day, clock, room = answer["content"].replace(",", "").replace(" room", "").split(" ")
+        # The day the meeting moved away from when the message names one, else another day.
+        other_day = next((d for d in DAYS if d != day and d in user["content"]), None) or rng.choice([d for d in DAYS if d != day])
+        wrong = rng.choice([
+            ANSWER.format(day=other_day, time=clock, room=room),
+            ANSWER.format(day=day, time=rng.choice([t for t in TIMES if t != clock]), room=room),
+            ANSWER.format(day=day, time=clock, room=rng.choice([r for r in ROOMS if r != room])),
+        ])
+        rows.append({"prompt": [system, user], "chosen": [answer], "rejected": [{"role": "assistant", "content": wrong}]})
+    return rows
+
+
 def write(path: Path, rows: list[dict]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
@@ -63,9 +88,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=400)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--preference", action="store_true", help="preference pairs (prompt, chosen, rejected) for DPO")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
-    write(args.out, make_rows(args.rows, args.seed))
+    write(args.out, (make_preference_rows if args.preference else make_rows)(args.rows, args.seed))
     print(f"wrote {args.rows} rows to {args.out}", file=sys.stderr)
     return 0
 
