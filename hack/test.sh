@@ -3,6 +3,9 @@
 # ~/.cache/kubetune), then run pytest on the given paths (default: everything).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# CI never joins a cluster someone left running (`make demo`, `make cluster-up`): the tests'
+# operators would act on that cluster's jobs, and its owner may stop it mid-run.
+if [ "${CI:-}" = true ]; then export KUBETUNE_REUSE_CLUSTER=0; fi
 # The container images the tests use (operator, trainer: hack/images/build.sh,
 # buildah, cached layers) build from the start, beside the environments and
 # tools below; the slowest step on a cold machine. (The test-only vLLM image,
