@@ -72,3 +72,15 @@ def pods(kube, ns: str) -> list[dict]:
 def events(kube, ns: str, name: str) -> list[dict]:
     items = kube.raw.get(f"/api/v1/namespaces/{ns}/events")["items"]
     return [e for e in items if e["involvedObject"].get("name") == name and e["involvedObject"].get("kind") == "FineTuneJob"]
+
+
+def events_with(kube, ns: str, name: str, *reasons: str, timeout: float = 30) -> list[dict]:
+    """The job's Events once every one of ``reasons`` is among them.
+
+    The operator posts an Event after the status write that caused it, off the reconciling pass, so a
+    test that has just seen a phase or condition waits for its Event instead of reading the list once."""
+    def seen() -> list[dict] | None:
+        found = events(kube, ns, name)
+        return found if set(reasons) <= {e["reason"] for e in found} else None
+    return wait_for(seen, timeout=timeout, what=f"{name}'s Events {sorted(reasons)}",
+                    describe=lambda: str(sorted({e["reason"] for e in events(kube, ns, name)})))

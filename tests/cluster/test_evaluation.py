@@ -24,7 +24,7 @@ import pytest
 from kubetune_contract import fit
 from kubetune_trainer.testing.tiny_model import make_tiny_dataset
 
-from .operator_helpers import condition, create, events, quickstart, wait_phase
+from .operator_helpers import condition, create, events_with, quickstart, wait_phase
 
 pytestmark = pytest.mark.cluster
 
@@ -82,7 +82,7 @@ def _check_evaluated(kube, namespace, bucket, st):
     assert (fitted["status"], fitted["reason"]) == ("True", fit.GOOD), fitted
     assert fitted["message"].startswith("validation loss ") and "no sign of overfitting, underfitting or instability" in fitted["message"], fitted
     assert "; exact match " in fitted["message"], fitted  # the primary metric's gain, beside the loss
-    evaluated = [e for e in events(kube, namespace, "evaluated") if e["reason"] == "Evaluated"]
+    evaluated = [e for e in events_with(kube, namespace, "evaluated", "Evaluated") if e["reason"] == "Evaluated"]
     assert len(evaluated) == 1 and evaluated[0]["type"] == "Normal" and "EM " in evaluated[0]["message"]
     report = st["output"]["reportUri"]
     prefix = report.removeprefix(f"s3://{bucket.name}/").rsplit("/", 1)[0] + "/"
@@ -100,7 +100,7 @@ def _check_overfit(kube, namespace, st):
     assert "lower training.learningRate" in fitted["message"] and "lora.dropout" in fitted["message"]
     best = st["checkpoint"]["best"]
     assert best["step"] < st["progress"]["step"] and best["uri"].endswith(f"step-{best['step']:08d}")
-    warnings = [e for e in events(kube, namespace, "overfit") if e["reason"] == "FitOverfitting"]
+    warnings = [e for e in events_with(kube, namespace, "overfit", "FitOverfitting") if e["reason"] == "FitOverfitting"]
     assert len(warnings) == 1 and warnings[0]["type"] == "Warning"
 
 

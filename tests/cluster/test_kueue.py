@@ -36,7 +36,7 @@ from tests.harness.kubeapi import ApiError
 from tests.harness.procs import pids_with_env
 from tests.harness.waiting import wait_for
 
-from .operator_helpers import FTJ, condition, create, events, jobs, pods, quickstart, status, wait_phase
+from .operator_helpers import FTJ, condition, create, events_with, jobs, pods, quickstart, status, wait_phase
 from .test_multinode import INDEX, manifest, multinode, rank_files, resumed_at
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
@@ -147,7 +147,7 @@ def test_a_queue_that_admits_one_runs_two_jobs_one_after_the_other(kube, namespa
     release(namespace, "second")
     second = wait_phase(kube, namespace, "second", "Succeeded", "Failed", timeout=120, operator=op)
     assert second["phase"] == "Succeeded"
-    assert {"PhaseQueued", "PhaseRunning", "PhaseSucceeded"} <= {e["reason"] for e in events(kube, namespace, "second")}
+    assert {"PhaseQueued", "PhaseRunning", "PhaseSucceeded"} <= {e["reason"] for e in events_with(kube, namespace, "second", "PhaseQueued", "PhaseRunning", "PhaseSucceeded")}
     (lost_job,) = [j for j in jobs(kube, namespace) if j["metadata"]["name"] == "lost-train"]
     assert lost_job["spec"]["suspend"] is True and status(kube, namespace, "lost")["phase"] == "Queued"
     assert not pods_of(kube, namespace, "lost")
@@ -201,7 +201,7 @@ def test_a_higher_priority_job_preempts_a_multinode_run_that_resumes(kube, names
     preempted = wait_for(lambda: (s := status(kube, namespace, "low")).get("phase") == "Queued" and s, timeout=120,
                          what="low preempted", describe=lambda: json.dumps(status(kube, namespace, "low")))
     assert condition(preempted, "Admitted")["reason"] == "Preempted", preempted
-    note = next(e["message"] for e in events(kube, namespace, "low") if e["reason"] == "PhaseQueued")
+    note = next(e["message"] for e in events_with(kube, namespace, "low", "PhaseQueued") if e["reason"] == "PhaseQueued")
     assert "Running -> Queued (Preempted: Kueue evicted the Job (Preempted:" in note, note
     # Kueue's suspension deleted the first attempt's pods; their logs stay with the pod runner.
     first = wait_for(lambda: "stopped by SIGTERM at step" in (log := pod_runner.logs(namespace, attempt1["0"]["metadata"]["name"])) and log,

@@ -24,7 +24,7 @@ import pytest
 from tests.harness.procs import pids_with_env
 from tests.harness.waiting import wait_for
 
-from .operator_helpers import create, events, jobs, pods, quickstart, status, wait_phase
+from .operator_helpers import create, events_with, jobs, pods, quickstart, status, wait_phase
 from .scheduling import new_pods_held
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
@@ -114,7 +114,7 @@ def assert_one_retry_and_resume(kube, namespace, pod_runner, name: str, st: dict
     # The killed pod stays Failed; its peer was evicted (an eviction deletes the pod).
     assert [p["status"]["phase"] for p in indexes[str(victim)]] == ["Failed", "Succeeded"], indexes[str(victim)]
     assert [p["status"]["phase"] for p in indexes[str(1 - victim)]] == ["Succeeded"]
-    notes = [e["message"] for e in events(kube, namespace, name) if e["reason"] == "AttemptFailed"]
+    notes = [e["message"] for e in events_with(kube, namespace, name, "AttemptFailed") if e["reason"] == "AttemptFailed"]
     assert len(notes) == 1 and f"(node {victim}) failed" in notes[0] and "all 2 nodes restart" in notes[0], notes
     for index, attempt_pods in indexes.items():
         log = pod_runner.logs(namespace, attempt_pods[-1]["metadata"]["name"])

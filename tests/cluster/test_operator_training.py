@@ -13,7 +13,7 @@ import pytest
 from tests.harness.procs import pids_with_env
 from tests.harness.waiting import wait_for
 
-from .operator_helpers import FTJ, condition, create, events, get, jobs, manifest, pods, quickstart, status, wait_phase
+from .operator_helpers import FTJ, condition, create, events_with, get, jobs, manifest, pods, quickstart, status, wait_phase
 from .scheduling import new_pods_held
 from .test_multinode import committed
 
@@ -77,7 +77,7 @@ def test_quickstart_end_to_end(kube, namespace, operator_factory, s3_env, bucket
     uid = get(kube, namespace, "quickstart")["metadata"]["uid"]  # the run's own prefix, run-<uid>
     assert st["checkpoint"]["uri"].rstrip("/") == f"s3://{bucket.name}/{namespace}/quickstart/checkpoints/run-{uid}/step-{60:08d}", st["checkpoint"]
     assert st["attempts"] == 1
-    reasons = [e["reason"] for e in events(kube, namespace, "quickstart")]
+    reasons = [e["reason"] for e in events_with(kube, namespace, "quickstart", "PhasePending", "PhaseRunning", "PhaseSucceeded")]
     assert {"PhasePending", "PhaseRunning", "PhaseSucceeded"} <= set(reasons), reasons
     # status.tracking.runUrl is the run on the server, holding the final metrics status shows.
     client = mlflow_server.client()
@@ -186,7 +186,7 @@ def test_suspend_and_resume(kube, namespace, operator_factory, s3_env, bucket_wi
     assert st["progress"]["step"] == 150
     logs = [pod_runner.logs(namespace, p["metadata"]["name"]) for p in pods(kube, namespace)]
     assert any("resuming from committed checkpoint step" in log for log in logs)
-    reasons = [e["reason"] for e in events(kube, namespace, "pause")]
+    reasons = [e["reason"] for e in events_with(kube, namespace, "pause", "PhaseSuspended")]
     assert "PhaseSuspended" in reasons
 
 

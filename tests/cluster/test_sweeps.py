@@ -18,7 +18,7 @@ from kubernetes.client.exceptions import ApiException
 
 from tests.harness.waiting import wait_for
 
-from .operator_helpers import condition, events, manifest, status
+from .operator_helpers import condition, manifest, status
 
 pytestmark = pytest.mark.cluster
 
@@ -144,8 +144,13 @@ def test_a_grid_sweep_runs_every_point_once_and_names_the_best(kube, namespace, 
     made = trials(kube, namespace, "grid")
     assert sorted(t["metadata"]["name"] for t in made) == ["grid-t000", "grid-t001", "grid-t002", "grid-t003"]
     assert all(t["metadata"]["ownerReferences"][0]["kind"] == "FineTuneSweep" for t in made)
-    reasons = {e["reason"] for e in kube.raw.get(f"/api/v1/namespaces/{namespace}/events")["items"]
-               if e["involvedObject"].get("kind") == "FineTuneSweep"}
+    # Events are posted after the status write that caused them: wait for the last one.
+    def sweep_reasons() -> set[str]:
+        return {e["reason"] for e in kube.raw.get(f"/api/v1/namespaces/{namespace}/events")["items"]
+                if e["involvedObject"].get("kind") == "FineTuneSweep"}
+    wait_for(lambda: "SweepSucceeded" in sweep_reasons(), timeout=30, what="the sweep's SweepSucceeded Event",
+             describe=lambda: str(sorted(sweep_reasons())))
+    reasons = sweep_reasons()
     assert {"TrialStarted", "TrialSucceeded", "NewBest", "SweepSucceeded"} <= reasons, reasons
     row = kube.kubectl("get", "fts", "grid", "-n", namespace, "--no-headers").stdout.split()
     assert row[:3] == ["grid", "Succeeded", "4/4"] and float(row[3]) == pytest.approx(st["best"]["objective"], rel=1e-3), row
