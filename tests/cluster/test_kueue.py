@@ -36,7 +36,7 @@ from tests.harness.kubeapi import ApiError
 from tests.harness.procs import pids_with_env
 from tests.harness.waiting import wait_for
 
-from .operator_helpers import FTJ, condition, create, events_with, jobs, pods, quickstart, status, wait_phase
+from .operator_helpers import FTJ, condition, create, events, events_with, jobs, pods, quickstart, status, wait_phase
 from .test_multinode import INDEX, manifest, multinode, rank_files, resumed_at
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
@@ -201,7 +201,11 @@ def test_a_higher_priority_job_preempts_a_multinode_run_that_resumes(kube, names
     preempted = wait_for(lambda: (s := status(kube, namespace, "low")).get("phase") == "Queued" and s, timeout=120,
                          what="low preempted", describe=lambda: json.dumps(status(kube, namespace, "low")))
     assert condition(preempted, "Admitted")["reason"] == "Preempted", preempted
-    note = next(e["message"] for e in events_with(kube, namespace, "low", "PhaseQueued") if e["reason"] == "PhaseQueued")
+    # Two PhaseQueued Events: Pending -> Queued on creation, then the preemption's, posted after its status write.
+    note = wait_for(lambda: next((e["message"] for e in events(kube, namespace, "low")
+                                  if e["reason"] == "PhaseQueued" and e["message"].startswith("Running -> Queued")), None),
+                    timeout=30, what="low's Running -> Queued Event",
+                    describe=lambda: str([e["message"] for e in events(kube, namespace, "low") if e["reason"] == "PhaseQueued"]))
     assert "Running -> Queued (Preempted: Kueue evicted the Job (Preempted:" in note, note
     # Kueue's suspension deleted the first attempt's pods; their logs stay with the pod runner.
     first = wait_for(lambda: "stopped by SIGTERM at step" in (log := pod_runner.logs(namespace, attempt1["0"]["metadata"]["name"])) and log,
@@ -231,3 +235,6 @@ def test_a_higher_priority_job_preempts_a_multinode_run_that_resumes(kube, names
         assert files[f"global_step{step}/zero_pp_rank_{rank}_mp_rank_00_optim_states.pt"] == rank // 2, files
     assert files[f"global_step{step}/mp_rank_00_model_states.pt"] == 0
     kube.raw.request("DELETE", f"{FTJ.format(ns=namespace)}/low")  # the run would not end by itself
+    # Its pods checkpoint on SIGTERM: the bucket is emptied only once they are gone.
+    wait_for(lambda: not pods_of(kube, namespace, "low"), timeout=120, what="low's pods gone after its deletion",
+             describe=lambda: str([p["metadata"]["name"] for p in pods_of(kube, namespace, "low")]))
