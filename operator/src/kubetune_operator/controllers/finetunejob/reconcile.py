@@ -141,7 +141,8 @@ def _create_training_objects(ctl, p, adapter_uri: str | None = None, existing_jo
     job = adapter_source.with_source_adapter(p.job, adapter_uri) if adapter_uri else p.job
     built = build_training_objects(job, ctl.cfg)
     sequential = job.spec.queue_name is not None or any(obj["kind"] == "Service" for obj in built)
-    first = [obj for obj in built if (obj["kind"] != "Job" if sequential else existing_job is None or obj["kind"] != "Job")]
+    job_now = not sequential and existing_job is None  # the Job in the same round as the rest
+    first = [obj for obj in built if obj["kind"] != "Job" or job_now]
     results = list(zip(first, kube.create_all_if_absent(first)))
     if sequential and existing_job is None and not _failed(results) and not _foreign(results, uid):
         the_job = next(obj for obj in built if obj["kind"] == "Job")
