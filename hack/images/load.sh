@@ -50,6 +50,27 @@ prune_containerd() {
     case $keep in *" $old "*) continue ;; esac
     ctr_ images rm "$old" >/dev/null && images_log "removed $old (an older build) from containerd at $address"
   done < <(ctr_ images ls --quiet | grep -E "^($(IFS='|'; echo "${image_repos[*]}")):" || true)
+  # The CRI adds a reference by image ID (sha256:<config>) beside each name
+  # it sees; removing the name leaves it, and with it the image's snapshots.
+  # IDs that no named reference shares a manifest with go too.
+  while read -r old; do
+    ctr_ images rm --sync "$old" >/dev/null
+  done < <(ctr_ images ls | awk 'NR > 1 {if ($1 ~ /^sha256:/) id[$1] = $3; else named[$3] = 1}
+                                 END {for (r in id) if (!(id[r] in named)) print r}')
+}
+
+# A node runs containers from the unpacked snapshots; the compressed layers
+# would stay beside them in the content store (the trainer's 2.8 GiB, per
+# node) for nothing: nodes never push or export. The CRI drops them after its
+# own pulls with discard_unpacked_layers; ctr 1.6 has no such switch, so the
+# manifest's references to its layers are removed, which leaves them to the
+# garbage collector (the config stays: the kubelet reads the image from it).
+discard_unpacked_layers() {
+  local manifest layer_refs
+  manifest=$(ctr_ images ls "name==$1" | awk 'NR == 2 {print $3}')
+  layer_refs=$(ctr_ content ls | awk -v d="$manifest" '$1 == d {print $NF}' | tr ',' '\n' \
+    | sed -n 's/^\(containerd\.io\/gc\.ref\.content\.l\.[0-9]*\)=.*/\1=/p')
+  [ -z "$layer_refs" ] || ctr_ content label "$manifest" $layer_refs >/dev/null
 }
 
 # (First: what goes makes room for what comes.)
@@ -127,7 +148,9 @@ for ref in "${missing[@]}"; do
   bh push --quiet --tls-verify=false --compression-format zstd "$ref" "docker://$staged"
   ctr_ images pull --plain-http "$staged" >/dev/null
   ctr_ images tag --force "$staged" "$ref" >/dev/null
-  ctr_ images rm "$staged" >/dev/null
+  discard_unpacked_layers "$ref"
+  # (Removing the staged name lets the garbage collector take the layers.)
+  ctr_ images rm --sync "$staged" >/dev/null
   images_log "loaded $ref in $(( ($(date +%s%N) - start) / 1000000 )) ms"
 done
 

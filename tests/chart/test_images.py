@@ -388,3 +388,48 @@ def test_load_puts_a_built_image_into_containerd_under_its_reference_once(scratc
     assert "has all 1 images" in second.stderr and "loaded" not in second.stderr
     assert f"removed {older}" in second.stderr
     assert sorted(ctr("ls", "--quiet")) == sorted([image, other])
+
+
+def test_load_keeps_only_what_a_node_runs_from(scratch_containerd):
+    """A node runs containers from the unpacked snapshots: load.sh leaves no
+    compressed layer in the content store (the trainer's are 2.8 GiB per node)
+    and the image stays unpacked. A reference by image ID (the CRI adds one,
+    sha256:<config>, beside each name) goes with the last name of its image,
+    else the older build's snapshots stay on the node for good; one that shares
+    its image with a name stays."""
+    def ctr(*args):
+        return subprocess.run(["ctr", "--address", scratch_containerd, "--namespace", "k8s.io", *args],
+                              capture_output=True, text=True, check=True).stdout
+
+    def load(*images):
+        proc = subprocess.run(["bash", str(built_images.LOAD), "--address", scratch_containerd, *images],
+                              capture_output=True, text=True, timeout=900)
+        assert proc.returncode == 0, proc.stderr[-4000:]
+
+    def manifests():
+        return {row.split()[0]: row.split()[2] for row in ctr("images", "ls").splitlines()[1:]}
+
+    image = ref("operator")
+    # Another build of it: one more layer, so its own manifest and config.
+    older = "ghcr.io/kubetune/operator:0.0.0-cpu-111111111111"
+    built_images.podman("create", "--name", "kt-load-test", image, "true")
+    try:
+        built_images.podman("commit", "--quiet", "kt-load-test", older)
+    finally:
+        built_images.podman("rm", "kt-load-test")
+    try:
+        load(older, image)
+        stored = {row.split()[0] for row in ctr("content", "ls").splitlines()[1:]}
+        for name in (image, older):
+            manifest = json.loads(ctr("content", "get", manifests()[name]))
+            assert not {layer["digest"] for layer in manifest["layers"]} & stored, name
+            assert manifest["config"]["digest"] in stored
+        assert all(line.split()[-1] == "true" for line in ctr("images", "check").splitlines()[1:])
+        ids = {name: "sha256:" + json.loads(ctr("content", "get", manifests()[name]))["config"]["digest"][7:]
+               for name in (image, older)}
+        for name, image_id in ids.items():
+            ctr("images", "tag", name, image_id)
+        load(image)  # the older build is no checkout's: its name goes, then its ID
+        assert sorted(manifests()) == sorted([image, ids[image]])
+    finally:
+        built_images.podman("rmi", "--ignore", older)
