@@ -3,9 +3,14 @@ trains on TRL's own trainer, and its own signal moves the right way: the held-ou
 preference accuracy of the tuned model beats the base model's. Bad preference
 data is refused before training with its file and line.
 
-The data (`make_rows("preference")`): the code word preferred over a source
-word, a preference the tiny random-init model learns within a few dozen steps
-and that holds on rows it never saw.
+The data (`make_rows("preference")`): a word of the code tongue preferred over
+one of the source tongue, every row with words of its own, so the held-out
+pairs (the test split, or rows drawn past the training file's) share no prompt
+and no answer with the training pairs: a tuned model ranks them right only if
+it learnt the preference, not the pairs. A rule of the answer alone (which
+syllables it is made of) is what the tiny random-init model can carry over to
+words it never saw in a few dozen steps; the real-model DPO check is in
+test_real_model.py.
 """
 
 from __future__ import annotations
@@ -20,6 +25,29 @@ from .helpers import base_config
 pytestmark = pytest.mark.trainer
 
 PREFERENCE_EVAL = {"testSplit": 0.15, "metrics": ["preferenceAccuracy"]}
+TRAIN_ROWS = 192  # the dataset fixture's default
+
+
+def held_out(fmt: str, n: int = 48) -> list[dict]:
+    """n rows past the training file's (drawn with its seed): none of their
+    prompt or answer words is in it."""
+    from kubetune_trainer.testing.tiny_model import make_rows
+
+    rows = make_rows(fmt, TRAIN_ROWS + n)
+    assert not made_up_words(rows[TRAIN_ROWS:]) & made_up_words(rows[:TRAIN_ROWS])
+    return rows[TRAIN_ROWS:]
+
+
+def made_up_words(rows: list[dict]) -> set[str]:
+    """The word each prompt asks about and each answer gives."""
+    return {text.split()[-1].strip(".:?") for r in rows for key, text in r.items() if key != "label"}
+
+
+def assert_rows_share_no_word(path: Path) -> None:
+    """Any split of the file (the trainer's testSplit) holds out pairs whose
+    prompt and answers never occur in the training part."""
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    assert len(made_up_words(rows)) == 3 * len(rows), "two rows share a word"
 
 
 def train(cfg: dict, tmp_path: Path, monkeypatch, name: str = "run") -> tuple[int, dict]:
@@ -44,14 +72,16 @@ def test_dpo_lora_learns_the_preference_and_the_adapter_reloads(tiny_model, data
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from kubetune_trainer.evaluation.preference import pairs_of, preference_accuracy
-    from kubetune_trainer.testing.tiny_model import make_rows
 
     out = tmp_path / "out"
-    cfg = base_config(tiny_model, dataset("preference"), objective="dpo", preference={"beta": 0.1, "lossType": "sigmoid"},
+    data = dataset("preference")
+    assert_rows_share_no_word(data)
+    cfg = base_config(tiny_model, data, objective="dpo", preference={"beta": 0.1, "lossType": "sigmoid"},
                       evaluation=PREFERENCE_EVAL, training={"maxSteps": 30}, output={"uri": f"file://{out}"})
     code, result = train(cfg, tmp_path, monkeypatch)
     assert code == 0, result
     assert result["reason"] == "Completed" and result["step"] == 30
+    # 29 held-out pairs; over five data and training seeds: base 0.24-0.52, tuned 0.86-1.0, tuned - base >= 0.48.
     base, tuned = _accuracy(result)
     assert tuned >= base + 0.25 and tuned >= 0.8, (base, tuned)
     assert result["evaluation"]["primary"] == "preferenceAccuracy"
@@ -65,10 +95,10 @@ def test_dpo_lora_learns_the_preference_and_the_adapter_reloads(tiny_model, data
     report = (out / "report.md").read_text()
     assert "preference rewards" in report and "preference accuracy (training batches)" in report
 
-    # The adapter reloads onto the base with PEFT, ranks unseen pairs as training
-    # taught it, and generates.
+    # The adapter reloads onto the base with PEFT, ranks pairs of words it never
+    # saw as training taught it, and generates.
     tok = AutoTokenizer.from_pretrained(out / "adapter")
-    pairs = pairs_of(make_rows("preference", 48, seed=11))
+    pairs = pairs_of(held_out("preference"))
     base_model = AutoModelForCausalLM.from_pretrained(tiny_model)
     base_accuracy = preference_accuracy(base_model, tok, pairs)
     tuned_model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model), out / "adapter")
@@ -83,15 +113,15 @@ def test_orpo_and_kto_learn_the_preference(objective, tiny_model, dataset, tmp_p
     fmt = "unpaired" if objective == "kto" else "preference"
     evaluation = PREFERENCE_EVAL
     if objective == "kto":
-        from kubetune_trainer.testing.tiny_model import make_tiny_dataset
-
         # Pairs of an unpaired test set are a prompt's desirable and undesirable rows:
-        # a test file (drawn with another seed) whose prompts come in such couples.
-        test = make_tiny_dataset(tmp_path / "kto-test.jsonl", fmt, 48, seed=5)
+        # a test file whose prompts come in such couples (a split would part some).
+        test = tmp_path / "kto-test.jsonl"
+        test.write_text("".join(json.dumps(r) + "\n" for r in held_out(fmt)))
         evaluation = {"testUri": f"file://{test}", "metrics": ["preferenceAccuracy"]}
     cfg = base_config(tiny_model, dataset(fmt), objective=objective, evaluation=evaluation, training={"maxSteps": 30})
     code, result = train(cfg, tmp_path, monkeypatch)
     assert code == 0, result
+    # Over five seeds: orpo tuned 0.79-0.90 (base 0.24-0.52), kto 0.96-1.0 (base 0.29-0.63); tuned - base >= 0.33.
     base, tuned = _accuracy(result)
     assert tuned >= base + 0.2 and tuned >= 0.75, (objective, base, tuned)
 
@@ -110,7 +140,7 @@ def test_dpo_with_qlora_and_full(method, tiny_model, dataset, tmp_path, monkeypa
     code, result = train(cfg, tmp_path, monkeypatch)
     assert code == 0, result
     base, tuned = _accuracy(result)
-    assert tuned >= base + 0.2, (method, base, tuned)
+    assert tuned >= base + 0.2, (method, base, tuned)  # over five seeds: tuned 0.93-1.0, tuned - base >= 0.48
     kind = "merged" if method == "full" else "adapter"
     assert result["output"][f"{kind}Uri"] == f"file://{tmp_path}/out/{kind}"
 
@@ -167,7 +197,6 @@ def test_dpo_continues_an_sft_adapter_with_it_as_the_reference(tiny_model, datas
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from kubetune_trainer.evaluation.preference import pairs_of, preference_accuracy
-    from kubetune_trainer.testing.tiny_model import make_rows
 
     sft_out, dpo_out = tmp_path / "sft", tmp_path / "dpo"
     code, _ = train(base_config(tiny_model, dataset("completion"), training={"maxSteps": 20}, output={"uri": f"file://{sft_out}"},
@@ -178,10 +207,11 @@ def test_dpo_continues_an_sft_adapter_with_it_as_the_reference(tiny_model, datas
                       training={"maxSteps": 20}, output={"uri": f"file://{dpo_out}"}, checkpoint={"uri": f"file://{tmp_path}/dpo-ckpt"})
     code, result = train(cfg, tmp_path, monkeypatch, "dpo")
     assert code == 0, result
-    # "base" is the SFT model here, what the run started from; it already prefers code
-    # words (it was trained on them), so DPO's mark is the margin widening.
+    # "base" is the SFT model here, what the run started from: it learnt the lookup's
+    # code words, not the code tongue, and ranks held-out pairs of fresh words no
+    # better than chance (0.41-0.62 over three seeds; tuned 0.83-0.97); DPO on top teaches the preference.
     base, tuned = _accuracy(result)
-    assert tuned >= base >= 0.8, (base, tuned)
+    assert tuned >= base + 0.25 and tuned >= 0.8, (base, tuned)
     summary = json.loads((dpo_out / "metrics.json").read_text())
     margins = [h["rewardMargin"] for h in summary["history"] if "rewardMargin" in h]
     assert margins[-1] > margins[0] + 0.3, margins
@@ -192,7 +222,7 @@ def test_dpo_continues_an_sft_adapter_with_it_as_the_reference(tiny_model, datas
     tok = AutoTokenizer.from_pretrained(dpo_out / "adapter")
     model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model), dpo_out / "adapter")
     assert list(model.peft_config) == ["default"] and not (dpo_out / "adapter" / "ref").exists()  # TRL's frozen copy is not output
-    assert preference_accuracy(model, tok, pairs_of(make_rows("preference", 48, seed=11))) >= 0.8
+    assert preference_accuracy(model, tok, pairs_of(held_out("preference"))) >= 0.8
 
 
 def test_dpo_kill9_resumes_from_the_last_committed_checkpoint(tiny_model, dataset, tmp_path, minio, bucket, launch):

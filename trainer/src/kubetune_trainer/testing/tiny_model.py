@@ -6,10 +6,17 @@ synthetic language, saved with `save_pretrained` and loaded back through the
 same `from_pretrained` path as real models. The dataset is a deterministic
 lookup task (a made-up word → its code word), so eval loss falls clearly within
 a few dozen steps.
+
+The preference rows are another task: a word of the code tongue preferred over
+a word of the source tongue, every row with a prompt word and two answer words
+of its own (fresh words of three syllables, none repeated in the first 512
+rows), so held-out rows share no prompt and no answer with the training rows:
+what carries over is the preference, not a memorised pair.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import random
 from pathlib import Path
@@ -36,8 +43,10 @@ def _words(seed: int, n: int, syllables: tuple[str, ...]) -> list[str]:
     return out
 
 
-KEYS = _words(1, N_KEYS, ("ka", "zo", "ri", "mu", "te", "lo", "ba", "ne"))
-VALUES = _words(2, N_KEYS, ("qi", "vu", "xe", "pa", "do", "gy", "hu", "sy"))
+SOURCE_SYLLABLES = ("ka", "zo", "ri", "mu", "te", "lo", "ba", "ne")
+CODE_SYLLABLES = ("qi", "vu", "xe", "pa", "do", "gy", "hu", "sy")
+KEYS = _words(1, N_KEYS, SOURCE_SYLLABLES)
+VALUES = _words(2, N_KEYS, CODE_SYLLABLES)
 # A fixed permutation: key i ↦ value (7i+3) mod N. Nothing a random init knows.
 MAPPING = {k: VALUES[(7 * i + 3) % N_KEYS] for i, k in enumerate(KEYS)}
 NUMERIC = {k: float((5 * i + 2) % N_KEYS) for i, k in enumerate(KEYS)}
@@ -120,13 +129,8 @@ def make_rows(fmt: str, n: int, seed: int = 0) -> list[dict]:
             rows.append({"messages": [{"role": "user", "content": p}, {"role": "assistant", "content": v}]})
         elif fmt == "text":
             rows.append({"text": f"{p} {v}"})
-        elif fmt == "preference":  # the code word preferred over a source word
-            rows.append({"prompt": p, "chosen": " " + v, "rejected": " " + _wrong(k, rng)})
-        elif fmt == "unpaired":  # the same, unpaired: rows in couples of one prompt, the code word desirable
-            k = KEYS[(i // 2) % N_KEYS]
-            p = p if i % 2 == 0 else rows[-1]["prompt"]
-            good = i % 2 == 0
-            rows.append({"prompt": p, "completion": " " + (MAPPING[k] if good else _wrong(k, rng)), "label": good})
+        elif fmt in ("preference", "unpaired"):
+            return _preference_rows(fmt, n, rng)
         elif fmt == "prompts":  # GRPO: the numeric task's prompts, its number as the answer
             rows.append({"prompt": f"Number for {k}:", "answer": str(int(NUMERIC[k]))})
         elif fmt == "numeric":
@@ -136,11 +140,40 @@ def make_rows(fmt: str, n: int, seed: int = 0) -> list[dict]:
     return rows
 
 
-def _wrong(key: str, rng: random.Random) -> str:
-    """A rejected answer: another source word instead of a code word. A preference
-    a random-init model learns in a few dozen steps and that holds on unseen rows
-    (which code word is right for a key is a lookup the tiny model learns slowly)."""
-    return rng.choice([w for w in KEYS if w != key])
+def _three_syllables(syllables: tuple[str, ...]) -> set[str]:
+    return {"".join(w) for w in itertools.product(syllables, repeat=3)}
+
+
+def _fresh(pool: set[str], n: int, rng: random.Random) -> list[str]:
+    """n words of the pool in a random order, each once until all of them are
+    used; the first n of a longer draw are the n-word draw (n within the pool)."""
+    ordered = sorted(pool)
+    out: list[str] = []
+    while len(out) < n:
+        out += rng.sample(ordered, len(ordered))
+    return out[:n]
+
+
+def _preference_rows(fmt: str, n: int, rng: random.Random) -> list[dict]:
+    """The code tongue preferred over the source tongue, a rule of the answer
+    alone: a random-init model learns it within a few dozen steps and it holds on
+    rows whose words it never saw. "preference": one pair a row; "unpaired" (KTO):
+    rows in couples of one prompt, its code word desirable, its source word not.
+    The prompt's word mixes both tongues' syllables, so it hints at neither.
+    The rows of make_rows(fmt, n + m, seed)[n:] share no word with
+    make_rows(fmt, n, seed) (up to 512 pairs): a held-out set by construction."""
+    pairs = (n + 1) // 2 if fmt == "unpaired" else n
+    source, code = _three_syllables(SOURCE_SYLLABLES), _three_syllables(CODE_SYLLABLES)
+    topics = _fresh(_three_syllables(SOURCE_SYLLABLES + CODE_SYLLABLES) - source - code, pairs, rng)
+    chosen, rejected = _fresh(code, pairs, rng), _fresh(source, pairs, rng)
+    rows: list[dict] = []
+    for topic, good, bad in zip(topics, chosen, rejected):
+        p = rng.choice(PROMPTS).format(k=topic)
+        if fmt == "preference":
+            rows.append({"prompt": p, "chosen": " " + good, "rejected": " " + bad})
+        else:
+            rows += [{"prompt": p, "completion": " " + good, "label": True}, {"prompt": p, "completion": " " + bad, "label": False}]
+    return rows[:n]
 
 
 def make_tiny_dataset(path: str | Path, fmt: str = "completion", n: int = 192, seed: int = 0) -> Path:
