@@ -191,6 +191,14 @@ def test_runs_as_a_numeric_non_root_user_with_its_entrypoint_and_labels(name):
     assert proc.stdout.strip() == config["User"].split(":")[0]
 
 
+def test_the_vllm_test_image_loads_vllms_compiled_cpu_ops():
+    # vllm._C links libnuma: without it vLLM's engine fails at start-up, and a
+    # serving test on the node would only see a server that never gets Ready.
+    proc = built_images.podman("run", "--rm", "--network", "none", "--entrypoint", "python3", ref("vllm"),
+                               "-c", "import torch, vllm._C", check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+
 def test_the_chart_runs_the_operator_image_as_it_is_built():
     pod, container = operator_pod()
     config = built_images.inspect(ref("operator"))["Config"]
