@@ -99,9 +99,10 @@ repos=("${image_repos[@]}" localhost/kubetune/debian12-python localhost/kubetune
 for name in "${names[@]}"; do
   case $name in
     operator) build operator Dockerfile.operator . ghcr.io/kubetune/operator "$version-cpu" ;;
-    # DeepSpeed's CPU Adam is compiled into its wheel; fused (CUDA) Adam needs nvcc.
+    # DeepSpeed's CPU Adam and its shared-memory collectives (what deepspeed.comm
+    # loads on CPU: ZeRO runs) are compiled into its wheel; fused (CUDA) Adam needs nvcc.
     trainer) build trainer Dockerfile.trainer . ghcr.io/kubetune/trainer "$version-cpu" \
-               --build-arg "DEEPSPEED_OPS=CPU_ADAM" --build-arg "DS_ACCELERATOR=cpu" ;;
+               --build-arg "DEEPSPEED_OPS=CPU_ADAM SHM_COMM" --build-arg "DS_ACCELERATOR=cpu" ;;
     vllm) build vllm tests/images/vllm/Containerfile . localhost/kubetune-test/vllm-cpu \
             "$(sed -n 's/^VLLM_VERSION=//p' "$root/hack/vllm-env.sh")-cpu" ;;
     *) echo "unknown image '$name': operator, trainer or vllm" >&2; exit 2 ;;

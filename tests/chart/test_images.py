@@ -259,6 +259,7 @@ def test_trainer_image_works_read_only_as_the_builders_run_it():
                             "bitsandbytes", "deepspeed", "llama_cpp", "matplotlib.pyplot", "kopf", "kubetune_operator"),
                    writable=("/", "/opt/kubetune"),
                    checks={"cpu_adam": "importlib.import_module('deepspeed.ops.op_builder').CPUAdamBuilder().load().__name__",
+                           "shm_comm": "importlib.import_module('deepspeed.ops.op_builder').ShareMemCommBuilder().load().__name__",
                            "quantize": "hasattr(importlib.import_module('llama_cpp'), 'llama_model_quantize')",
                            "converter": f"os.path.isfile(os.environ[{LLAMA_CPP_ENV!r}] + '/convert_hf_to_gguf.py')"
                                         f" and os.path.isdir(os.environ[{LLAMA_CPP_ENV!r}] + '/gguf-py')"})
@@ -276,7 +277,9 @@ def test_trainer_image_works_read_only_as_the_builders_run_it():
         assert under(path, scratch), f"{path} is not on a volume the builders mount ({scratch})"
     assert {"HOME", "HF_HOME", "TRITON_CACHE_DIR", "TORCH_EXTENSIONS_DIR", "MPLCONFIGDIR"} <= set(result["env"])
     assert result["compilers"] == [], f"compilers in the runtime image: {result['compilers']}"
-    assert "cpu_adam" in result["checks"]["cpu_adam"], result["checks"]["cpu_adam"]
+    # Imported as compiled into the wheel (an op built at load time would say "Error building extension ...").
+    assert result["checks"]["cpu_adam"] == repr("deepspeed.ops.adam.cpu_adam_op"), result["checks"]["cpu_adam"]
+    assert result["checks"]["shm_comm"] == repr("deepspeed.ops.comm.deepspeed_shm_comm_op"), result["checks"]["shm_comm"]  # deepspeed.comm on CPU (ZeRO)
     assert result["checks"]["quantize"] == "True"
     assert result["checks"]["converter"] == "True"
     assert built_images.inspect(ref("trainer"))["Config"]["Env"].count(f"{LLAMA_CPP_ENV}={DEFAULT_LLAMA_CPP}") == 1

@@ -86,11 +86,17 @@ def resumed_at(log: str) -> list[int]:
     return [int(m.group(1)) for m in re.finditer(r"resuming from committed checkpoint step (\d+)", log)]
 
 
+def checkpoint_step(kube, namespace: str, name: str) -> int:
+    """The job's committed step in status; a Failed job commits nothing more, so it fails the wait at once."""
+    st = status(kube, namespace, name)
+    assert st.get("phase") != "Failed", json.dumps(st)
+    return (st.get("checkpoint") or {}).get("step", 0)
+
+
 def kill_once_and_finish(kube, namespace, bucket, op, name: str, victim: int) -> tuple[dict, int]:
     """Kill every process of pod `victim` after a commit; the job must still Succeed.
     Returns (final status, the newest all-rank commit when it was killed)."""
-    wait_for(lambda: (status(kube, namespace, name).get("checkpoint") or {}).get("step", 0) >= 5, timeout=TIMEOUT,
-             what="a committed checkpoint in status", describe=lambda: json.dumps(status(kube, namespace, name)) + op.log_tail(20))
+    wait_for(lambda: checkpoint_step(kube, namespace, name) >= 5, timeout=TIMEOUT, what="a committed checkpoint in status", describe=lambda: json.dumps(status(kube, namespace, name)) + op.log_tail(20))
     with new_pods_held(kube):
         pids = index_pids(namespace, name, victim)
         assert pids, f"no processes of pod index {victim}"
