@@ -43,8 +43,11 @@ pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 
 TIMEOUT = 420
 # A trainer stand-in (the queue is under test) that runs until released: SIGUSR1 ends it with exit code 0.
+# SIGTERM (a suspension or a preemption deleting its pod) ends it as it ends the real trainer: the container's
+# PID 1 ignores a signal it has no handler for, and the kubelet would wait out the pod's grace period (120 s).
 RELEASE_MARK = "stand-in trainer: runs until released"
-STAND_IN = json.dumps(["python", "-c", f"import signal, sys; signal.signal(signal.SIGUSR1, lambda *_: sys.exit(0)); signal.pause()  # {RELEASE_MARK}"])
+STAND_IN = json.dumps(["python", "-c", "import signal, sys; signal.signal(signal.SIGTERM, lambda *_: sys.exit(143)); "
+                                       f"signal.signal(signal.SIGUSR1, lambda *_: sys.exit(0)); signal.pause()  # {RELEASE_MARK}"])
 UNTIL_STOPPED = 10_000_000  # training.maxSteps at the spec's maximum: the run ends when the test deletes it
 
 

@@ -27,9 +27,12 @@ FTJS = "/apis/kubetune.io/v1alpha1/namespaces/{ns}/finetunejobs"
 
 
 def standin_trainer(sleep: float) -> str:
-    """A trainer command: evalLoss = (log10(lr) + 2.5)^2 + 0.1 (best at lr 3e-3), reported after `sleep` s."""
+    """A trainer command: evalLoss = (log10(lr) + 2.5)^2 + 0.1 (best at lr 3e-3), reported after `sleep` s.
+    SIGTERM (a suspended or deleted trial) ends it at once, as it ends the real trainer: the container's PID 1
+    ignores a signal it has no handler for, and the kubelet would wait out the pod's grace period (120 s)."""
     code = (
-        "import json, math, time; c = json.load(open('/etc/kubetune/config.json')); "
+        "import json, math, signal, sys, time; signal.signal(signal.SIGTERM, lambda *_: sys.exit(143)); "
+        "c = json.load(open('/etc/kubetune/config.json')); "
         f"time.sleep({sleep}); lr = c['training']['learningRate']; loss = (math.log10(lr) + 2.5) ** 2 + 0.1; "
         "open('/dev/termination-log', 'w').write(json.dumps({'reason': 'Completed', 'message': 'done', 'step': 10, 'totalSteps': 10, "
         "'metrics': {'trainLoss': loss, 'evalLoss': loss}, 'checkpoint': {'uri': None, 'step': None}, 'output': {}}))"
