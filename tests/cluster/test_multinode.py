@@ -1,6 +1,7 @@
 """Multi-node training through the operator on the real control plane: an Indexed
-Job of two pods (each its own address from the pod runner), torchrun
-rendezvous through the headless Service's names, gloo on CPU, the real trainer.
+Job of two pods on the real node (each its own network namespace and address),
+torchrun rendezvous through the headless Service's names resolved by CoreDNS,
+gloo on CPU, the real trainer in its image.
 
 Two runs here, DDP 2 pods x 1 process with index 0 killed once after a
 commit and ZeRO-3 2 x 1 with index 1 killed once (the third multi-node run of
@@ -17,7 +18,6 @@ import json
 import os
 import re
 import signal
-from pathlib import Path
 
 import pytest
 
@@ -35,10 +35,8 @@ INDEX = "batch.kubernetes.io/job-completion-index"
 
 @pytest.fixture
 def multinode_operator(operator_factory, s3_env):
-    # DeepSpeed's CPU ops are compiled once (~100 s) into this cache; a real
-    # trainer image ships them prebuilt.
-    extensions = os.environ.get("TORCH_EXTENSIONS_DIR", str(Path.home() / ".cache/kubetune/torch-extensions"))
-    return operator_factory(KUBETUNE_EXTRA_TRAINER_ENV=f"TORCH_EXTENSIONS_DIR={extensions}", **s3_env)
+    # DeepSpeed's CPU ops come compiled in the trainer image: nothing is built at start.
+    return operator_factory(**s3_env)
 
 
 def multinode(bucket, name: str, strategy: str, zero: int | None = None, procs: int = 0, steps: int = 30,
@@ -59,7 +57,7 @@ def multinode(bucket, name: str, strategy: str, zero: int | None = None, procs: 
 
 
 def index_pids(namespace: str, name: str, index: int) -> list[int]:
-    """Every process of one pod of the job (torchrun and its workers), by the env the pod runner gave them."""
+    """Every process of one pod of the job (torchrun and its workers), by the env the pod gave them (the host sees the containers' processes)."""
     return pids_with_env({"KUBETUNE_NAMESPACE": namespace, "KUBETUNE_JOB": name, "JOB_COMPLETION_INDEX": str(index)},
                          b"kubetune_trainer")
 
@@ -112,7 +110,7 @@ def kill_once_and_finish(kube, namespace, bucket, op, name: str, victim: int) ->
     return st, last
 
 
-def assert_one_retry_and_resume(kube, namespace, pod_runner, name: str, st: dict, last: int, victim: int, steps: int) -> None:
+def assert_one_retry_and_resume(kube, namespace, real_node, name: str, st: dict, last: int, victim: int, steps: int) -> None:
     (job,) = jobs(kube, namespace)
     assert job["status"].get("failed") == 1, job["status"]  # the killed pod; its evicted peer is not counted
     assert st["attempts"] == 2 and st["progress"]["step"] == steps, st
@@ -123,7 +121,7 @@ def assert_one_retry_and_resume(kube, namespace, pod_runner, name: str, st: dict
     notes = [e["message"] for e in events_with(kube, namespace, name, "AttemptFailed") if e["reason"] == "AttemptFailed"]
     assert len(notes) == 1 and f"(node {victim}) failed" in notes[0] and "all 2 nodes restart" in notes[0], notes
     for index, attempt_pods in indexes.items():
-        log = pod_runner.logs(namespace, attempt_pods[-1]["metadata"]["name"])
+        log = real_node.logs(namespace, attempt_pods[-1]["metadata"]["name"])
         assert resumed_at(log) == [last], (index, log[-3000:])  # the newest step every node committed
 
 
@@ -131,24 +129,24 @@ def rank_files(manifest_doc: dict) -> dict[str, int]:
     return {f["path"]: f["node"] for f in manifest_doc["files"]}
 
 
-def test_ddp_two_nodes_survive_losing_index_0(kube, namespace, multinode_operator, bucket_with_assets, pod_runner):
+def test_ddp_two_nodes_survive_losing_index_0(kube, namespace, multinode_operator, bucket_with_assets, real_node):
     bucket, op, name = bucket_with_assets, multinode_operator, "ddp"
     create(kube, namespace, multinode(bucket, name, "ddp"))
     st, last = kill_once_and_finish(kube, namespace, bucket, op, name, victim=0)
-    assert_one_retry_and_resume(kube, namespace, pod_runner, name, st, last, victim=0, steps=30)
+    assert_one_retry_and_resume(kube, namespace, real_node, name, st, last, victim=0, steps=30)
     files = rank_files(manifest(bucket, namespace, name, 30))
     assert files["rng_state_0.pth"] == 0 and files["rng_state_1.pth"] == 1 and files["adapter_model.safetensors"] == 0
     assert manifest(bucket, namespace, name, 30)["nodes"] == 2
     assert st["output"]["adapterUri"] and st["metrics"]["trainLoss"] > 0  # rank 0's report
 
 
-def test_zero3_two_nodes_survive_losing_index_1(kube, namespace, multinode_operator, bucket_with_assets, pod_runner):
+def test_zero3_two_nodes_survive_losing_index_1(kube, namespace, multinode_operator, bucket_with_assets, real_node):
     bucket, op, name = bucket_with_assets, multinode_operator, "zero3"
     # ZeRO-3 gathers every layer's parameters across the pods at each step: slow
     # on CPU (about 2 s a step here), so a shorter run.
     create(kube, namespace, multinode(bucket, name, "deepspeed", zero=3, steps=15))
     st, last = kill_once_and_finish(kube, namespace, bucket, op, name, victim=1)
-    assert_one_retry_and_resume(kube, namespace, pod_runner, name, st, last, victim=1, steps=15)
+    assert_one_retry_and_resume(kube, namespace, real_node, name, st, last, victim=1, steps=15)
     files = rank_files(manifest(bucket, namespace, name, 15))
     for rank in (0, 1):  # each rank's ZeRO-3 partition of parameters and optimizer state, from its own node
         assert files[f"global_step15/zero_pp_rank_{rank}_mp_rank_00_model_states.pt"] == rank, files

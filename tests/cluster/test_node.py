@@ -26,7 +26,7 @@ RESTRICTED_CONTAINER = {"allowPrivilegeEscalation": False, "readOnlyRootFilesyst
                         "capabilities": {"drop": ["ALL"]}}
 
 
-def pod(name: str, image: str, script: str, real_node, **spec) -> dict:
+def pod(name: str, image: str, script: str, **spec) -> dict:
     container = {"name": "main", "image": image, "imagePullPolicy": "Never",
                  "command": ["sh", "-c", script], "securityContext": dict(RESTRICTED_CONTAINER),
                  "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}]}
@@ -34,8 +34,7 @@ def pod(name: str, image: str, script: str, real_node, **spec) -> dict:
     body = {"restartPolicy": "Never", "securityContext": dict(RESTRICTED_POD),
             "automountServiceAccountToken": False, "containers": [container],
             "volumes": [{"name": "tmp", "emptyDir": {}}], **spec}
-    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "labels": {"app": name}},
-            "spec": real_node.place(body)}
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "labels": {"app": name}}, "spec": body}
 
 
 def create(kube, namespace: str, obj: dict) -> dict:
@@ -69,7 +68,7 @@ def test_a_container_runs_restricted_and_the_kubelet_reports_it(kube, restricted
     script = ("id -u; id -g; cat /proc/self/cgroup; "
               "echo finished-well > /dev/termination-log; "
               "while [ ! -e /tmp/stop ]; do sleep 0.1; done")
-    create(kube, ns, pod("restricted", toolbox_image, script, real_node))
+    create(kube, ns, pod("restricted", toolbox_image, script))
     running = wait_for(lambda: phase_is(kube, ns, "restricted", "Running", "Failed", "Succeeded"), 60,
                        what="pod running on the real node", describe=describe(kube, ns, "restricted"))
     assert running["spec"]["nodeName"] == real_node.name
@@ -94,7 +93,7 @@ def test_a_container_runs_restricted_and_the_kubelet_reports_it(kube, restricted
 
 
 def test_the_restricted_policy_refuses_a_root_pod(kube, restricted_namespace, real_node, toolbox_image):
-    body = pod("root", toolbox_image, "id", real_node)
+    body = pod("root", toolbox_image, "id")
     body["spec"]["securityContext"] = {"runAsUser": 0}
     with pytest.raises(ApiError) as refused:
         create(kube, restricted_namespace, body)
@@ -105,7 +104,7 @@ def test_services_route_through_kube_proxy_and_resolve_through_coredns(kube, nam
     ns = namespace
     create(kube, ns, {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "site"},
                       "data": {"index.html": f"served from {ns}\n"}})
-    web = pod("web", toolbox_image, "httpd -f -p 8080 -h /www", real_node,
+    web = pod("web", toolbox_image, "httpd -f -p 8080 -h /www",
               volumes=[{"name": "tmp", "emptyDir": {}}, {"name": "www", "configMap": {"name": "site"}}],
               container={"volumeMounts": [{"name": "www", "mountPath": "/www"}],
                          "readinessProbe": {"httpGet": {"path": "/", "port": 8080}, "periodSeconds": 1}})
@@ -119,7 +118,7 @@ def test_services_route_through_kube_proxy_and_resolve_through_coredns(kube, nam
     # From another pod: the cluster DNS name, the short name (search path), the ClusterIP.
     script = (f"wget -q -O - http://web.{ns}.svc.cluster.local/ && wget -q -O - http://web/ "
               f"&& wget -q -O - http://{cluster_ip}/")
-    create(kube, ns, pod("client", toolbox_image, script, real_node))
+    create(kube, ns, pod("client", toolbox_image, script))
     done = wait_for(lambda: phase_is(kube, ns, "client", "Succeeded", "Failed"), 60,
                     what="client pod finished", describe=describe(kube, ns, "client"))
     log = kube.kubectl("-n", ns, "logs", "client").stdout
@@ -140,7 +139,7 @@ def test_pods_behind_a_headless_service_have_dns_names(kube, namespace, real_nod
     create(kube, ns, {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "peers"},
                       "spec": {"clusterIP": "None", "publishNotReadyAddresses": True,
                                "selector": {"group": "peers"}, "ports": [{"port": 29500}]}})
-    peer = pod("peer-0", toolbox_image, "nc -l -p 29500 > /tmp/received; cat /tmp/received", real_node,
+    peer = pod("peer-0", toolbox_image, "nc -l -p 29500 > /tmp/received; cat /tmp/received",
                hostname="peer-0", subdomain="peers")
     peer["metadata"]["labels"]["group"] = "peers"
     create(kube, ns, peer)
@@ -149,7 +148,7 @@ def test_pods_behind_a_headless_service_have_dns_names(kube, namespace, real_nod
     name = f"peer-0.peers.{ns}.svc.cluster.local"
     wait_for(lambda: _resolves(name, real_node.dns_ip) == [running["status"]["podIP"]], 30,
              what=f"{name} in CoreDNS")
-    create(kube, ns, pod("peer-1", toolbox_image, "until echo hello-rank-0 | nc peer-0.peers 29500; do sleep 0.2; done", real_node))
+    create(kube, ns, pod("peer-1", toolbox_image, "until echo hello-rank-0 | nc peer-0.peers 29500; do sleep 0.2; done"))
     wait_for(lambda: phase_is(kube, ns, "peer-0", "Succeeded", "Failed"), 60, what="peer-0 received",
              describe=describe(kube, ns, "peer-0"))
     assert kube.kubectl("-n", ns, "logs", "peer-0").stdout == "hello-rank-0\n"
@@ -164,7 +163,7 @@ def _resolves(name: str, server: str) -> list[str]:
 
 @pytest.mark.parametrize("policy, reason", [("Never", "ErrImageNeverPull"), ("IfNotPresent", "ErrImagePull")])
 def test_an_image_the_node_lacks_fails_with_the_kubelets_reason(kube, namespace, real_node, policy, reason):
-    body = pod("absent", "localhost/kubetune/absent:1", "true", real_node,
+    body = pod("absent", "localhost/kubetune/absent:1", "true",
                container={"imagePullPolicy": policy})
     create(kube, namespace, body)
 
@@ -184,7 +183,7 @@ def test_an_image_the_node_lacks_fails_with_the_kubelets_reason(kube, namespace,
 def test_extended_resources_are_advertised_and_scheduled(kube, namespace, real_node, toolbox_image):
     node_status = kube.raw.get(f"/api/v1/nodes/{real_node.name}")["status"]
     assert node_status["allocatable"]["nvidia.com/gpu"] == "8"
-    body = pod("gpu", toolbox_image, "true", real_node,
+    body = pod("gpu", toolbox_image, "true",
                container={"resources": {"limits": {"nvidia.com/gpu": "1"}}})
     create(kube, namespace, body)
     done = wait_for(lambda: phase_is(kube, namespace, "gpu", "Succeeded", "Failed"), 60,
@@ -199,7 +198,7 @@ def test_a_second_cluster_runs_beside_and_leaves_nothing_behind(control_plane, t
 
     from tests.harness import cluster, node, node_images, nodenet
 
-    second = cluster.start(tmp_path / "second", start_pod_runner=False)
+    second = cluster.start(tmp_path / "second")
     net = second.network
     try:
         assert net.slot != control_plane.node_slot

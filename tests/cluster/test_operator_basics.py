@@ -93,3 +93,22 @@ def test_a_refused_configmap_leaves_no_pod_waiting(kube, namespace, operator_fac
     assert valid["status"] == "False" and "exceeded quota" in valid["message"] and "configmaps" in valid["message"], valid
     wait_for(lambda: [j["spec"].get("suspend") for j in jobs(kube, namespace)] == [True] and pods(kube, namespace) == [],
              timeout=30, what="the Job suspended and no pod left")
+
+
+@pytest.mark.parametrize("pull_policy, kubelet_reason", [("IfNotPresent", "ErrImagePull"), ("Never", "ErrImageNeverPull")])
+def test_an_allowed_image_the_node_lacks_is_said_with_the_kubelets_reason(kube, namespace, operator_factory, s3_env,
+                                                                          pull_policy, kubelet_reason):
+    """No registry here: an allowed image that is not on the node fails as the
+    kubelet says (ErrImagePull after a pull, ErrImageNeverPull without one)."""
+    op = operator_factory(KUBETUNE_IMAGE_PULL_POLICY=pull_policy, **s3_env)
+    create(kube, namespace, manifest("absent", {"image": "ghcr.io/kubetune/trainer:never-built"}))
+
+    def pulling():
+        st = status(kube, namespace, "absent")
+        training = condition(st, "Training")
+        return st if st.get("phase") == "Pending" and training.get("reason") == "ImagePullFailed" else None
+
+    st = wait_for(pulling, timeout=60, what="ImagePullFailed in status",
+                  describe=lambda: json.dumps(status(kube, namespace, "absent")) + op.log_tail(20))
+    message = condition(st, "Training")["message"]
+    assert "ghcr.io/kubetune/trainer:never-built" in message and kubelet_reason in message, message

@@ -1,10 +1,11 @@
-"""The operator end to end with the real trainer (tiny model, CPU) run by the pod
-runner: training, kill-and-resume, operator restart, peering, suspend/resume,
+"""The operator end to end with the real trainer (tiny model, CPU) in its image
+on the real node: training, kill-and-resume, operator restart, peering, suspend/resume,
 delete, immutable fields and bad input. Serving: tests/cluster/test_serving.py."""
 from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import time
 
@@ -33,14 +34,16 @@ def long_run(bucket, name: str, steps: int = 400, **spec) -> dict:
 
 
 def trainer_pids(namespace: str, name: str) -> list[int]:
-    """PIDs of this job's trainer processes (found by the env the pod runner gave them)."""
+    """PIDs of this job's trainer processes inside its container, seen from the
+    host (found by the env the pod gave them)."""
     return pids_with_env({"KUBETUNE_NAMESPACE": namespace, "KUBETUNE_JOB": name}, b"kubetune-train")
 
 
 # --------------------------------------------------------------------------- end to end
 
 
-def test_quickstart_end_to_end(kube, namespace, operator_factory, s3_env, bucket_with_assets, mlflow_server):
+def test_quickstart_end_to_end(kube, namespace, operator_factory, s3_env, bucket_with_assets, cluster_mlflow_server):
+    mlflow_server = cluster_mlflow_server
     bucket = bucket_with_assets
     op = operator_factory(**s3_env)
     # Tracked as a team would: a real MLflow server, TensorBoard files with the outputs.
@@ -92,7 +95,15 @@ def test_quickstart_end_to_end(kube, namespace, operator_factory, s3_env, bucket
     assert (tracked["status"], tracked["reason"]) == ("True", "TrackingLogged") and run.info.run_id in tracked["message"]
 
 
-def test_trainer_killed_mid_run_resumes_from_checkpoint(kube, namespace, operator_factory, s3_env, bucket_with_assets, pod_runner):
+def _trainer_pod_names(kube, namespace: str) -> list[str]:
+    return [p["metadata"]["name"] for p in sorted(pods(kube, namespace), key=lambda p: p["metadata"]["creationTimestamp"])]
+
+
+def test_trainer_killed_mid_run_resumes_from_checkpoint(kube, namespace, operator_factory, s3_env, bucket_with_assets, real_node):
+    """Killed twice, one way each: SIGKILL to the trainer inside its container
+    (no chance to save), then `kubectl delete pod` (SIGTERM: it commits its
+    step and stops). Each next attempt resumes from the newest committed
+    checkpoint and the job ends at its last step, as an uninterrupted run."""
     bucket = bucket_with_assets
     op = operator_factory(**s3_env)
     create(kube, namespace, long_run(bucket, "killme", steps=120))
@@ -105,27 +116,58 @@ def test_trainer_killed_mid_run_resumes_from_checkpoint(kube, namespace, operato
     assert running["phase"] == "Running", running
     marker = running["checkpoint"]["uri"].removeprefix(f"s3://{bucket.name}/").rstrip("/") + "/COMMITTED.json"
     assert bucket.client.head_object(Bucket=bucket.name, Key=marker), marker
-    (first_pod,) = [p["metadata"]["name"] for p in pods(kube, namespace)]
+    (first_pod,) = _trainer_pod_names(kube, namespace)
+
+    # 1. SIGKILL inside the container: the kernel kills the trainer (seen from the host, where the container's
+    # processes are). The node is cordoned meanwhile: nothing commits once the killed trainer is gone, and its
+    # replacement waits for a node, so the newest commit marker then is exactly the one the next attempt must resume.
+    pod_path = f"/api/v1/namespaces/{namespace}/pods/{first_pod}"
     with new_pods_held(kube):
         pids = trainer_pids(namespace, "killme")
         assert pids, "trainer process not found"
         for pid in pids:
             os.kill(pid, signal.SIGKILL)
-        # Nothing commits once the killed trainer is gone, and its replacement waits for a node meanwhile.
         wait_for(lambda: not trainer_pids(namespace, "killme"), timeout=60, what="the killed trainer gone")
+        killed = wait_for(lambda: ((kube.raw.get(pod_path)["status"].get("containerStatuses") or [{}])[0].get("state") or {}).get("terminated"),
+                          60, what="the kubelet reporting the killed container")
         newest = committed(bucket, namespace, "killme")[-1]
+    assert killed["exitCode"] == 137, killed  # 128 + SIGKILL, as the kubelet read it from the runtime
     assert newest >= killed_at
+
+    # 2. The second attempt resumes from exactly that checkpoint; then `kubectl delete pod` (SIGTERM: the trainer
+    # commits its step and stops), the node cordoned again until that attempt's trainer is gone.
+    second = wait_for(lambda: next((n for n in _trainer_pod_names(kube, namespace) if n != first_pod), None), 60,
+                      what="the Job's second pod")
+    resumed = wait_for(lambda: _resumed_steps(real_node.logs(namespace, second)), TRAIN_TIMEOUT,
+                       what="the second attempt resuming", describe=lambda: real_node.logs(namespace, second)[-2000:])
+    assert resumed == [newest], (newest, resumed)
+    wait_for(lambda: (status(kube, namespace, "killme").get("checkpoint") or {}).get("step", 0) > newest,
+             timeout=TRAIN_TIMEOUT, what="a checkpoint of the second attempt")
+    with new_pods_held(kube):
+        kube.kubectl("-n", namespace, "delete", "pod", second, "--wait=false")
+        stopped = wait_for(lambda: re.search(r"stopped by SIGTERM at step (\d+); checkpoint \S+ committed", real_node.logs(namespace, second)),
+                           TRAIN_TIMEOUT, what="the second attempt committing on SIGTERM",
+                           describe=lambda: real_node.logs(namespace, second)[-2000:])
+        wait_for(lambda: not trainer_pids(namespace, "killme"), timeout=60, what="the second attempt's trainer gone")
+        newest = committed(bucket, namespace, "killme")[-1]
+    sigterm_step = int(stopped.group(1))
+    assert newest == sigterm_step, (newest, sigterm_step)
+
+    # 3. The third attempt resumes from the SIGTERM checkpoint and finishes.
     st = wait_phase(kube, namespace, "killme", "Succeeded", "Failed", timeout=TRAIN_TIMEOUT, operator=op)
     assert st["phase"] == "Succeeded", st
-    assert st["attempts"] == 2
-    assert st["progress"]["step"] == 120
-    second = [p["metadata"]["name"] for p in pods(kube, namespace) if p["metadata"]["name"] != first_pod]
-    assert len(second) == 1
-    log = pod_runner.logs(namespace, second[0])
-    resumed = [line for line in log.splitlines() if "resuming from committed checkpoint step" in line]
-    assert resumed, log[-2000:]
-    assert [int(line.rsplit(" ", 1)[1]) for line in resumed] == [newest], (newest, resumed)
+    assert st["attempts"] == 3
+    assert st["progress"]["step"] == st["progress"]["totalSteps"] == 120 and st["checkpoint"]["step"] == 120
+    (third,) = [n for n in real_node.logged_pods(namespace, "killme-train-") if n not in (first_pod, second)]
+    assert _resumed_steps(real_node.logs(namespace, third)) == [sigterm_step]
     assert condition(st, "Succeeded")["status"] == "True"
+    adapter = st["output"]["adapterUri"].removeprefix(f"s3://{bucket.name}/").rstrip("/") + "/"
+    assert any(k.endswith("adapter_model.safetensors") for k in bucket.keys(adapter))
+
+
+def _resumed_steps(log: str) -> list[int]:
+    """The steps a trainer's log says it resumed from (one per start)."""
+    return [int(step) for step in re.findall(r"resuming from committed checkpoint step (\d+)", log)]
 
 
 def test_operator_killed_and_restarted_mid_run(kube, namespace, operator_factory, s3_env, bucket_with_assets):
@@ -164,7 +206,7 @@ def test_two_replicas_only_one_reconciles(kube, namespace, operator_factory, s3_
     assert "created Job" in low.log()
 
 
-def test_suspend_and_resume(kube, namespace, operator_factory, s3_env, bucket_with_assets, pod_runner):
+def test_suspend_and_resume(kube, namespace, operator_factory, s3_env, bucket_with_assets, real_node):
     bucket = bucket_with_assets
     op = operator_factory(**s3_env)
     create(kube, namespace, long_run(bucket, "pause", steps=150))
@@ -184,7 +226,7 @@ def test_suspend_and_resume(kube, namespace, operator_factory, s3_env, bucket_wi
     assert st["phase"] == "Succeeded"
     assert condition(st, "Suspended")["reason"] == "Resumed"
     assert st["progress"]["step"] == 150
-    logs = [pod_runner.logs(namespace, p["metadata"]["name"]) for p in pods(kube, namespace)]
+    logs = [real_node.logs(namespace, p["metadata"]["name"]) for p in pods(kube, namespace)]
     assert any("resuming from committed checkpoint step" in log for log in logs)
     reasons = [e["reason"] for e in events_with(kube, namespace, "pause", "PhaseSuspended")]
     assert "PhaseSuspended" in reasons

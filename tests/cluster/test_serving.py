@@ -1,7 +1,8 @@
-"""Serving with real vLLM (its CPU build, run by the pod runner from the cached
-vLLM environment as the `vllm/vllm-openai` image): the operator's Deployment as
-built, vLLM bound to the pod's own IP, requests sent to the Service's ready
-EndpointSlice addresses. Nothing is simulated here.
+"""Serving with real vLLM (its CPU build, in the test-only vLLM image `make
+images` builds) on the real node: the operator's Deployment as built, Ready
+through its readiness probe, requests sent to
+`http://<service>.<namespace>.svc.cluster.local` (CoreDNS answers the
+ClusterIP, kube-proxy routes). Nothing is simulated here.
 
 vLLM starts, to keep `make test` within its budget (at most 6, at most 2 at once):
 the scenario test starts 4 (the pool and the merged model side by side, the
@@ -19,11 +20,10 @@ from kubetune_trainer.testing.tiny_model import MAPPING
 from tests.harness.waiting import wait_for
 
 from .operator_helpers import FTJ, condition, create, get, jobs, quickstart, status, wait_phase
-from .serving_helpers import Poller, chat, complete, models, ready_addresses
+from .serving_helpers import Poller, chat, complete, models, ready_addresses, service_address
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 
-VLLM_IMAGE = "vllm/vllm-openai:v0.32.0"
 SERVE_TIMEOUT = 600  # training, then the weights fetched and vLLM started (1-5 min each on 2 shared cores)
 PROMPT = "Give the code word for rizo."
 ANSWER = MAPPING["rizo"]
@@ -70,12 +70,14 @@ def serving_pods(kube, namespace: str) -> list[dict]:
     return kube.raw.get(f"/api/v1/namespaces/{namespace}/pods", labelSelector="app.kubernetes.io/name=kubetune-serving")["items"]
 
 
-def one_address(kube, namespace: str, service: str) -> str:
-    return wait_for(lambda: ready_addresses(kube, namespace, service)[:1], 60, what=f"a ready endpoint of {service}")[0]
+def ready_pods(kube, namespace: str, service: str) -> list[dict]:
+    """The serving pods behind the Service's ready endpoints."""
+    ips = {a.split(":")[0] for a in ready_addresses(kube, namespace, service)}
+    return [p for p in serving_pods(kube, namespace) if p["status"].get("podIP") in ips]
 
 
 def test_a_pool_of_two_adapters_merged_mode_and_a_corrupted_adapter_on_real_vllm(
-        kube, namespace, operator_factory, s3_env, serving_bucket, pod_runner):
+        kube, namespace, operator_factory, s3_env, serving_bucket, real_node, vllm_image):
     """One scenario, to share the training and keep vLLM starts few (at most 2 at once):
     1. four jobs train side by side: two in serving pool `team` (`coding`, with r: 24,
        and `chatty`, on chat rows), `merged` (serving.mode merged, behind a gate it
@@ -87,7 +89,8 @@ def test_a_pool_of_two_adapters_merged_mode_and_a_corrupted_adapter_on_real_vllm
        `coding` is asked throughout (a rollout: 2 pool pods); the pool's Deployment goes
        with its last member;
     4. `broken`'s adapter is corrupted, then serving is switched on: vLLM's own error."""
-    op = operator_factory(KUBETUNE_VLLM_IMAGE=VLLM_IMAGE, **s3_env)
+    op = operator_factory(KUBETUNE_VLLM_IMAGE=vllm_image, **s3_env)
+    dns = real_node.dns_ip
     coding = served(serving_bucket, "coding", pool="team")
     coding["spec"]["lora"] = {"r": 24}  # vLLM accepts --max-lora-rank 32, not 24
     chatty = served(serving_bucket, "chatty", pool="team")
@@ -110,13 +113,13 @@ def test_a_pool_of_two_adapters_merged_mode_and_a_corrupted_adapter_on_real_vllm
     for name in ("coding", "chatty"):
         kube.raw.merge_patch(f"{FTJ.format(ns=namespace)}/{name}", {"spec": {"serving": {"enabled": True}}})
 
-    _pool_serves_both_members(kube, namespace, op, serving_bucket)
-    _merged_mode_serves_the_merged_model(kube, namespace, op)
+    _pool_serves_both_members(kube, namespace, op, serving_bucket, dns)
+    _merged_mode_serves_the_merged_model(kube, namespace, op, dns)
     _serving_switched_off_removes_its_objects_in_one_pass(kube, namespace, op, "merged")
     wait_for(lambda: not [p for p in serving_pods(kube, namespace) if p["metadata"]["labels"].get("kubetune.io/job") == "merged"],
              120, what="the merged model's vLLM gone (at most 2 servers at once)")
     kube.raw.request("DELETE", f"{FTJ.format(ns=namespace)}/merged")
-    _a_member_leaves_while_the_other_answers(kube, namespace, op)
+    _a_member_leaves_while_the_other_answers(kube, namespace, op, dns)
     kube.raw.request("DELETE", f"{FTJ.format(ns=namespace)}/coding")
     wait_for(lambda: deployment(kube, namespace, "team-pool") is None, 120, what="pool Deployment gone with its last member")
     _a_corrupted_adapter_fails_with_vllm_s_own_error(kube, namespace, op, serving_bucket)
@@ -132,7 +135,7 @@ def _broken(bucket) -> dict:
     return broken
 
 
-def _pool_serves_both_members(kube, namespace, op, bucket) -> None:
+def _pool_serves_both_members(kube, namespace, op, bucket, dns) -> None:
     for name in ("coding", "chatty"):
         st = wait_phase(kube, namespace, name, "Serving", "Failed", timeout=SERVE_TIMEOUT, operator=op)
         assert st["phase"] == "Serving", json.dumps(st, indent=1)
@@ -146,9 +149,13 @@ def _pool_serves_both_members(kube, namespace, op, bucket) -> None:
     assert args[args.index("--max-lora-rank") + 1] == "32" and args[args.index("--max-loras") + 1] == "2"
     assert deployment(kube, namespace, "coding-serve") is None and deployment(kube, namespace, "chatty-serve") is None
 
-    address = one_address(kube, namespace, "team-pool")
-    (pod,) = [p for p in serving_pods(kube, namespace) if p["status"].get("podIP") == address.split(":")[0]]
-    assert pod["metadata"]["labels"]["kubetune.io/pool"] == "team", "vLLM binds the pod's own IP"
+    address = service_address(kube, dns, namespace, "team-pool")
+    (pod,) = ready_pods(kube, namespace, "team-pool")
+    assert pod["metadata"]["labels"]["kubetune.io/pool"] == "team"
+    # vLLM in its container, Ready because its readiness probe answered.
+    (vllm,) = pod["spec"]["containers"]
+    assert vllm["image"] == op.env["KUBETUNE_VLLM_IMAGE"] and vllm["readinessProbe"]["httpGet"]["path"] == "/health"
+    assert pod["status"]["containerStatuses"][0]["ready"] is True
     assert models(address) == ["chatty", "coding", "team-base"]
     tuned = complete(address, "coding", PROMPT)
     assert tuned.strip().startswith(ANSWER), tuned
@@ -161,14 +168,14 @@ def _pool_serves_both_members(kube, namespace, op, bucket) -> None:
     assert reply["usage"]["prompt_tokens"] == _chat_prompt_tokens(bucket, messages)
 
 
-def _merged_mode_serves_the_merged_model(kube, namespace, op) -> None:
+def _merged_mode_serves_the_merged_model(kube, namespace, op, dns) -> None:
     st = wait_phase(kube, namespace, "merged", "Serving", "Failed", timeout=SERVE_TIMEOUT, operator=op)
     assert st["phase"] == "Serving" and st["serving"]["modelName"] == "merged", st
     gated = condition(st, "ServingGated")
     assert (gated["status"], gated["reason"]) == ("False", "GatePassed") and "beats the base model's" in gated["message"], gated
     args = deployment(kube, namespace, "merged-serve")["spec"]["template"]["spec"]["containers"][0]["args"]
     assert args[:4] == ["--model", "/models/merged", "--served-model-name", "merged"] and "--enable-lora" not in args
-    address = one_address(kube, namespace, "merged-serve")
+    address = service_address(kube, dns, namespace, "merged-serve")
     assert models(address) == ["merged"]
     assert complete(address, "merged", PROMPT).strip().startswith(ANSWER)
 
@@ -187,11 +194,14 @@ def _serving_switched_off_removes_its_objects_in_one_pass(kube, namespace, op, n
     assert st["phase"] == "Succeeded" and st["serving"] == {"ready": False}, st
 
 
-def _a_member_leaves_while_the_other_answers(kube, namespace, op) -> None:
-    first = one_address(kube, namespace, "team-pool")
-    poller = Poller(kube, namespace, "team-pool", "coding", PROMPT, ANSWER).start()
+def _a_member_leaves_while_the_other_answers(kube, namespace, op, dns) -> None:
+    both, coding_alone = ("chatty", "coding", "team-base"), ("coding", "team-base")  # the old pool pod's models, the new one's
+    (first,) = wait_for(lambda: ready_addresses(kube, namespace, "team-pool"), 60, what="the pool's first pod behind its Service")
+    address = service_address(kube, dns, namespace, "team-pool")
+    poller = Poller(address, "coding", PROMPT, ANSWER).start()
     try:
-        wait_for(lambda: poller.addresses_seen[first], 60, interval=0.2, what="an answer from the pool's first pod")
+        wait_for(lambda: poller.answers[both], 60, interval=0.2, what="an answer from the pool's first pod (both members)",
+                 describe=lambda: f"{dict(poller.answers)}; failures {poller.failures[:5]}")
         kube.raw.merge_patch(f"{FTJ.format(ns=namespace)}/chatty", {"spec": {"serving": {"enabled": False}}})
         wait_for(lambda: _rolled_out_to(kube, namespace, ["coding"]), SERVE_TIMEOUT, interval=1,
                  what="the pool serving coding alone",
@@ -200,13 +210,14 @@ def _a_member_leaves_while_the_other_answers(kube, namespace, op) -> None:
         second = wait_for(lambda: (ready := ready_addresses(kube, namespace, "team-pool")) and len(ready) == 1 and ready[0] != first and ready[0],
                           60, interval=0.2, what="the pool's new pod alone behind its Service",
                           describe=lambda: f"{ready_addresses(kube, namespace, 'team-pool')} (first {first})")
-        wait_for(lambda: poller.addresses_seen[second] >= 3, 120, interval=0.2, what="answers from the pool's new pod alone",
-                 describe=lambda: f"{dict(poller.addresses_seen)}; failures {poller.failures[:5]}")
+        wait_for(lambda: poller.answers[coding_alone] >= 3, 120, interval=0.2, what="answers from the pool's new pod (coding alone)",
+                 describe=lambda: f"{dict(poller.answers)}; failures {poller.failures[:5]}")
     finally:
         poller.stop()
     assert not poller.failures, poller.failures[:10]
-    assert second != first and set(poller.addresses_seen) == {first, second}, (first, second, poller.addresses_seen)
-    assert models(one_address(kube, namespace, "team-pool")) == ["coding", "team-base"]
+    # Through the one Service address (kube-proxy chose the pod): the old pod first, then the new one alone.
+    assert second != first and set(poller.answers) == {both, coding_alone}, (first, second, poller.answers)
+    assert models(address) == list(coding_alone)
     st = status(kube, namespace, "coding")
     assert st["phase"] == "Serving" and st["serving"]["ready"] is True
     assert [o["name"] for o in deployment(kube, namespace, "team-pool")["metadata"]["ownerReferences"]] == ["coding"]
@@ -264,8 +275,8 @@ def _chat_prompt_tokens(bucket, messages: list[dict]) -> int:
 
 
 def test_serving_bad_input_is_refused_naming_the_field_with_nothing_half_created(
-        kube, namespace, operator_factory, s3_env, serving_bucket):
-    op = operator_factory(KUBETUNE_VLLM_IMAGE=VLLM_IMAGE, **s3_env)
+        kube, namespace, operator_factory, s3_env, serving_bucket, vllm_image):
+    op = operator_factory(KUBETUNE_VLLM_IMAGE=vllm_image, **s3_env)
     # Serving a job whose training fails (checked last: its trainer starts meanwhile).
     doomed = served(serving_bucket, "doomed")
     doomed["spec"]["dataset"]["trainUri"] = serving_bucket.uri("data/missing.jsonl")

@@ -72,7 +72,7 @@ def test_grid_sweep_names_the_best_while_absurd_learning_rates_diverge(kube, nam
     assert st["counts"] == {"created": 4, "running": 0, "succeeded": 2, "failed": 2, "pruned": 0}
 
 
-def test_tpe_sweep_prunes_a_slow_clearly_worse_trial(kube, namespace, operator_factory, s3_env, bucket_with_assets, pod_runner):
+def test_tpe_sweep_prunes_a_slow_clearly_worse_trial(kube, namespace, operator_factory, s3_env, bucket_with_assets, real_node):
     bucket = bucket_with_assets
     op = operator_factory(**s3_env)
     spec = template(bucket)
@@ -100,9 +100,9 @@ def test_tpe_sweep_prunes_a_slow_clearly_worse_trial(kube, namespace, operator_f
     ftj = next(t for t in trials(kube, namespace, "tpe") if t["metadata"]["name"] == slow["name"])
     stopped = condition(ftj["status"], "Stopped")
     assert stopped["reason"] == "Pruned" and "worse than the median" in stopped["message"], stopped
-    # Its pod is gone (stopping deleted it); the pod runner kept its log, as a node's log files stay.
-    names = [d.name for d in (pod_runner.run_dir / "pods" / namespace).glob(f"{slow['name']}-train-*")]
-    log = "\n".join(pod_runner.logs(namespace, name) for name in names)
+    # Its pod is gone (stopping deleted it); the harness kept its container log.
+    names = real_node.logged_pods(namespace, f"{slow['name']}-train-")
+    log = "\n".join(real_node.logs(namespace, name) for name in names)
     line = next((ln for ln in log.splitlines() if "SIGTERM: checkpointing step" in ln), None)
     assert line, log[-2000:]
     step = int(line.split("checkpointing step ")[1].split()[0])

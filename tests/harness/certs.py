@@ -92,13 +92,12 @@ def make_pki(dir: Path, api_ips: tuple[str, ...] = (), node_ip: str | None = Non
         "DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,"
         "DNS:kubernetes.default.svc.cluster.local" + "".join(f",IP:{ip}" for ip in api_ips) + "\n",
     )
-    # The kubelet endpoint (container logs, exec): the node's address, and
-    # loopback for the pod runner.
+    # The kubelet endpoint (container logs, exec) on the node's address.
     _sign(
         pki, "kubelet", f"/CN={node_name}",
         "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\n"
-        "extendedKeyUsage=serverAuth\nsubjectAltName=IP:127.0.0.1,DNS:localhost"
-        + (f",IP:{node_ip}" if node_ip else "") + f",DNS:{node_name}\n",
+        "extendedKeyUsage=serverAuth\nsubjectAltName=DNS:" + node_name
+        + (f",IP:{node_ip}" if node_ip else "") + "\n",
     )
     for name, subject in CLIENTS.items():
         _sign(

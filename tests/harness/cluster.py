@@ -1,6 +1,6 @@
 """A real Kubernetes control plane (etcd, kube-apiserver, kube-controller-manager,
-kube-scheduler), MinIO, a real node (containerd, kubelet, kube-proxy, CoreDNS:
-tests/harness/node.py) and the test pod runner, data in one run directory.
+kube-scheduler), MinIO and a real node (containerd, kubelet, kube-proxy,
+CoreDNS: tests/harness/node.py), data in one run directory.
 
 The API server and MinIO listen on the host's end of the node's link
 (tests/harness/nodenet.py: an address of 198.19.0.0/16), so pods reach them as
@@ -30,7 +30,7 @@ import sys
 import tempfile
 import time
 import urllib.request
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Callable
 
@@ -39,14 +39,8 @@ from .certs import Pki, make_pki
 
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_RUN_DIR = Path(os.environ.get("KUBETUNE_RUN_DIR", Path.home() / ".cache/kubetune/run"))
-# The pod runner's (simulated) nodes; the real node is node.NODE_NAME.
-DEFAULT_NODES = ("kt-sim-0", "kt-sim-1")
 S3_ACCESS_KEY = "kubetune"
 S3_SECRET_KEY = "kubetune-secret-key"
-# While the pod runner still runs pods, only pods that tolerate this taint go to
-# the real node.
-REAL_NODE_TAINT = {"key": "kubetune.io/real-node", "value": "true", "effect": "NoSchedule"}
-REAL_NODE_TOLERATION = {"key": REAL_NODE_TAINT["key"], "operator": "Exists", "effect": "NoSchedule"}
 # Component start-up budgets; a warm start takes a few seconds in total.
 READY_TIMEOUT = float(os.environ.get("KUBETUNE_READY_TIMEOUT", "90"))
 
@@ -87,7 +81,6 @@ class Cluster:
     s3_endpoint: str
     s3_access_key: str
     s3_secret_key: str
-    nodes: list[str]
     tools_bin: str
     pids: dict[str, int] = field(default_factory=dict)  # component -> pid (= pgid)
     harness_version: str = ""  # see harness_version(); a stale running cluster is not reused
@@ -113,20 +106,19 @@ class Cluster:
     def logs_dir(self) -> Path:
         return Path(self.run_dir) / "logs"
 
-    @property
-    def pod_logs_dir(self) -> Path:
-        """Where the pod runner writes container logs (see podrunner.container_log)."""
-        return Path(self.run_dir) / "pods"
-
     def save(self) -> None:
         self.state_file.write_text(json.dumps(asdict(self), indent=2))
 
     @classmethod
     def load(cls, run_dir: Path = DEFAULT_RUN_DIR) -> "Cluster | None":
         try:
-            return cls(**json.loads((Path(run_dir) / "state.json").read_text()))
+            state = json.loads((Path(run_dir) / "state.json").read_text())
         except FileNotFoundError:
             return None
+        # A state file written by other harness code (another checkout) may
+        # name fields this one lacks.
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in state.items() if k in known})
 
     def env(self) -> dict[str, str]:
         """Environment for clients: kubectl, boto3, the operator."""
@@ -151,11 +143,11 @@ class Cluster:
 
 
 def harness_version() -> str:
-    """A digest of the harness code and tool versions: a cluster started by an
-    older pod runner is not reused by the fixtures (it would behave differently)."""
+    """A digest of the harness code and tool versions: a cluster started by
+    older harness code is not reused by the fixtures (it would behave differently)."""
     digest = hashlib.sha1()
     here = Path(__file__).parent
-    running_code = ("cluster.py", "podrunner.py", "images.py", "kubeapi.py", "procs.py", "certs.py",
+    running_code = ("cluster.py", "kubeapi.py", "procs.py", "certs.py",
                     "node.py", "nodenet.py", "node_images.py", "coredns.py", "oci.py")
     for path in [here / name for name in running_code] + [REPO / "hack/cluster-tools/versions.env"]:
         digest.update(path.name.encode())
@@ -204,15 +196,13 @@ def _slot_in_use(run_dir: str) -> bool:
 
 def start(
     run_dir: Path | None = None,
-    nodes: tuple[str, ...] = DEFAULT_NODES,
     die_with_parent: bool = True,
-    start_pod_runner: bool = True,
     start_node: bool = True,
     extra_args: dict[str, list[str]] | None = None,
 ) -> Cluster:
-    """Start everything and wait until it is usable: API ready, nodes Ready,
-    the ``default`` ServiceAccount present (controllers working), MinIO live,
-    and with ``start_node`` the real node Ready with CoreDNS answering.
+    """Start everything and wait until it is usable: API ready, the
+    ``default`` ServiceAccount present (controllers working), MinIO live, and
+    with ``start_node`` the node Ready with CoreDNS answering.
 
     ``die_with_parent``: the components get SIGKILL when this process dies (the
     pytest case); ``cluster up`` passes False so they outlive the CLI.
@@ -232,7 +222,7 @@ def start(
     net = nodenet.claim(str(run), _slot_in_use, lambda n: node.cleanup(n, None))
     cluster = Cluster(
         run_dir=str(run), kubeconfig=str(run / "admin.kubeconfig"), api_url="", s3_endpoint="",
-        s3_access_key=S3_ACCESS_KEY, s3_secret_key=S3_SECRET_KEY, nodes=list(nodes),
+        s3_access_key=S3_ACCESS_KEY, s3_secret_key=S3_SECRET_KEY,
         tools_bin=str(bin_dir), harness_version=harness_version(), node_slot=net.slot,
         real_node=node.NODE_NAME if start_node else "",
     )
@@ -257,7 +247,7 @@ def start(
             node.start_containerd(net, run, launch)
             reached("containerd")
         pki = make_pki(run / "pki", api_ips=(net.host_ip, net.kubernetes_ip), node_ip=net.node_ip)
-        names = ("api", "s3", "s3_console", "kubelet")
+        names = ("api", "s3", "s3_console")
         ports = dict(zip(names, procs.free_ports(len(names), host=net.host_ip)))
         etcd_port, etcd_peer_port = procs.free_ports(2)
         cluster.api_url = api_url = f"https://{net.host_ip}:{ports['api']}"
@@ -345,23 +335,13 @@ def start(
         ])
         if start_node:
             # Both retry until the API server answers.
-            node.start_kubelet(net, run, pki, bin_dir, run / "kubelet-client.kubeconfig",
-                               [REAL_NODE_TAINT] if start_pod_runner else [], launch)
+            node.start_kubelet(net, run, pki, bin_dir, run / "kubelet-client.kubeconfig", launch)
             node.start_kube_proxy(net, run, bin_dir, run / "kube-proxy.kubeconfig", launch)
         procs.wait_until(lambda: _get(cluster, "/readyz") == "ok", READY_TIMEOUT,
                          "kube-apiserver", api, logs / "kube-apiserver.log")
         reached("kube-apiserver")
-        if start_pod_runner:
-            launch("pod-runner", [
-                sys.executable, "-m", "tests.harness.podrunner",
-                "--kubeconfig", cluster.kubeconfig, "--run-dir", str(run),
-                "--api-host", net.host_ip, "--api-port", str(ports["api"]),
-                "--kubelet-port", str(ports["kubelet"]),
-                "--tls-cert", str(pki.cert("kubelet")), "--tls-key", str(pki.key("kubelet")),
-                *[arg for n in nodes for arg in ("--node", n)],
-            ], env={**os.environ, "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1"})
         core = _kube_clients(cluster.kubeconfig)
-        _wait_controllers(cluster, core, children, nodes if start_pod_runner else ())
+        _wait_controllers(cluster, core, children)
         reached("controllers")
         if start_node:
             _wait_real_node(cluster, core, children, reached)
@@ -390,7 +370,7 @@ def _wait_real_node(cluster: Cluster, core, children, reached: Callable[[str], N
     core.patch_node_status(name, [
         {"op": "add", "path": f"/status/capacity/{key.replace('/', '~1')}", "value": value}
         for key, value in node.FAKE_EXTENDED_RESOURCES.items()])
-    tolerations = [REAL_NODE_TOLERATION, {"key": "CriticalAddonsOnly", "operator": "Exists"}]
+    tolerations = [{"key": "CriticalAddonsOnly", "operator": "Exists"}]
     manifest = coredns.manifest_text(cluster.network, node_images.COREDNS_IMAGE, name, tolerations)
     subprocess.run([f"{cluster.tools_bin}/kubectl", "--kubeconfig", cluster.kubeconfig, "apply",
                     "--server-side", "-f", "-"], input=manifest, text=True, check=True, capture_output=True)
@@ -404,24 +384,13 @@ def _wait_real_node(cluster: Cluster, core, children, reached: Callable[[str], N
     reached("cluster DNS")
 
 
-def _wait_controllers(cluster: Cluster, core, children, nodes) -> None:
+def _wait_controllers(cluster: Cluster, core, children) -> None:
     def default_sa() -> bool:
         return bool(core.list_namespaced_service_account("default").items)
-
-    def nodes_ready() -> bool:
-        ready = set()
-        for node_obj in core.list_node().items:
-            for cond in node_obj.status.conditions or []:
-                if cond.type == "Ready" and cond.status == "True":
-                    ready.add(node_obj.metadata.name)
-        return set(nodes) <= ready
 
     logs = Path(cluster.run_dir) / "logs"
     procs.wait_until(default_sa, READY_TIMEOUT, "kube-controller-manager (default ServiceAccount)",
                      children["kube-controller-manager"], logs / "kube-controller-manager.log")
-    if nodes:
-        procs.wait_until(nodes_ready, READY_TIMEOUT, "pod-runner (nodes Ready)",
-                         children["pod-runner"], logs / "pod-runner.log")
     for name, proc in children.items():
         if proc.poll() is not None:
             raise procs.ComponentFailed(
@@ -434,11 +403,10 @@ def _http_ok(url: str) -> bool:
         return r.status == 200
 
 
-# Stop the pod runner first (it stops the pods' processes), then the node (the
-# kubelet first so that it restarts nothing, containerd after its containers),
-# the API server last but one so that controllers do not spin on a missing API,
-# etcd last.
-STOP_ORDER = ("pod-runner", "kubelet", "kube-proxy", "containerd", "kube-scheduler",
+# The node first (the kubelet first so that it restarts nothing, containerd
+# after its containers), the API server last but one so that controllers do not
+# spin on a missing API, etcd last.
+STOP_ORDER = ("kubelet", "kube-proxy", "containerd", "kube-scheduler",
               "kube-controller-manager", "minio", "kube-apiserver", "etcd")
 
 
@@ -459,7 +427,7 @@ def stop(cluster: Cluster, remove_data: bool = True) -> None:
     for name in names:
         if name == "containerd" and procs.pid_alive(cluster.pids[name]):
             node.remove_containers(cluster.network)
-        procs.stop_group(cluster.pids[name], grace=10 if name == "pod-runner" else 5)
+        procs.stop_group(cluster.pids[name], grace=5)
     cluster.pids.clear()
     _clean_node(cluster)
     if remove_data:
@@ -503,7 +471,7 @@ def main(argv: list[str] | None = None) -> int:
                 stop(existing)
             t0 = time.monotonic()
             existing = start(args.run_dir, die_with_parent=False)
-            print(f"# control plane, MinIO, node and pod runner ready in {time.monotonic() - t0:.1f}s "
+            print(f"# control plane, MinIO and node ready in {time.monotonic() - t0:.1f}s "
                   f"({', '.join(f'{k} {v}s' for k, v in existing.startup.items())}); "
                   f"logs in {existing.logs_dir}", file=sys.stderr)
         _print_env(existing)

@@ -7,9 +7,12 @@ Session scope:
                     and runs this same harness code, else started for this session in a temp dir and stopped at
                     the end; KUBETUNE_REUSE_CLUSTER=0 forces a private one)
   kube           -> KubeClients      typed kubernetes clients + raw client + kubectl
-  pod_runner     -> PodRunnerHandle  simulated-ready images, container logs
-  real_node      -> RealNode         the real node (kubelet + containerd): its name,
-                    network, cluster DNS, image loading
+  real_node      -> RealNode         the node (kubelet + containerd): its name,
+                    network, cluster DNS, image loading, container logs (kept
+                    after their pods are gone)
+  trainer_image, operator_image, vllm_image -> str  kubetune's images (make
+                    images), loaded on the node
+  toolbox_image  -> str              a busybox image for the node's own tests
   tools_bin      -> pathlib.Path     kube-apiserver, kubectl, helm, promtool, ...
 Function scope:
   namespace      -> str              a fresh namespace (default SA ready), deleted after
@@ -23,7 +26,6 @@ Function scope:
 """
 from __future__ import annotations
 
-import contextlib
 import os
 import re
 import subprocess
@@ -39,7 +41,7 @@ from . import cluster as cluster_mod
 from . import node_images, procs
 from .nodenet import NodeNetwork
 from .kubeapi import ApiError, KubeApi
-from .podrunner import CONFIG_NAME, CONFIG_NAMESPACE, container_log
+from .node_logs import LogKeeper
 from .prometheus import Prometheus
 from .s3 import S3Bucket, create_bucket, delete_bucket, s3_client
 from .waiting import wait_for
@@ -86,85 +88,13 @@ def make_kube_clients(c: cluster_mod.Cluster) -> KubeClients:
     )
 
 
-class PodRunnerHandle:
-    """What a test can ask of the pod runner (which runs as a process of the
-    control plane, so this talks to it through the API and its files)."""
-
-    def __init__(self, c: cluster_mod.Cluster, raw: KubeApi):
-        self.cluster = c
-        self.run_dir = Path(c.run_dir)
-        self.nodes = list(c.nodes)
-        self._raw = raw
-
-    def logs(self, namespace: str, pod: str, container: str | None = None) -> str:
-        """A container's stdout+stderr (all restarts), read from the runner's
-        files: works after the pod object is gone too (``kubectl logs`` /
-        ``read_namespaced_pod_log`` also work while it exists)."""
-        return container_log(self.run_dir, namespace, pod, container)
-
-    def simulated_ready_images(self) -> set[str]:
-        try:
-            cm = self._raw.get(f"/api/v1/namespaces/{CONFIG_NAMESPACE}/configmaps/{CONFIG_NAME}")
-        except ApiError as e:
-            if e.status == 404:
-                return set()
-            raise
-        return {x.strip() for x in (cm.get("data") or {}).get("simulatedReadyImages", "").splitlines() if x.strip()}
-
-    def simulate_ready(self, *images: str) -> contextlib.AbstractContextManager:
-        """Declare images (exact ``name:tag`` or name without tag) simulated-ready:
-        pods using them become Running and Ready without running anything, until
-        deleted. Takes effect for pods the runner starts afterwards. Use it as a
-        context manager to undo it at the end of the block, or call
-        :meth:`forget_simulated`; the ``pod_runner`` fixture undoes what a test
-        declared when the test ends."""
-        self._update(lambda s: s | set(images))
-        self._declared.update(images)
-
-        @contextlib.contextmanager
-        def undo() -> Iterator[None]:
-            try:
-                yield
-            finally:
-                self.forget_simulated(*images)
-        return undo()
-
-    def forget_simulated(self, *images: str) -> None:
-        self._update(lambda s: s - set(images))
-        self._declared.difference_update(images)
-
-    _declared: set[str]
-
-    def _update(self, change: Callable[[set[str]], set[str]]) -> None:
-        path = f"/api/v1/namespaces/{CONFIG_NAMESPACE}/configmaps/{CONFIG_NAME}"
-        for _ in range(10):
-            try:
-                cm = self._raw.get(path)
-            except ApiError as e:
-                if e.status != 404:
-                    raise
-                cm = {"apiVersion": "v1", "kind": "ConfigMap",
-                      "metadata": {"name": CONFIG_NAME, "namespace": CONFIG_NAMESPACE}, "data": {}}
-            current = {x.strip() for x in (cm.get("data") or {}).get("simulatedReadyImages", "").splitlines() if x.strip()}
-            cm.setdefault("data", {})["simulatedReadyImages"] = "\n".join(sorted(change(current)))
-            try:
-                if "resourceVersion" in cm["metadata"]:
-                    self._raw.request("PUT", path, cm)  # optimistic: 409 on a concurrent change
-                else:
-                    self._raw.request("POST", f"/api/v1/namespaces/{CONFIG_NAMESPACE}/configmaps", cm)
-                return
-            except ApiError as e:
-                if e.status != 409:
-                    raise
-        raise RuntimeError("could not update the pod runner's ConfigMap (conflicts)")
-
-
 @dataclass
 class RealNode:
     """The cluster's real node: kubelet, containerd, kube-proxy, CoreDNS."""
 
     name: str
     network: NodeNetwork
+    log_keeper: LogKeeper | None = None
 
     @property
     def dns_ip(self) -> str:
@@ -178,20 +108,48 @@ class RealNode:
         """Import an image archive unless the node has it already."""
         node_images.import_archive(self.network, archive, ref, digest)
 
-    def place(self, pod_spec: dict) -> dict:
-        """``pod_spec`` scheduled onto this node (while the pod runner's
-        simulated nodes exist beside it): a node selector and the toleration of
-        the real node's taint."""
-        pod_spec.setdefault("nodeSelector", {})["kubernetes.io/hostname"] = self.name
-        pod_spec.setdefault("tolerations", []).append(dict(cluster_mod.REAL_NODE_TOLERATION))
-        return pod_spec
+    def load_built(self, name: str) -> str:
+        """One of kubetune's images as ``make images`` builds them (operator,
+        trainer, vllm), loaded into the node's containerd; its reference."""
+        from . import built_images
+
+        return built_images.load(self.network.containerd_socket, name)[name]
+
+    def logs(self, namespace: str, pod: str, container: str | None = None) -> str:
+        """A container's output, every start of it, also after the pod is gone."""
+        return self.log_keeper.logs(namespace, pod, container)
+
+    def logged_pods(self, namespace: str, prefix: str = "") -> list[str]:
+        """Pods of ``namespace`` that ran on the node, also those gone since."""
+        return self.log_keeper.pods(namespace, prefix)
 
 
 @pytest.fixture(scope="session")
-def real_node(control_plane: cluster_mod.Cluster) -> RealNode:
+def real_node(control_plane: cluster_mod.Cluster) -> Iterator[RealNode]:
     if not control_plane.real_node:
         pytest.fail("the cluster runs without its real node")
-    return RealNode(control_plane.real_node, control_plane.network)
+    node_dir = Path(control_plane.run_dir) / "node"
+    keeper = LogKeeper(node_dir / "pod-logs", node_dir / "kept-logs").start()
+    yield RealNode(control_plane.real_node, control_plane.network, keeper)
+    keeper.stop()
+
+
+@pytest.fixture(scope="session")
+def trainer_image(real_node: RealNode) -> str:
+    """The trainer image (make images), loaded on the node."""
+    return real_node.load_built("trainer")
+
+
+@pytest.fixture(scope="session")
+def operator_image(real_node: RealNode) -> str:
+    """The operator image (make images), loaded on the node."""
+    return real_node.load_built("operator")
+
+
+@pytest.fixture(scope="session")
+def vllm_image(real_node: RealNode) -> str:
+    """The test-only vLLM CPU image (make images), loaded on the node."""
+    return real_node.load_built("vllm")
 
 
 @pytest.fixture(scope="session")
@@ -210,7 +168,7 @@ def tools_bin() -> Path:
 
 @pytest.fixture(scope="session")
 def control_plane() -> Iterator[cluster_mod.Cluster]:
-    """The local control plane, MinIO and pod runner for this session."""
+    """The local control plane, MinIO and node for this session."""
     if os.environ.get("KUBETUNE_REUSE_CLUSTER", "1") != "0":
         existing = cluster_mod.Cluster.load(cluster_mod.DEFAULT_RUN_DIR)
         if existing and existing.alive():
@@ -229,22 +187,6 @@ def control_plane() -> Iterator[cluster_mod.Cluster]:
 @pytest.fixture(scope="session")
 def kube(control_plane: cluster_mod.Cluster) -> KubeClients:
     return make_kube_clients(control_plane)
-
-
-@pytest.fixture(scope="session")
-def _pod_runner_session(control_plane, kube) -> PodRunnerHandle:
-    return PodRunnerHandle(control_plane, kube.raw)
-
-
-@pytest.fixture
-def pod_runner(_pod_runner_session: PodRunnerHandle) -> Iterator[PodRunnerHandle]:
-    """The pod runner handle; images a test declares simulated-ready are
-    forgotten when it ends."""
-    handle = _pod_runner_session
-    handle._declared = set()
-    yield handle
-    if handle._declared:
-        handle.forget_simulated(*handle._declared)
 
 
 @pytest.fixture

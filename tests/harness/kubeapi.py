@@ -1,9 +1,6 @@
-"""A small raw-JSON Kubernetes REST client for the harness (pod runner and
-fixtures): dicts in, dicts out, no model (de)serialisation, thread-safe.
-
-The typed ``kubernetes`` client is what tests use; the pod runner makes many
-small status patches from many threads and wants plain dicts with the API's own
-camelCase keys."""
+"""A small raw-JSON Kubernetes REST client for the harness and tests: dicts in,
+dicts out with the API's own camelCase keys, no model (de)serialisation,
+thread-safe (watches and requests from many threads)."""
 from __future__ import annotations
 
 import json

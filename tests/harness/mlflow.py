@@ -57,6 +57,10 @@ class MlflowServer:
         self.root.mkdir(parents=True, exist_ok=True)
         cmd = [str(mlflow_venv() / "bin/mlflow"), "server", "--host", self.host, "--port", str(self.port), "--workers", "1",
                "--backend-store-uri", f"sqlite:///{self.root / 'mlflow.db'}", "--artifacts-destination", str(self.root / "artifacts")]
+        if self.host != "127.0.0.1":
+            # MLflow answers 403 ("DNS rebinding") to a Host header outside
+            # localhost and the private ranges; the node's link is neither.
+            cmd += ["--allowed-hosts", f"{self.host},{self.host}:{self.port}"]
         log = (self.root / "server.log").open("w")
         self.proc = subprocess.Popen(cmd, cwd=self.root, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         deadline = time.monotonic() + timeout

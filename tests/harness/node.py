@@ -113,7 +113,7 @@ def cni_config(net: NodeNetwork, run: Path) -> dict:
     }
 
 
-def kubelet_config(net: NodeNetwork, run: Path, pki: Pki, taints: list[dict]) -> dict:
+def kubelet_config(net: NodeNetwork, run: Path, pki: Pki) -> dict:
     d = node_dir(run)
     return {
         "apiVersion": "kubelet.config.k8s.io/v1beta1",
@@ -136,7 +136,6 @@ def kubelet_config(net: NodeNetwork, run: Path, pki: Pki, taints: list[dict]) ->
         "clusterDNS": [net.dns_ip],
         "resolvConf": str(d / "resolv.conf"),
         "podLogsDir": str(d / "pod-logs"),
-        "registerWithTaints": taints,
         "failSwapOn": False,
         # Images cannot be pulled again here: never garbage-collect one.
         "imageGCHighThresholdPercent": 100,
@@ -207,10 +206,9 @@ def load_node_images(net: NodeNetwork, tools_bin: Path) -> None:
         node_images.import_archive(net, archive, ref, digest)
 
 
-def start_kubelet(net: NodeNetwork, run: Path, pki: Pki, tools_bin: Path, kubeconfig: Path,
-                  taints: list[dict], launch: Launch):
+def start_kubelet(net: NodeNetwork, run: Path, pki: Pki, tools_bin: Path, kubeconfig: Path, launch: Launch):
     d = node_dir(run)
-    (d / "kubelet.json").write_text(json.dumps(kubelet_config(net, run, pki, taints), indent=2))
+    (d / "kubelet.json").write_text(json.dumps(kubelet_config(net, run, pki), indent=2))
     return launch("kubelet", nodenet.in_netns(
         net, f"{tools_bin}/kubelet", "--config", str(d / "kubelet.json"), "--kubeconfig", str(kubeconfig),
         "--hostname-override", NODE_NAME, "--node-ip", net.node_ip, "--root-dir", str(d / "kubelet"),

@@ -162,16 +162,18 @@ def operator_identity(kube, kubetune_crds, tmp_path_factory) -> OperatorIdentity
 USABLE = {"kubetune.io/usable": "true"}
 
 
-def harness_policy(bucket: str, endpoint: str) -> dict:
+def harness_policy(bucket: str, endpoint: str, host_ip: str) -> dict:
     """The admin policy the harness's operators run with: the chart's default for
     this bucket and endpoint (a prefix per namespace, labelled Secrets), plus what
     the test admin shares read-only (the tiny model and data every test uploads,
-    the examples' demo bucket) and the local MLflow server as a tracking host."""
+    the examples' demo bucket) and the MLflow servers as tracking hosts: the one
+    pods reach on the host end of the node's link (``host_ip``), the loopback one
+    of local trainers."""
     return {
         "storageRoots": [f"s3://{bucket}/{{namespace}}/"],
         "readOnlyRoots": [f"s3://{bucket}/models/", f"s3://{bucket}/data/", "s3://kubetune-demo/"],
         "allowedS3Endpoints": [endpoint],
-        "allowedTrackingHosts": ["127.0.0.1"],
+        "allowedTrackingHosts": [host_ip, "127.0.0.1"],
     }
 
 
@@ -191,16 +193,17 @@ def s3_env(kube, namespace, s3_bucket, control_plane) -> dict[str, str]:
         "KUBETUNE_DEFAULT_S3_SECRET": S3_SECRET,
         "KUBETUNE_DEFAULT_S3_ENDPOINT": s3_bucket.endpoint,
         "KUBETUNE_DEFAULT_S3_REGION": "us-east-1",
-        "KUBETUNE_POLICY": json.dumps(harness_policy(s3_bucket.name, s3_bucket.endpoint)),
+        "KUBETUNE_POLICY": json.dumps(harness_policy(s3_bucket.name, s3_bucket.endpoint, control_plane.network.host_ip)),
     }
 
 
 @pytest.fixture
-def operator_factory(kube, kubetune_crds, control_plane, namespace, tmp_path, operator_identity
+def operator_factory(kube, kubetune_crds, control_plane, namespace, tmp_path, operator_identity, trainer_image
                      ) -> Iterator[Callable[..., OperatorProcess]]:
-    """start(**settings) runs an operator watching the test namespace, as the
-    chart's ServiceAccount with the chart's Role there; every one started is
-    stopped after the test, and its log is printed if the test failed."""
+    """start(**settings) runs an operator watching the test namespace (a
+    process here, as the chart's ServiceAccount with the chart's Role there);
+    its trainer pods run the trainer image on the real node. Every one started
+    is stopped after the test, and its log is printed if the test failed."""
     started: list[OperatorProcess] = []
     operator_identity.grant(namespace)
     kube.raw.request("POST", f"/apis/kopf.dev/v1/namespaces/{namespace}/kopfpeerings", {
@@ -213,7 +216,7 @@ def operator_factory(kube, kubetune_crds, control_plane, namespace, tmp_path, op
         env.update({
             "KUBECONFIG": operator_identity.kubeconfig,
             "KUBETUNE_WATCH_NAMESPACES": namespace,  # as the chart sets it in namespaced scope
-            "KUBETUNE_TRAINER_IMAGE": "ghcr.io/kubetune/trainer:dev",
+            "KUBETUNE_TRAINER_IMAGE": trainer_image,
             "KUBETUNE_ALLOWED_IMAGE_PREFIXES": "ghcr.io/kubetune/",
             "KUBETUNE_METRICS_PORT": str(free_port()),
             "KUBETUNE_METRICS_SCRAPE_INTERVAL": "1",

@@ -110,8 +110,8 @@ def wait_until(
 
 def pids_with_env(env: Mapping[str, str], command_part: bytes) -> list[int]:
     """PIDs of this machine's processes whose environment holds every `env` entry
-    and whose command line contains `command_part` (the pod runner gives each
-    container's processes the pod's env, so a test finds a pod's processes by it)."""
+    and whose command line contains `command_part` (a container's processes
+    carry its pod's env, and the host sees them: a test finds a pod's processes by it)."""
     want = {f"{k}={v}".encode() for k, v in env.items()}
     found = []
     for entry in Path("/proc").iterdir():

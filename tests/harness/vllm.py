@@ -1,17 +1,38 @@
 """A vLLM server started directly (not through the cluster), from the cached vLLM
-environment with the CPU image's ENV (tests/harness/images.py): for tests and
-benchmarks that need vLLM itself rather than the operator's Deployment.
+environment (``hack/vllm-env.sh``: vLLM's CPU build apart from the development
+venv, whose transformers it cannot share): for tests and benchmarks that need
+vLLM itself rather than the operator's Deployment (that one runs the test-only
+vLLM image on the node).
 
 ``VllmServer(model_dir, adapters={"name": dir}).start()``; ``url``; ``stop()``.
 """
 from __future__ import annotations
 
+import functools
 import os
+import subprocess
 import time
 import urllib.request
 from pathlib import Path
 
-from . import images, procs
+from . import procs
+
+REPO = Path(__file__).resolve().parents[2]
+VLLM_VENV_ENV = "KUBETUNE_VLLM_VENV"
+# For this machine: a 1 GiB KV cache, and OpenMP threads left to the scheduler
+# (vLLM's default pins each server's worker to core 0: two servers side by
+# side would share one core).
+VLLM_CPU_ENV = {"VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_CPU_OMP_THREADS_BIND": "nobind"}
+
+
+@functools.cache
+def vllm_venv() -> Path:
+    """The cached vLLM environment (installed on first use)."""
+    given = os.environ.get(VLLM_VENV_ENV)
+    if given:
+        return Path(given)
+    out = subprocess.run(["bash", str(REPO / "hack/vllm-env.sh")], capture_output=True, text=True, check=True)
+    return Path(out.stdout.strip().splitlines()[-1])
 
 START_TIMEOUT = 900  # about a minute on an idle 2-core machine, several when it is shared
 
@@ -26,7 +47,7 @@ class VllmServer:
         self.proc = None
 
     def argv(self) -> list[str]:
-        venv = images.vllm_venv()
+        venv = vllm_venv()
         args = [str(venv / "bin/python"), "-m", "vllm.entrypoints.openai.api_server", "--model", str(self.model),
                 "--served-model-name", self.served_name, "--dtype=float32", "--max-model-len=256",
                 "--host", "127.0.0.1", "--port", str(self.port), *self.extra_args]
@@ -36,7 +57,7 @@ class VllmServer:
         return args
 
     def start(self, timeout: float = START_TIMEOUT) -> "VllmServer":
-        env = {**os.environ, **images.VLLM_CPU_ENV}
+        env = {**os.environ, **VLLM_CPU_ENV}
         self.proc = procs.spawn(self.argv(), self.log_path, env=env, die_with_parent=True)
         procs.wait_until(self._healthy, timeout, "vllm", self.proc, self.log_path)
         return self

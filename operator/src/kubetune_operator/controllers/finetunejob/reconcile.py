@@ -20,7 +20,7 @@ from .sync import sync, trained
 
 SECRET_RETRY_SECONDS = 10
 CONFLICT_RETRY_SECONDS = 10
-FORBIDDEN_RETRY_SECONDS = 30
+FORBIDDEN_RETRY_SECONDS = 10
 
 
 def reconcile(ctl, p) -> float | None:
