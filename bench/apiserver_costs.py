@@ -1,5 +1,5 @@
 """The API server's CPU per request, one kind at a time, on a control plane of
-its own with nothing else running (no node, no pod runner): what each request
+its own with nothing else running (no node): what each request
 of a burst costs the machine `make bench-operator` saturates.
 
     python bench/apiserver_costs.py [--requests 300]
@@ -70,7 +70,7 @@ def main() -> int:
     ap.add_argument("--requests", type=int, default=300)
     n = ap.parse_args().requests
     run_dir = Path(mkdtemp(prefix="kt-costs-"))
-    c = cluster_mod.start(run_dir=run_dir, start_pod_runner=False, start_node=False)
+    c = cluster_mod.start(run_dir=run_dir, start_node=False)
     try:
         kube = make_kube_clients(c)
         raw, apiserver = kube.raw, c.pids["kube-apiserver"]

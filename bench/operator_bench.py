@@ -12,12 +12,12 @@ Times are taken by this process from its own watch streams (apply = just before
 the POST, Job created = the Job's ADDED event, first status = the first event
 with status.phase), so they include watch latency, as a user would see it.
 
-The pod runner stands in for the kubelets, and its pods for the containers, of
-worker nodes: in a cluster they never take the control plane's CPU. Here they
-share the same two cores, so while it runs the benchmark lowers the pod
-runner's priority (nice 19, `--runner-nice`; 0 leaves it as it is) for the
-operator rows and the floor rows alike. Its pods still run and finish; they
-get the CPU the control plane, the operator and the benchmark leave.
+Worker nodes are stood in for (bench/instant_nodes.py): the real node is
+cordoned and two Node objects whose pods succeed the moment they are bound take
+the pods (the trainer command is `true`: nothing of a container is measured),
+for the operator rows and the floor rows alike. In a cluster the kubelets never
+take the control plane's CPU; on two shared cores, one real node starting 2000
+containers would.
 """
 from __future__ import annotations
 
@@ -38,12 +38,13 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from bench.burst_profile import BurstProfile  # noqa: E402
+from bench.instant_nodes import instant_nodes  # noqa: E402
 from tests.harness import cluster as cluster_mod  # noqa: E402
 from tests.harness.kubeapi import ApiError  # noqa: E402
 from tests.harness.operator_fixture import CRD_FILES, free_port  # noqa: E402
 from tests.harness.waiting import wait_for  # noqa: E402
 
-PROFILED = ("kube-apiserver", "etcd", "kube-controller-manager", "kube-scheduler", "pod-runner")
+PROFILED = ("kube-apiserver", "etcd", "kube-controller-manager", "kube-scheduler")
 FTJ_PATH = "/apis/kubetune.io/v1alpha1/namespaces/{ns}/finetunejobs"
 INSTANT_TRAINER = json.dumps(["true"])
 JOB_P99_GOAL = 1.25  # apply -> Job p99, as a multiple of the floor's
@@ -163,23 +164,31 @@ def _set_nice(pid: int, value: int) -> None:
             pass  # a thread that ended meanwhile
 
 
+NODE_PROCESSES = ("kubelet", "containerd", "kube-proxy")
+
+
 @contextmanager
-def pod_runner_niced(c: cluster_mod.Cluster, value: int):
-    pid = c.pids.get("pod-runner")
-    if not value or pid is None:
+def node_niced(c: cluster_mod.Cluster, value: int):
+    """The node's kubelet, containerd (and so the containers it starts from now
+    on) and kube-proxy at niceness `value` while the block runs: in a cluster
+    they run on worker nodes, not beside the control plane."""
+    pids = [c.pids[name] for name in NODE_PROCESSES if name in c.pids]
+    if not value or not pids:
         yield
         return
-    before = os.getpriority(os.PRIO_PROCESS, pid)
-    _set_nice(pid, value)
+    before = {pid: os.getpriority(os.PRIO_PROCESS, pid) for pid in pids}
+    for pid in pids:
+        _set_nice(pid, value)
     try:
         yield
     finally:
-        try:
-            _set_nice(pid, before)
-        except FileNotFoundError:
-            pass  # the pod runner is gone
-        except PermissionError:  # raising priority back needs root
-            print(f"note: the pod runner (pid {pid}) stays at nice {value}; `make cluster-down` and up restores it", file=sys.stderr)
+        for pid, nice in before.items():
+            try:
+                _set_nice(pid, nice)
+            except FileNotFoundError:
+                pass  # the cluster is gone
+            except PermissionError:  # raising priority back needs root
+                print(f"note: pid {pid} stays at nice {value}; `make cluster-down` and up restores it", file=sys.stderr)
 
 
 def _bench_namespace(raw, prefix: str) -> str:
@@ -394,8 +403,6 @@ def main() -> int:
     ap.add_argument("--qps", type=float, default=200.0, help="operator client QPS (KUBETUNE_CLIENT_QPS)")
     ap.add_argument("--burst", type=int, default=400)
     ap.add_argument("--no-floor", action="store_true", help="skip the floor runs (quicker, while working on the operator)")
-    ap.add_argument("--runner-nice", type=int, default=19,
-                    help="niceness of the pod runner (the worker nodes' stand-in) while measuring; 0 leaves it as it is")
     args = ap.parse_args()
     from tests.harness.fixtures import make_kube_clients
 
@@ -406,13 +413,13 @@ def main() -> int:
     kube.kubectl("wait", "--for=condition=Established", "crd/finetunejobs.kubetune.io", "--timeout=60s")
     log_dir = Path(c.run_dir) / "logs"
     rows, floors = [], []
-    with pod_runner_niced(c, args.runner_nice):
+    with instant_nodes(kube.raw, c.real_node):
         for n in args.sizes.split(","):
             rows.append(run_one(c, kube, int(n), args.qps, args.burst, log_dir))
             if not args.no_floor:
                 floors.append(run_direct(c, kube, int(n)))
     header = f"{'N':>5} {'apply s':>8} {'->Job p50':>10} {'->Job p99':>10} {'->status p50':>13} {'->status p99':>13} {'Jobs/s':>8} {'done/s':>8} {'req/job':>8} {'RSS MB':>7} {'CPU ms/job':>16}"
-    print(f"\noperator benchmark (client QPS {args.qps:g}, burst {args.burst}; trainer command: true; pod runner at nice {args.runner_nice})")
+    print(f"\noperator benchmark (client QPS {args.qps:g}, burst {args.burst}; trainer command: true; pods on instant stand-in nodes)")
     print(header)
     for r in rows:
         print(f"{r['n']:>5} {r['apply_s']:>8.2f} {r['job_p50']:>10.2f} {r['job_p99']:>10.2f} {r['status_p50']:>13.2f} {r['status_p99']:>13.2f} "

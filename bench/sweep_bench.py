@@ -1,8 +1,9 @@
 """`make bench-sweep`: what a FineTuneSweep costs on top of its trials.
 
 A sweep of 50 trials (random sampler, parallelism 5) whose trainer command
-finishes at once (it reports an evalLoss computed from its learning rate), on
-the local control plane; the pod runner at nice 19 as in `make bench-operator`.
+finishes at once (it reports an evalLoss computed from its learning rate), in
+the trainer image on the local cluster's real node (kubelet, containerd and
+kube-proxy at nice 19: worker nodes do not share the control plane's cores).
 Printed, from the benchmark's own watch streams:
 
 - slot freed -> next trial created: from a trial's FineTuneJob showing Succeeded
@@ -29,7 +30,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from operator_bench import (REPO, Watcher, _bench_namespace, _port_open, apiserver_counter, cpu_seconds, free_port,  # noqa: E402
-                            operator_counters, percentile, pod_runner_niced, running_cluster)
+                            node_niced, operator_counters, percentile, running_cluster)
 
 from tests.harness.fixtures import make_kube_clients  # noqa: E402
 from tests.harness.operator_fixture import CRD_FILES  # noqa: E402
@@ -52,10 +53,13 @@ def sweep_doc(trials: int, parallelism: int) -> dict:
 
 
 def measure(c, kube, trials: int, parallelism: int, log_dir: Path) -> dict:
+    from tests.harness import built_images
+
     raw = kube.raw
+    trainer_image = built_images.load(c.network.containerd_socket, "trainer")["trainer"]
     ns = _bench_namespace(raw, "bench-sweep")
     port = free_port()
-    env = dict(os.environ, **c.env(), KUBETUNE_TRAINER_IMAGE="ghcr.io/kubetune/trainer:bench", KUBETUNE_TRAINER_COMMAND=TRAINER,
+    env = dict(os.environ, **c.env(), KUBETUNE_TRAINER_IMAGE=trainer_image, KUBETUNE_TRAINER_COMMAND=TRAINER,
                KUBETUNE_DEFAULT_BUCKET_URI="s3://bench", KUBETUNE_METRICS_PORT=str(port), PYTHONUNBUFFERED="1")
     log = open(log_dir / "operator-sweep.log", "wb")
     op = subprocess.Popen([sys.executable, "-m", "kopf", "run", "-m", "kubetune_operator.handlers", f"--namespace={ns}", "--standalone", "-q"],
@@ -139,10 +143,10 @@ def main() -> int:
     wait_for(lambda: _lists(kube.raw), timeout=60, what="the new resources served")
     log_dir = Path(c.run_dir) / "bench"
     log_dir.mkdir(exist_ok=True)
-    with pod_runner_niced(c, args.runner_nice):
+    with node_niced(c, args.runner_nice):
         r = measure(c, kube, args.trials, args.parallelism, log_dir)
     print(f"\nsweep benchmark: {r['trials']} trials, parallelism {args.parallelism}, trainer command finishes at once "
-          f"(pod runner at nice {args.runner_nice})")
+          f"(node at nice {args.runner_nice})")
     print(f"  sweep wall time                     {r['wall_s']:.1f} s")
     print(f"  slot freed -> next trial created    p50 {r['react_p50']:.2f} s  p99 {r['react_p99']:.2f} s")
     print(f"  trial created -> its Job created    p50 {r['job_p50']:.2f} s  p99 {r['job_p99']:.2f} s")
