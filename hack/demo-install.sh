@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# The demo's cluster and install, as a platform team would do it; what the demo
+# then trains and prints is hack/demo.sh's and hack/demo_task.py's.
+#
+#   local cluster (control plane, MinIO, a real node: kubelet + containerd +
+#   kube-proxy + CoreDNS; reused if running) -> kubetune's images built
+#   (hack/images/build.sh) and loaded into the node's containerd ->
+#   `helm upgrade --install kubetune charts/kubetune` into kubetune-system and
+#   the demo namespace, both under the `restricted` Pod Security Standard ->
+#   the operator Deployment Ready (its container, the chart's RBAC) -> the
+#   demo namespace's S3 Secret.
+#
+# Usage: hack/demo-install.sh NAMESPACE BUCKET [vllm]
+# Prints `export NAME=value` lines on stdout (KUBECONFIG, AWS_*, the image
+# references, KUBETUNE_RUN_DIR, KUBETUNE_TOOLS_BIN), progress on stderr. Idempotent.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ns=$1 bucket=$2 serve=${3:-}
+say() { printf '\n\033[1m==> %s\033[0m\n' "$*" >&2; }
+step_start=$(date +%s)
+took() { echo "    ($(( $(date +%s) - step_start )) s)" >&2; step_start=$(date +%s); }
+
+# The development venv (its Python runs the harness and the demo's uploads).
+# KUBETUNE_VENV given: used as it is.
+venv=${KUBETUNE_VENV:-$(hack/python-env.sh)}
+py="$venv/bin/python"
+KUBETUNE_TOOLS_BIN=$(bash hack/cluster-tools/build.sh | tail -1)
+export KUBETUNE_TOOLS_BIN PATH="$venv/bin:$KUBETUNE_TOOLS_BIN:$PATH"
+
+say "local cluster: control plane, MinIO and a node (kubelet, containerd, kube-proxy, CoreDNS)"
+if ! env_lines=$("$py" -m tests.harness.cluster env 2>/dev/null); then
+  env_lines=$("$py" -m tests.harness.cluster up | grep '^export ')
+fi
+eval "$env_lines"
+took
+k() { kubectl --kubeconfig "$KUBECONFIG" "$@"; }
+
+names=(operator trainer)
+[ "$serve" = vllm ] && names+=(vllm)
+say "images: hack/images/build.sh ${names[*]} (layers cached), loaded into the node's containerd"
+refs=$(bash hack/images/build.sh "${names[@]}")
+eval "$(sed 's/^/export /' <<<"$refs")"
+socket=$("$py" -c 'import sys; from tests.harness.cluster import Cluster; c = Cluster.load(); c or sys.exit("no cluster"); print(c.network.containerd_socket)')
+bash hack/images/load.sh --address "$socket" $(sed 's/^[^=]*=//' <<<"$refs")
+took
+
+say "helm upgrade --install kubetune charts/kubetune -n kubetune-system (Pod Security: restricted)"
+for n in kubetune-system "$ns"; do
+  k create namespace "$n" --dry-run=client -o yaml | k apply -f - >/dev/null
+  k label namespace "$n" --overwrite pod-security.kubernetes.io/enforce=restricted >/dev/null
+done
+vllm_set=()
+[ "$serve" = vllm ] && vllm_set=(--set "operator.vllmImage=$KUBETUNE_VLLM_IMAGE")
+# The demo's bucket: jobs write under s3://BUCKET/<namespace>/ (the chart's
+# default storage root) and read the model and data the demo uploads (models/, data/: read-only).
+helm upgrade --install kubetune charts/kubetune --kubeconfig "$KUBECONFIG" --namespace kubetune-system --wait --timeout 300s \
+  --set "image.repository=${KUBETUNE_OPERATOR_IMAGE%:*}" --set "image.tag=${KUBETUNE_OPERATOR_IMAGE##*:}" \
+  --set replicaCount=1 \
+  --set "operator.trainerImage=$KUBETUNE_TRAINER_IMAGE" "${vllm_set[@]}" \
+  --set "operator.defaultBucketUri=s3://$bucket" --set operator.defaultS3Secret=kubetune-s3 \
+  --set "operator.defaultS3Endpoint=$AWS_ENDPOINT_URL" --set operator.defaultS3Region=us-east-1 \
+  --set operator.metricsScrapeInterval=2 \
+  --set-json "policy.readOnlyRoots=[\"s3://$bucket/models/\",\"s3://$bucket/data/\"]" >&2
+k -n kubetune-system rollout status deployment/kubetune --timeout=300s >&2
+took
+
+# The S3 Secret the demo's jobs use by default (operator.defaultS3Secret),
+# labelled usable: the admin policy lets jobs reference only Secrets that carry the label.
+k -n "$ns" create secret generic kubetune-s3 --from-literal=AWS_ACCESS_KEY_ID="$AWS_ACCESS_KEY_ID" \
+  --from-literal=AWS_SECRET_ACCESS_KEY="$AWS_SECRET_ACCESS_KEY" --dry-run=client -o yaml \
+  | k label --local -f - kubetune.io/usable=true -o yaml | k apply -f - >/dev/null
+
+echo "$env_lines"
+echo "export KUBETUNE_TOOLS_BIN=$KUBETUNE_TOOLS_BIN"
+sed 's/^/export /' <<<"$refs"
