@@ -10,7 +10,7 @@ PY = $$(hack/python-env.sh)/bin/python
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 18
 
-demo: ## a real model (SmolLM2-135M) tuned end to end on a local control plane, CPU; SERVE=1 also serves it with vLLM
+demo: ## a real model (SmolLM2-135M) tuned end to end: local cluster with a real node, helm install, CPU; SERVE=1 also serves it with vLLM
 	SERVE=$(SERVE) bash hack/demo.sh
 
 test: ## install what is missing, then run the whole suite
