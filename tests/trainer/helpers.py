@@ -3,6 +3,7 @@ as a real process (`python -m kubetune_trainer --config ...`) as the pod does.""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import signal
@@ -149,6 +150,28 @@ def base_config(model_dir: Path, train: Path, **over) -> dict:
         else:
             raise KeyError(f"base_config: unknown section {section!r}")
     return render_config(spec, train.parent, **config_over)
+
+
+def train_in_process(cfg: dict, root: Path) -> tuple[int, dict]:
+    """The trainer's `main` in this process (no pod, no subprocess: the fixture
+    of tests that need the trained model's objects, not the process's life),
+    working under `root`; its exit code and termination message."""
+    from kubetune_trainer.__main__ import main
+    from kubetune_trainer.config import parse_config
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("KUBETUNE_WORKDIR", str(root / "work"))
+        mp.setenv("KUBETUNE_TERMINATION_LOG", str(root / "termination.json"))
+        code = main(parse_config(cfg))
+    return code, json.loads((root / "termination.json").read_text())
+
+
+def load_script(path: Path, name: str):
+    """A script that is not a package (an example's generator) as a module."""
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def output_dir(cfg: dict) -> Path:

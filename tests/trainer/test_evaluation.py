@@ -10,18 +10,16 @@ The example runs once per module (`price_run`); the tests read its outputs.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 import yaml
 
-from .helpers import REPO, base_config, render_config
+from .helpers import REPO, base_config, load_script, render_config, train_in_process
 
 pytestmark = pytest.mark.trainer
 
@@ -38,24 +36,7 @@ TINY = {
 
 
 def load_generator():
-    spec = importlib.util.spec_from_file_location("price_generator", EXAMPLE / "generate.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def _in_process(cfg: dict, wd: Path) -> tuple[int, dict]:
-    from kubetune_trainer.__main__ import main
-    from kubetune_trainer.config import parse_config
-
-    saved = {k: os.environ.get(k) for k in ("KUBETUNE_WORKDIR", "KUBETUNE_TERMINATION_LOG")}
-    os.environ.update(KUBETUNE_WORKDIR=str(wd / "work"), KUBETUNE_TERMINATION_LOG=str(wd / "termination.json"))
-    try:
-        code = main(parse_config(cfg))
-    finally:
-        for k, v in saved.items():
-            os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
-    return code, json.loads((wd / "termination.json").read_text())
+    return load_script(EXAMPLE / "generate.py", "price_generator")
 
 
 @pytest.fixture(scope="module")
@@ -79,7 +60,7 @@ def price_run(tmp_path_factory):
     spec["checkpoint"] = {"uri": f"file://{root}/checkpoints", "everySteps": 1000}
     spec["output"] = {"uri": f"file://{root}/output"}
     cfg = render_config(spec, root, name="price-prediction")
-    code, result = _in_process(cfg, root)
+    code, result = train_in_process(cfg, root)
     out = root / "output"
     return SimpleNamespace(root=root, cfg=cfg, code=code, result=result, out=out, model=model, data=data,
                            summary=json.loads((out / "metrics.json").read_text()) if code == 0 else None)
@@ -234,7 +215,7 @@ def test_keep_best_and_early_stopping_on_a_run_made_to_overfit(tiny_model, datas
                                 "keepBest": True, "earlyStopping": {"patience": 3}},
                       checkpoint={"uri": f"file://{store}", "everySteps": 1000, "keepLast": 1},
                       output={"uri": f"file://{tmp_path}/out"})
-    code, result = _in_process(cfg, tmp_path)
+    code, result = train_in_process(cfg, tmp_path)
     assert code == 0, result
     best = result["checkpoint"]["best"]
     assert result["step"] < result["totalSteps"], "early stopping ended the run"

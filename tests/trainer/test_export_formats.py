@@ -21,7 +21,7 @@ import pytest
 
 from kubetune_trainer.testing.tiny_model import MAPPING
 
-from .helpers import REPO, base_config
+from .helpers import REPO, base_config, train_in_process
 from .test_train import train
 
 pytestmark = pytest.mark.trainer
@@ -53,22 +53,13 @@ def gguf_model(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def gguf_run(gguf_model, llama_cpp_dir, tmp_path_factory):
     """One training run of the SentencePiece model exporting gguf (q8_0) and ollama."""
-    from kubetune_trainer.__main__ import main
-    from kubetune_trainer.config import parse_config
     from kubetune_trainer.testing.tiny_model import make_tiny_dataset
 
     root = tmp_path_factory.mktemp("gguf-run")
     data = make_tiny_dataset(root / "train.jsonl", "completion", 192)
     cfg = base_config(gguf_model, data, output={"uri": f"file://{root}/out", "formats": ["gguf", "ollama"], "gguf": {"quantization": "q8_0"}},
                       training={"maxSteps": 80}, checkpoint={"uri": f"file://{root}/ckpt"})
-    mp = pytest.MonkeyPatch()
-    mp.setenv("KUBETUNE_WORKDIR", str(root / "work"))
-    mp.setenv("KUBETUNE_TERMINATION_LOG", str(root / "termination.json"))
-    try:
-        code = main(parse_config(cfg))
-    finally:
-        mp.undo()
-    return code, json.loads((root / "termination.json").read_text()), root
+    return (*train_in_process(cfg, root), root)
 
 
 def test_q8_0_gguf_answers_the_tuned_completion_through_llama_cpp(gguf_run):

@@ -17,7 +17,6 @@ Serving the real model with vLLM through the operator: tests/cluster/test_real_m
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 from pathlib import Path
@@ -26,7 +25,7 @@ from types import SimpleNamespace
 import pytest
 import yaml
 
-from .helpers import REPO, render_config
+from .helpers import REPO, load_script, render_config, train_in_process
 
 pytestmark = [pytest.mark.trainer, pytest.mark.slow]
 
@@ -56,27 +55,10 @@ CONVERSATIONS = [
 ]
 
 
-def load(path: Path, name: str):
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def run_in_process(cfg: dict, root: Path) -> SimpleNamespace:
-    from kubetune_trainer.__main__ import main
-    from kubetune_trainer.config import parse_config
-
-    mp = pytest.MonkeyPatch()
-    mp.setenv("KUBETUNE_WORKDIR", str(root / "work"))
-    mp.setenv("KUBETUNE_TERMINATION_LOG", str(root / "termination.json"))
-    try:
-        code = main(parse_config(cfg))
-    finally:
-        mp.undo()
-    out = root / "output"
-    result = json.loads((root / "termination.json").read_text())
+    code, result = train_in_process(cfg, root)
     assert code == 0 and result["reason"] == "Completed", result
+    out = root / "output"
     return SimpleNamespace(root=root, cfg=cfg, result=result, out=out, summary=json.loads((out / "metrics.json").read_text()))
 
 
@@ -106,7 +88,7 @@ def meetings_spec(model_uri: str, data: Path, root: Path) -> dict:
 @pytest.fixture(scope="module")
 def meetings_run(real_model, tmp_path_factory):
     root = tmp_path_factory.mktemp("meetings")
-    data = write_jsonl(root / "meetings.jsonl", load(MEETINGS / "generate.py", "meetings_generator").make_rows(260, seed=0))
+    data = write_jsonl(root / "meetings.jsonl", load_script(MEETINGS / "generate.py", "meetings_generator").make_rows(260, seed=0))
     uri = f"file://{real_model.gguf}"
     return run_in_process(render_config(meetings_spec(uri, data, root), root, name="meetings"), root)
 
@@ -174,7 +156,7 @@ def test_gguf_q8_0_and_q4_k_m_answer_as_the_merged_model_in_llama_cpp(meetings_r
     exporter.quantize(f16, q4, "q4_k_m")
     tokenizer = AutoTokenizer.from_pretrained(merged)
     rows = [json.loads(line) for line in (meetings_run.out / "predictions.jsonl").read_text().splitlines()][:AGREEMENT_PROMPTS]
-    system = load(MEETINGS / "generate.py", "meetings_generator").SYSTEM
+    system = load_script(MEETINGS / "generate.py", "meetings_generator").SYSTEM
     prompts = [tokenizer.apply_chat_template([{"role": "system", "content": system}, {"role": "user", "content": r["prompt"]}],
                                              tokenize=False, add_generation_prompt=True) for r in rows]
     ids = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
@@ -227,7 +209,7 @@ PRICE_MIN_PARSE = 0.95
 def price_run(real_model, tmp_path_factory):
     """examples/price-prediction/job.yaml on SmolLM2 (PRICE_CPU), its own generator's rows, trained and evaluated once."""
     root = tmp_path_factory.mktemp("price-real")
-    data = write_jsonl(root / "train.jsonl", load(PRICE / "generate.py", "price_generator").make_rows(PRICE_ROWS, seed=0))
+    data = write_jsonl(root / "train.jsonl", load_script(PRICE / "generate.py", "price_generator").make_rows(PRICE_ROWS, seed=0))
     spec = yaml.safe_load((PRICE / "job.yaml").read_text())["spec"]
     spec["model"] = {"uri": f"file://{real_model.hf}"}
     spec["dataset"]["trainUri"] = f"file://{data}"
@@ -278,7 +260,7 @@ def test_price_example_on_the_real_model_beats_its_base_and_reports_the_baseline
 
 def held_out_pairs(train: list[dict], n: int, seed: int) -> list[dict]:
     """n preference pairs whose message and both answers appear nowhere in `train`."""
-    gen = load(MEETINGS / "generate.py", "meetings_generator")
+    gen = load_script(MEETINGS / "generate.py", "meetings_generator")
     seen = {t["content"] for r in train for t in (*r["prompt"], *r["chosen"], *r["rejected"])}
     fresh = [r for r in gen.make_preference_rows(8 * n, seed=seed)
              if not {r["prompt"][1]["content"], r["chosen"][0]["content"], r["rejected"][0]["content"]} & seen]
@@ -289,7 +271,7 @@ def held_out_pairs(train: list[dict], n: int, seed: int) -> list[dict]:
 @pytest.fixture(scope="module")
 def dpo_run(real_model, tmp_path_factory):
     root = tmp_path_factory.mktemp("dpo-real")
-    train = load(MEETINGS / "generate.py", "meetings_generator").make_preference_rows(160, seed=3)
+    train = load_script(MEETINGS / "generate.py", "meetings_generator").make_preference_rows(160, seed=3)
     data, test = write_jsonl(root / "pairs.jsonl", train), write_jsonl(root / "test.jsonl", held_out_pairs(train, 40, seed=4))
     spec = {
         "model": {"uri": f"file://{real_model.hf}"},
