@@ -4,11 +4,12 @@ rendering the chart into Kubernetes objects."""
 from __future__ import annotations
 
 import functools
-import os
 import subprocess
 from pathlib import Path
 
 import yaml
+
+from tests.harness import procs
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "kubetune"
@@ -22,12 +23,7 @@ MONITORING_API = "monitoring.coreos.com/v1"
 def tools_bin() -> Path:
     """The directory with helm, promtool, prometheus, kubectl (hack/test.sh exports
     it; otherwise ask the idempotent build script, which prints it)."""
-    env = os.environ.get("KUBETUNE_TOOLS_BIN")
-    if env:
-        return Path(env)
-    out = subprocess.run(["bash", str(ROOT / "hack/cluster-tools/build.sh")], check=True,
-                         capture_output=True, text=True).stdout
-    return Path(out.strip().splitlines()[-1])
+    return procs.setup_output("KUBETUNE_TOOLS_BIN", ROOT / "hack/cluster-tools/build.sh")
 
 
 def tool(name: str) -> str:

@@ -61,14 +61,7 @@ def remove_stale_run_dirs() -> None:
 
 def tools_bin() -> Path:
     """The directory with kube-apiserver & co (builds them on first use)."""
-    env = os.environ.get("KUBETUNE_TOOLS_BIN")
-    if env:
-        return Path(env)
-    out = subprocess.run(
-        ["bash", str(REPO / "hack/cluster-tools/build.sh")],
-        check=True, stdout=subprocess.PIPE, text=True,
-    )
-    return Path(out.stdout.strip().splitlines()[-1])
+    return procs.setup_output("KUBETUNE_TOOLS_BIN", REPO / "hack/cluster-tools/build.sh")
 
 
 @dataclass

@@ -59,12 +59,7 @@ METRICS_CERTS = "/etc/kueue/metrics/certs"
 
 def kueue_dir() -> Path:
     """The cached Kueue build (binary, CRDs, webhook manifests); built on first use."""
-    env = os.environ.get("KUBETUNE_KUEUE_DIR")
-    if env:
-        return Path(env)
-    out = subprocess.run(["bash", str(REPO / "hack/cluster-tools/build-kueue.sh")], check=True,
-                         stdout=subprocess.PIPE, text=True)
-    return Path(out.stdout.strip().splitlines()[-1])
+    return procs.setup_output("KUBETUNE_KUEUE_DIR", REPO / "hack/cluster-tools/build-kueue.sh")
 
 
 @dataclass

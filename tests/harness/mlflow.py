@@ -8,7 +8,6 @@ And a tracker that does not answer: a socket that listens and never replies."""
 from __future__ import annotations
 
 import functools
-import os
 import socket
 import subprocess
 import threading
@@ -19,19 +18,15 @@ from pathlib import Path
 
 import pytest
 
+from . import procs
+
 REPO = Path(__file__).resolve().parents[2]
 MLFLOW_VENV_ENV = "KUBETUNE_MLFLOW_VENV"
 
 
 @functools.lru_cache(maxsize=1)
 def mlflow_venv() -> Path:
-    given = os.environ.get(MLFLOW_VENV_ENV)
-    if given:
-        return Path(given)
-    out = subprocess.run(["bash", str(REPO / "hack/mlflow-env.sh")], capture_output=True, text=True, timeout=1200)
-    if out.returncode != 0:
-        raise RuntimeError(f"hack/mlflow-env.sh failed: {out.stderr[-1000:]}")
-    return Path(out.stdout.strip().splitlines()[-1])
+    return procs.setup_output(MLFLOW_VENV_ENV, REPO / "hack/mlflow-env.sh")
 
 
 def _free_port(host: str) -> int:

@@ -17,6 +17,19 @@ from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
 
+def setup_output(env_var: str, script: Path, timeout: float = 1800) -> Path:
+    """The cache path an idempotent setup script (hack/...) prints last: what
+    ``env_var`` names when hack/test.sh has exported it, else the script's
+    answer (it builds or installs on first use, answers at once afterwards)."""
+    given = os.environ.get(env_var)
+    if given:
+        return Path(given)
+    out = subprocess.run(["bash", str(script)], capture_output=True, text=True, timeout=timeout)
+    if out.returncode != 0:
+        raise RuntimeError(f"{script.name} failed: {out.stderr[-1000:]}")
+    return Path(out.stdout.strip().splitlines()[-1])
+
+
 class ComponentFailed(RuntimeError):
     """A harness component did not come up; the message carries its log tail."""
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import functools
 import os
-import subprocess
 import time
 import urllib.request
 from pathlib import Path
@@ -28,11 +27,7 @@ VLLM_CPU_ENV = {"VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_CPU_OMP_THREADS_BIND": "nob
 @functools.cache
 def vllm_venv() -> Path:
     """The cached vLLM environment (installed on first use)."""
-    given = os.environ.get(VLLM_VENV_ENV)
-    if given:
-        return Path(given)
-    out = subprocess.run(["bash", str(REPO / "hack/vllm-env.sh")], capture_output=True, text=True, check=True)
-    return Path(out.stdout.strip().splitlines()[-1])
+    return procs.setup_output(VLLM_VENV_ENV, REPO / "hack/vllm-env.sh")
 
 START_TIMEOUT = 900  # about a minute on an idle 2-core machine, several when it is shared
 

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.harness import procs
+
 REPO = Path(__file__).resolve().parents[2]
 ACCESS_KEY, SECRET_KEY = "kubetune-test", "kubetune-test-secret"
 
@@ -31,14 +33,10 @@ def free_port() -> int:
 
 
 def minio_binary() -> Path:
-    env = os.environ.get("KUBETUNE_TOOLS_BIN")
-    if env and (Path(env) / "minio").exists():
-        return Path(env) / "minio"
-    out = subprocess.run(["bash", str(REPO / "hack/cluster-tools/build.sh")], capture_output=True, text=True, timeout=1800)
-    bin_dir = Path(out.stdout.strip().splitlines()[-1]) if out.stdout.strip() else None
-    if not bin_dir or not (bin_dir / "minio").exists():
-        pytest.fail(f"minio not built by hack/cluster-tools/build.sh: {out.stderr[-500:]}")
-    return bin_dir / "minio"
+    binary = procs.setup_output("KUBETUNE_TOOLS_BIN", REPO / "hack/cluster-tools/build.sh") / "minio"
+    if not binary.exists():
+        pytest.fail(f"minio not built by hack/cluster-tools/build.sh (looked for {binary})")
+    return binary
 
 
 @dataclass
