@@ -150,7 +150,7 @@ def test_a_queue_that_admits_one_runs_two_jobs_one_after_the_other(kube, namespa
     release(namespace, "second")
     second = wait_phase(kube, namespace, "second", "Succeeded", "Failed", timeout=120, operator=op)
     assert second["phase"] == "Succeeded"
-    assert {"PhaseQueued", "PhaseRunning", "PhaseSucceeded"} <= {e["reason"] for e in events_with(kube, namespace, "second", "PhaseQueued", "PhaseRunning", "PhaseSucceeded")}
+    events_with(kube, namespace, "second", "PhaseQueued", "PhaseRunning", "PhaseSucceeded")  # fails unless all three come
     (lost_job,) = [j for j in jobs(kube, namespace) if j["metadata"]["name"] == "lost-train"]
     assert lost_job["spec"]["suspend"] is True and status(kube, namespace, "lost")["phase"] == "Queued"
     assert not pods_of(kube, namespace, "lost")

@@ -80,8 +80,7 @@ def test_quickstart_end_to_end(kube, namespace, operator_factory, s3_env, bucket
     uid = get(kube, namespace, "quickstart")["metadata"]["uid"]  # the run's own prefix, run-<uid>
     assert st["checkpoint"]["uri"].rstrip("/") == f"s3://{bucket.name}/{namespace}/quickstart/checkpoints/run-{uid}/step-{60:08d}", st["checkpoint"]
     assert st["attempts"] == 1
-    reasons = [e["reason"] for e in events_with(kube, namespace, "quickstart", "PhasePending", "PhaseRunning", "PhaseSucceeded")]
-    assert {"PhasePending", "PhaseRunning", "PhaseSucceeded"} <= set(reasons), reasons
+    events_with(kube, namespace, "quickstart", "PhasePending", "PhaseRunning", "PhaseSucceeded")  # fails unless all three come
     # status.tracking.runUrl is the run on the server, holding the final metrics status shows.
     client = mlflow_server.client()
     runs = client.search_runs([client.get_experiment_by_name(experiment).experiment_id])
@@ -228,8 +227,7 @@ def test_suspend_and_resume(kube, namespace, operator_factory, s3_env, bucket_wi
     assert st["progress"]["step"] == 150
     logs = [real_node.logs(namespace, p["metadata"]["name"]) for p in pods(kube, namespace)]
     assert any("resuming from committed checkpoint step" in log for log in logs)
-    reasons = [e["reason"] for e in events_with(kube, namespace, "pause", "PhaseSuspended")]
-    assert "PhaseSuspended" in reasons
+    events_with(kube, namespace, "pause", "PhaseSuspended")  # fails unless it comes
 
 
 def test_delete_running_job_removes_children_keeps_checkpoints(kube, namespace, operator_factory, s3_env, bucket_with_assets):
