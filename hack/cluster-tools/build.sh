@@ -117,7 +117,10 @@ if ! command -v prometheus >/dev/null || ! command -v promtool >/dev/null; then
   # (never pkill by name: other users of this machine may run their own Prometheus)
   (service prometheus stop || true) >/dev/null 2>&1
 fi
-for b in prometheus promtool; do ln -sf "$(command -v $b)" "$bin/$b"; done
+# Linked to the system's binaries: looked up without $bin on PATH (where a caller that
+# exported it would find these very links, and `ln` would make each point at itself).
+system_path=$(tr ':' '\n' <<<"$PATH" | grep -vxF "$bin" | paste -sd: -)
+for b in prometheus promtool; do ln -sf "$(PATH=$system_path command -v $b)" "$bin/$b"; done
 # The node's container runtime and pod network: containerd, runc, the CNI
 # plugins (bridge, host-local, loopback, portmap), iptables for kube-proxy and a
 # static busybox (the node tests' toolbox image).
