@@ -133,24 +133,33 @@ def test_trainer_killed_mid_run_resumes_from_checkpoint(kube, namespace, operato
     assert killed["exitCode"] == 137, killed  # 128 + SIGKILL, as the kubelet read it from the runtime
     assert newest >= killed_at
 
-    # 2. The second attempt resumes from exactly that checkpoint; then `kubectl delete pod` (SIGTERM: the trainer
-    # commits its step and stops), the node cordoned again until that attempt's trainer is gone.
+    # 2. The second attempt resumes from exactly that checkpoint and trains; then `kubectl delete pod` (SIGTERM:
+    # the trainer commits its step and stops), the node cordoned again until that attempt's trainer is gone. The
+    # trainer is frozen (SIGSTOP) from its first logged step on until the kubelet's SIGTERM is pending, so it is
+    # mid-run when the signal lands however fast it trains (it once finished all 120 steps before the delete).
     second = wait_for(lambda: next((n for n in _trainer_pod_names(kube, namespace) if n != first_pod), None), 60,
                       what="the Job's second pod")
     resumed = wait_for(lambda: _resumed_steps(real_node.logs(namespace, second)), TRAIN_TIMEOUT,
                        what="the second attempt resuming", describe=lambda: real_node.logs(namespace, second)[-2000:])
     assert resumed == [newest], (newest, resumed)
-    wait_for(lambda: (status(kube, namespace, "killme").get("checkpoint") or {}).get("step", 0) > newest,
-             timeout=TRAIN_TIMEOUT, what="a checkpoint of the second attempt")
+    wait_for(lambda: _trained_steps(real_node.logs(namespace, second)), TRAIN_TIMEOUT, what="the second attempt's first step",
+             describe=lambda: real_node.logs(namespace, second)[-2000:])
+    frozen = trainer_pids(namespace, "killme")
+    assert frozen, "the second attempt's trainer ended before the test could act"
+    for pid in frozen:
+        os.kill(pid, signal.SIGSTOP)
     with new_pods_held(kube):
         kube.kubectl("-n", namespace, "delete", "pod", second, "--wait=false")
+        wait_for(lambda: any(_sigterm_pending(pid) for pid in frozen), 60, what="the kubelet's SIGTERM pending")
+        for pid in frozen:
+            os.kill(pid, signal.SIGCONT)
         stopped = wait_for(lambda: re.search(r"stopped by SIGTERM at step (\d+); checkpoint \S+ committed", real_node.logs(namespace, second)),
                            TRAIN_TIMEOUT, what="the second attempt committing on SIGTERM",
                            describe=lambda: real_node.logs(namespace, second)[-2000:])
         wait_for(lambda: not trainer_pids(namespace, "killme"), timeout=60, what="the second attempt's trainer gone")
         newest = committed(bucket, namespace, "killme")[-1]
     sigterm_step = int(stopped.group(1))
-    assert newest == sigterm_step, (newest, sigterm_step)
+    assert newest == sigterm_step > resumed[0], (newest, sigterm_step, resumed)
 
     # 3. The third attempt resumes from the SIGTERM checkpoint and finishes.
     st = wait_phase(kube, namespace, "killme", "Succeeded", "Failed", timeout=TRAIN_TIMEOUT, operator=op)
@@ -162,6 +171,21 @@ def test_trainer_killed_mid_run_resumes_from_checkpoint(kube, namespace, operato
     assert condition(st, "Succeeded")["status"] == "True"
     adapter = st["output"]["adapterUri"].removeprefix(f"s3://{bucket.name}/").rstrip("/") + "/"
     assert any(k.endswith("adapter_model.safetensors") for k in bucket.keys(adapter))
+
+
+def _trained_steps(log: str) -> list[int]:
+    """The steps a trainer's progress lines report (`step N/M ...`, every logEverySteps)."""
+    return [int(step) for step in re.findall(r"\bstep (\d+)/\d+", log)]
+
+
+def _sigterm_pending(pid: int) -> bool:
+    """SIGTERM sent to `pid` and not yet handled (it is stopped), from /proc/<pid>/status."""
+    try:
+        lines = open(f"/proc/{pid}/status").read().splitlines()
+    except FileNotFoundError:
+        return False
+    masks = [int(line.split()[1], 16) for line in lines if line.startswith(("SigPnd:", "ShdPnd:"))]
+    return any(mask & (1 << (signal.SIGTERM - 1)) for mask in masks)
 
 
 def _resumed_steps(log: str) -> list[int]:
