@@ -4,8 +4,10 @@ ClusterIP) and kube-proxy's routing to a ready pod, never to a pod picked by
 the test."""
 from __future__ import annotations
 
+import errno
 import http.client
 import json
+import socket
 import threading
 import time
 import urllib.request
@@ -32,11 +34,33 @@ def ready_addresses(kube, namespace: str, service: str) -> list[str]:
 
 def service_address(kube, dns_ip: str, namespace: str, service: str, timeout: float = 60) -> str:
     """`ip:port` of the Service's name as CoreDNS answers it, once the Service
-    has a ready endpoint (kube-proxy routes only to those)."""
+    has a ready endpoint and kube-proxy routes its ClusterIP to one. The ready
+    endpoint in the API comes first; kube-proxy writes its rules after it has
+    seen that slice, and until then the node answers a connection to the
+    ClusterIP with "network unreachable" (it has no route for the Service range)
+    or "connection refused" (a Service whose endpoints it has not seen yet)."""
     wait_for(lambda: ready_addresses(kube, namespace, service), timeout, what=f"a ready endpoint of {service}")
     (port,) = [p["port"] for p in kube.raw.get(f"/api/v1/namespaces/{namespace}/services/{service}")["spec"]["ports"]
                if p.get("name") == "http"]
-    return f"{coredns.resolve(f'{service}.{namespace}.svc.cluster.local', dns_ip)[0]}:{port}"
+    address = f"{coredns.resolve(f'{service}.{namespace}.svc.cluster.local', dns_ip)[0]}:{port}"
+    wait_for(lambda: routed(address), timeout, what=f"kube-proxy routing {service}'s ClusterIP {address} to a ready pod")
+    return address
+
+
+NOT_ROUTED_YET = {errno.ENETUNREACH, errno.EHOSTUNREACH, errno.ECONNREFUSED}
+
+
+def routed(address: str) -> bool:
+    """Whether a TCP connection to `ip:port` is accepted. Only the answers a
+    Service not yet routed gives count as "not yet"; any other error is raised."""
+    host, port = address.rsplit(":", 1)
+    try:
+        with socket.create_connection((host, int(port)), timeout=5):
+            return True
+    except OSError as exc:
+        if exc.errno in NOT_ROUTED_YET:
+            return False
+        raise
 
 
 def post(address: str, path: str, body: dict, timeout: float = 60) -> dict:
