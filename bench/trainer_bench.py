@@ -21,6 +21,10 @@ Same tiny model (random-init Llama, made here), same data, same hyper-parameters
    section as written), the time spent evaluating (the base before training and
    the tuned model after: losses, generation, scoring) against the time spent
    training, in the same run. Reported, no goal.
+6. the real model (`real_model_bench.py`): SmolLM2-135M-Instruct, SFT and DPO
+   tokens/s vs plain TRL, peak RSS, the price job's evaluation against its
+   training time, and that evaluation before vs after it was made cheaper.
+   `BENCH_ONLY=real` runs it alone.
 
 Prints a table; exits 0 regardless of goals (it measures, it does not gate).
 """
@@ -227,6 +231,10 @@ def main() -> int:
         import stream_bench
 
         return stream_bench.main()
+    if os.environ.get("BENCH_ONLY") == "real":
+        import real_model_bench
+
+        return real_model_bench.main()
     root = Path(tempfile.mkdtemp(prefix="kubetune-bench-"))
     model = make_tiny_model(root / "model", hidden=256, layers=4)
     data = make_data(root / "train.jsonl")
@@ -273,6 +281,9 @@ def main() -> int:
     import stream_bench
 
     stream_rows, stream_detail = stream_bench.rows(model, root)
+    import real_model_bench
+
+    real_rows, real_detail = real_model_bench.rows()
     rows = [
         ("tokens/s, ours vs plain TRL", f"{o_tps:,.0f} vs {p_tps:,.0f}", f"{pair_ratio:.3f}x", ">= 0.97x", pair_ratio >= 0.97),
         ("DPO tokens/s, ours vs plain TRL DPOTrainer", f"{od_tps:,.0f} vs {pd_tps:,.0f}", f"{dpo_ratio:.3f}x", ">= 0.97x", dpo_ratio >= 0.97),
@@ -281,6 +292,7 @@ def main() -> int:
         (f"quickstart: evaluation vs training time ({quick['rows']} test rows)", f"{evaluating:.1f} s vs {quick['train']:.1f} s",
          f"{evaluating / quick['train']:.2f}x", "-", True),
         *stream_rows,
+        *real_rows,
     ]
     print()
     print(f"{'measure':58} {'ours / with':28} {'ratio':>10} {'goal':>9}  met")
@@ -295,6 +307,7 @@ def main() -> int:
     print(f"loop blocked (kubetune_trainer_checkpoint_blocked_seconds): background {bg['blocked']:.4f} s over {bg['checkpoints']} checkpoints, "
           f"sync {sync['blocked']:.4f} s over {sync['checkpoints']}")
     print("\n".join(stream_detail))
+    print("\n".join(real_detail))
     return 0
 
 
