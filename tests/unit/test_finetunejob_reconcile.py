@@ -219,6 +219,62 @@ def test_a_served_job_still_to_be_served_keeps_its_objects():
     assert server.deleted == [] and server.created == []
 
 
+def test_a_served_job_s_changed_serving_mode_rolls_its_deployment_once():
+    """serving.mode adapter -> merged on a served job (docs/operator.md: serving
+    may always change): its Deployment, found in the cache with the digest it was
+    built from, gets the merged model's template in one patch; a pass that finds
+    the digest current patches nothing."""
+    from kubetune_operator.controllers.finetunejob.serving import DIGEST_ANNOTATION
+    from kubetune_operator.controllers.watches import SERVING_DEPLOYMENTS
+
+    name = serving_name(KEY[1])
+    body = served_job(enabled=True)
+    body["status"]["output"]["mergedUri"] = "s3://out/quickstart/merged"
+    built: list[dict] = []
+    server = RecordingApiServer()
+    create = server.create_all_if_absent
+    server.create_all_if_absent = lambda objects: built.extend(objects) or create(objects)
+
+    def serve(job: dict, deployment: dict | None) -> RecordingApiServer:
+        server.patched.clear()
+        rt = Runtime.create(CFG, server, (FineTuneJobController,), workers=0)
+        rt.index(FINETUNEJOBS, *KEY, {}, job)
+        if deployment is not None:
+            rt.index(SERVING_DEPLOYMENTS, KEY[0], name, {LABEL_JOB: KEY[1]}, slim(deployment))
+        rt.controllers["finetunejob"].work(KEY)
+        return server
+
+    serve(body, None)
+    (adapter_deployment,) = [o for o in built if o["kind"] == "Deployment"]
+    assert "--enable-lora" in adapter_deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert serve(body, adapter_deployment).patched == []  # built from this spec: left alone
+
+    body["spec"]["serving"]["mode"] = "merged"
+    body["metadata"]["generation"] = 3
+    ((kind, patched_name, patch),) = serve(body, adapter_deployment).patched
+    assert (kind, patched_name) == ("Deployment", name)
+    args = patch["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert "--enable-lora" not in args and args[args.index("--model") + 1] == "/models/merged"
+    (fetch,) = patch["spec"]["template"]["spec"]["initContainers"]
+    assert "s3://out/quickstart/merged" in fetch["command"] and "s3://out/quickstart/adapter" not in fetch["command"]
+    digest = patch["metadata"]["annotations"][DIGEST_ANNOTATION]
+    assert digest != adapter_deployment["metadata"]["annotations"][DIGEST_ANNOTATION]
+    rolled = {**adapter_deployment, "metadata": {**adapter_deployment["metadata"], "annotations": {DIGEST_ANNOTATION: digest}}}
+    assert serve(body, rolled).patched == []
+
+
+def test_a_template_patch_removes_what_the_new_spec_leaves_out():
+    """A JSON merge patch keeps a map's keys it does not name: a fetch container
+    or GPU placement the old spec had is removed explicitly."""
+    from kubetune_operator.builders.serving import template_patch
+
+    deployment = {"metadata": {"name": "x", "annotations": {"a": "1"}},
+                  "spec": {"replicas": 1, "strategy": {"type": "RollingUpdate"},
+                           "template": {"metadata": {"labels": {"l": "v"}}, "spec": {"containers": [{"name": "vllm"}]}}}}
+    pod = template_patch(deployment)["spec"]["template"]["spec"]
+    assert pod == {"initContainers": None, "nodeSelector": None, "tolerations": None, "containers": [{"name": "vllm"}]}
+
+
 def test_a_spec_changed_while_no_trainer_runs_is_rendered_again():
     """Suspended before its first checkpoint, the job's learning rate is edited
     (generation 2): the ConfigMap of generation 1 is rendered again, once."""

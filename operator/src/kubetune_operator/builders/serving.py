@@ -15,6 +15,9 @@ What a real cluster needs and the tests rely on:
 
 from __future__ import annotations
 
+import hashlib
+import json
+
 from ..api.job import FineTuneJob
 from ..api.spec import vllm_lora_rank
 from ..settings import Settings
@@ -24,11 +27,15 @@ from .locations import PVC_ROOT, pvc_claims
 from .serving_plan import ServingPlan, exported_uri, job_plan
 
 __all__ = ["build_serving_deployment", "build_serving_objects", "build_serving_service", "exported_uri",
-           "plan_objects", "serving_endpoint", "service_endpoint", "vllm_args"]
+           "plan_objects", "serving_endpoint", "service_endpoint", "spec_digest", "template_patch", "vllm_args"]
 
 SERVING_PORT = 8000
 MODELS_DIR = "/models"
 VLLM_CONTAINER = "vllm"
+# Pod spec fields the builder sets only for some specs (a fetch for s3://
+# sources; placement with GPUs): a template patch removes them when the new
+# spec has none.
+OPTIONAL_POD_FIELDS = ("initContainers", "nodeSelector", "tolerations")
 # Seconds a terminating vLLM pod keeps serving, so that EndpointSlices (and
 # kube-proxy, in a real cluster) stop sending it requests before it stops.
 PRESTOP_SLEEP_SECONDS = 5
@@ -220,6 +227,23 @@ def plan_objects(plan: ServingPlan, cfg: Settings) -> list[dict]:
     at the digest the Deployment carries (a pool), so an operator killed between
     the two must not leave the Deployment without its Service."""
     return [build_plan_service(plan), build_plan_deployment(plan, cfg)]
+
+
+def spec_digest(objects: list[dict]) -> str:
+    """What serving objects should be, in 16 hex digits: kept on the Deployment
+    (an annotation), so a pass compares it instead of the objects."""
+    return hashlib.sha256(json.dumps(objects, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def template_patch(deployment: dict) -> dict:
+    """A JSON merge patch that makes a stored Deployment the built one: its
+    replicas and pod template (lists replace theirs whole; a pod spec field the
+    new spec leaves out is removed) and its annotations (the digest)."""
+    spec = deployment["spec"]
+    pod = {**{field: None for field in OPTIONAL_POD_FIELDS}, **spec["template"]["spec"]}
+    return {"metadata": {"annotations": dict(deployment["metadata"].get("annotations") or {})},
+            "spec": {"replicas": spec["replicas"], "strategy": spec["strategy"],
+                     "template": {"metadata": spec["template"]["metadata"], "spec": pod}}}
 
 
 def build_serving_deployment(job: FineTuneJob, cfg: Settings) -> dict:

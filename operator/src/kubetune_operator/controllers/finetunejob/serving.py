@@ -15,9 +15,12 @@ from ...k8s import now_rfc3339
 from ...status.conditions import set_condition
 from ...builders import build_serving_objects, serving_endpoint
 from ...builders.meta import serving_name
-from ...builders.serving import service_endpoint
+from ...builders.serving import service_endpoint, spec_digest, template_patch
 from ...builders.serving_plan import pool_name
 from ...status.serving_gate import held_back
+
+# What the job's own Deployment was built from (`spec_digest`): a pass rolls it only when that changed.
+DIGEST_ANNOTATION = "kubetune.io/serving-spec"
 
 
 def converge_serving(ctl, p, old: dict, new: dict, deployment: dict | None) -> None:
@@ -37,15 +40,21 @@ def _own_endpoint(status: dict) -> bool:
 
 def ensure_serving(ctl, p, status: dict, deployment: dict | None) -> None:
     """Once trained: create this job's serving objects (a pool member's are the
-    pool controller's), and say in status where the job is served."""
+    pool controller's), roll its Deployment when spec.serving changed what it
+    should be (mode, image, extraArgs, replicas, gpus: a surge-only rollout, the
+    old pod answers until the new one is ready), and say in status where the
+    job is served."""
     serving, namespace = p.job.spec.serving, p.key[0]
     if serving.pool:
         endpoint = service_endpoint(pool_name(serving.pool), namespace)
     else:
         endpoint = serving_endpoint(p.job)
+        output = FineTuneJobStatus.model_validate({"output": status.get("output") or {}}, by_alias=True)
+        objects = build_serving_objects(p.job.model_copy(update={"status": output}), ctl.cfg)  # Deployment last
+        wanted = spec_digest(objects)
+        objects[-1]["metadata"].setdefault("annotations", {})[DIGEST_ANNOTATION] = wanted
         if deployment is None:
-            output = FineTuneJobStatus.model_validate({"output": status.get("output") or {}}, by_alias=True)
-            for obj in build_serving_objects(p.job.model_copy(update={"status": output}), ctl.cfg):  # Deployment last
+            for obj in objects:
                 stored, created = ctl.kube.create_if_absent(obj)
                 if not created and not controlled_by(stored, p.body["metadata"].get("uid")):
                     # Someone else's object of our name: never taken over, said in the Serving condition.
@@ -53,6 +62,10 @@ def ensure_serving(ctl, p, status: dict, deployment: dict | None) -> None:
                                                          conflict_message(stored, "this FineTuneJob"), now_rfc3339(), p.generation)
                     return
             p.logger.info("created vLLM Deployment and Service")
+        elif (deployment["metadata"].get("annotations") or {}).get(DIGEST_ANNOTATION) != wanted:
+            # `deployment` is this job's (children: controlled by its UID); its Service does not change.
+            ctl.kube.merge_patch("Deployment", namespace, serving_name(p.key[1]), template_patch(objects[-1]))
+            p.logger.info("rolling vLLM Deployment: spec.serving changed what it serves")
     where = {"endpoint": endpoint, "modelName": p.key[1], "pool": serving.pool}
     status["serving"] = {**(status.get("serving") or {}), **{k: v for k, v in where.items() if v is not None}}
 

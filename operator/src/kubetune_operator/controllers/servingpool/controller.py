@@ -8,12 +8,10 @@ a surge-only rolling update, so the others keep answering throughout.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 
 from ...builders.meta import conflict_message, owned_by_any
-from ...builders.serving import plan_objects
+from ...builders.serving import plan_objects, spec_digest
 from ...builders.serving_plan import MEMBERS_ANNOTATION, members_of, pool_name, pool_plan
 from ...runtime import Key, PermanentError, Runtime, Watch
 from ...status.serving import available, serves
@@ -32,10 +30,6 @@ log = logging.getLogger("kubetune.servingpool")
 
 def pool_of(body) -> str | None:
     return ((body.get("spec") or {}).get("serving") or {}).get("pool")
-
-
-def digest(objects: list[dict]) -> str:
-    return hashlib.sha256(json.dumps(objects, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def served_now(deployment: dict | None) -> list[str]:
@@ -74,7 +68,7 @@ class ServingPoolController:
             return None
         starting = not available(deployment)
         plan = pool_plan(pool, assembly.members, self.cfg, starting=starting)
-        wanted = digest(plan_objects(plan, self.cfg))
+        wanted = spec_digest(plan_objects(plan, self.cfg))
         if deployment is not None and (deployment["metadata"].get("annotations") or {}).get(DIGEST_ANNOTATION) == wanted:
             return None
         # What answers now keeps answering while the new template rolls out.
