@@ -4,14 +4,15 @@ of a burst costs the machine `make bench-operator` saturates.
 
     python bench/apiserver_costs.py [--requests 300]
 
-Rows: a FineTuneJob create and a status merge patch (the operator's first
-status write) with the CRD as it is, without its root transition rules (the
-spec-change rules, `api.spec_changes`), and without any CEL rule (each variant
-a copy of the CRD under a group of its own); a ConfigMap holding a trainer
-config; a suspended training Job as the operator builds it (no pods), and the
-same Job without its pod template's annotations. CPU is the API server
-process's user + system time over the requests (4 at a time), after 20 of each
-to warm it up.
+Rows: a FineTuneJob create, a status merge patch (the operator's first
+status write) and a later one (Running, progress), with the CRD as it is,
+with the spec-change rules (`api.spec_changes`) as one root rule per field
+(main before branch t27-cel), without its root transition rules, and without
+any CEL rule (each variant a copy of the CRD under a group of its own); a
+ConfigMap holding a trainer config; a suspended training Job as the operator
+builds it (no pods), and the same Job without its pod template's annotations.
+CPU is the API server process's user + system time over the requests (4 at a
+time), after 20 of each to warm it up.
 """
 from __future__ import annotations
 
@@ -38,6 +39,7 @@ NAMESPACE = "costs"
 FIRST_STATUS = {"status": {"phase": "Pending", "observedGeneration": 1, "conditions": [
     {"type": "Valid", "status": "True", "reason": "Accepted", "message": "spec accepted",
      "lastTransitionTime": "2026-12-05T18:00:00Z", "observedGeneration": 1}]}}
+LATER_STATUS = {"status": {"phase": "Running", "progress": {"step": 1, "totalSteps": 10, "summary": "1/10 (10%)"}}}
 
 
 def _without_rules(node, everywhere: bool) -> None:
@@ -54,15 +56,26 @@ def crd_variants() -> dict[str, dict]:
     """name -> the FineTuneJob CRD under a group of its own."""
     crd = yaml.safe_load((REPO / "crds/finetunejob.yaml").read_text())
     out = {}
-    for name, group, strip in (("as is", "kubetune.io", None), ("no root rules", "noroot.kubetune.io", False),
-                               ("no CEL", "nocel.kubetune.io", True)):
+    for name, group, strip in (("as is", "kubetune.io", None), ("one rule per field", "perfield.kubetune.io", None),
+                               ("no root rules", "noroot.kubetune.io", False), ("no CEL", "nocel.kubetune.io", True)):
         variant = copy.deepcopy(crd)
         variant["spec"]["group"], variant["metadata"]["name"] = group, f"finetunejobs.{group}"
-        if strip is not None:
-            for version in variant["spec"]["versions"]:
+        for version in variant["spec"]["versions"]:
+            if strip is not None:
                 _without_rules(version["schema"]["openAPIV3Schema"], everywhere=strip)
+            elif group.startswith("perfield."):
+                version["schema"]["openAPIV3Schema"]["x-kubernetes-validations"] = _one_rule_per_field()
         out[name] = variant
     return out
+
+
+def _one_rule_per_field() -> list[dict]:
+    """The spec-change rules as main had them before branch t27-cel: each field's
+    condition a root rule of its own, each evaluated on every write."""
+    from kubetune_operator.api.spec_changes import field_conditions
+
+    return [{"rule": condition, "fieldPath": f".spec.{path}", "message": message}
+            for path, condition, message in field_conditions()]
 
 
 def main() -> int:
@@ -101,7 +114,10 @@ def main() -> int:
             def first_status(obj_name: str, collection=collection) -> None:
                 raw.request("PATCH", f"{collection}/{obj_name}/status", FIRST_STATUS, content_type="application/merge-patch+json")
             measure(f"POST finetunejobs (CRD {name})", create)
+            def later_status(obj_name: str, collection=collection) -> None:
+                raw.request("PATCH", f"{collection}/{obj_name}/status", LATER_STATUS, content_type="application/merge-patch+json")
             measure(f"PATCH finetunejobs/status (CRD {name})", first_status)
+            measure(f"PATCH finetunejobs/status, a later one (CRD {name})", later_status)
         _children(raw, measure)
     finally:
         cluster_mod.stop(c)

@@ -16,6 +16,11 @@ and ignored.
   `checkpoint.resumeFrom` instead.
 - `suspend` and `serving` may always change (`model`, `dataset`, `method` and
   `objective` are immutable outright, `spec`).
+
+All of it is one root rule behind two guards, not a rule per field: the API
+server evaluates every root rule on every write, the status subresource's
+included, and a status write (the spec unchanged) should cost one comparison.
+A refusal names each refused field in one message, under `spec`.
 """
 
 from __future__ import annotations
@@ -42,13 +47,38 @@ def _same(path: str) -> str:
     return f"(({present('self')}) ? (({present('oldSelf')}) && self.spec.{path} == oldSelf.spec.{path}) : !({present('oldSelf')}))"
 
 
+_POD_TEMPLATE_MESSAGE = ("spec.{path} is part of the training Job's pod template, fixed once the Job exists; "
+                         "delete and re-create the job to change it")
+_CONFIG_MESSAGE = ("spec.{path} can change only while no trainer runs on it (before the Job exists, while Queued, or "
+                   "Suspended before the first checkpoint); to continue with other settings, create a new job with "
+                   "checkpoint.resumeFrom set to this one's status.checkpoint.uri")
+
+# What makes every field's condition true at once, cheapest first. The API server
+# evaluates the root rules on every write, the status subresource's included (it
+# validates the whole object; on /status the spec is the stored one), and CEL's
+# `||` stops at its first true term: a first status write stops at the first guard
+# (no status yet: no Job), every later status write at the second.
+GUARDS = ("!has(oldSelf.status)", "self.spec == oldSelf.spec")
+
+
+def field_conditions() -> list[tuple[str, str, str]]:
+    """(spec path, CEL condition over self and oldSelf, message when it is false): one per field that may not change at will."""
+    return ([(path, f"{_same(path)} || {_NO_JOB}", _POD_TEMPLATE_MESSAGE.format(path=path)) for path in IN_POD_TEMPLATE]
+            + [(path, f"{_same(path)} || {_NO_TRAINER}", _CONFIG_MESSAGE.format(path=path)) for path in CONFIG_ONLY])
+
+
+def _quoted(text: str) -> str:
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
 def change_rules() -> list[dict]:
-    """The root-level transition rules of the FineTuneJob CRD."""
-    rules = [{"rule": f"{_same(path)} || {_NO_JOB}", "fieldPath": f".spec.{path}",
-              "message": f"spec.{path} is part of the training Job's pod template, fixed once the Job exists; "
-                         "delete and re-create the job to change it"} for path in IN_POD_TEMPLATE]
-    rules += [{"rule": f"{_same(path)} || {_NO_TRAINER}", "fieldPath": f".spec.{path}",
-               "message": f"spec.{path} can change only while no trainer runs on it (before the Job exists, while Queued, or "
-                          "Suspended before the first checkpoint); to continue with other settings, create a new job with "
-                          "checkpoint.resumeFrom set to this one's status.checkpoint.uri"} for path in CONFIG_ONLY]
-    return rules
+    """The root-level transition rules of the FineTuneJob CRD: one rule, every field's
+    condition behind the guards (each guard implies them all), so a status write costs
+    one comparison; the message names each refused field, in the order declared above."""
+    conditions = field_conditions()
+    every_field = " && ".join(f"({condition})" for _, condition, _ in conditions)
+    refusals = ", ".join(f"({condition}) ? '' : {_quoted(message)}" for _, condition, message in conditions)
+    return [{"rule": " || ".join([*GUARDS, f"({every_field})"]), "fieldPath": ".spec",
+             "messageExpression": f"[{refusals}].filter(m, m != '').join('; ')",
+             "message": "a spec field changed that the training Job's pod template or a running trainer depends on "
+                        "(api/spec_changes.py in kubetune lists them)"}]
