@@ -71,14 +71,23 @@ def _quoted(text: str) -> str:
     return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
+def refusal_message(conditions: list[tuple[str, str, str]]) -> str:
+    """CEL: one sentence per refused field, concatenated (the API server trims the
+    trailing space). Strings added together, not a list filtered and joined: the
+    API server bounds an expression's cost when the CRD is applied, and it cannot
+    bound the length of a list's elements (a join is costed as if each were a
+    request-sized string: the CRD was refused, 100x over its budget), while each
+    term here is one of two literals."""
+    return " + ".join(f"(({condition}) ? '' : {_quoted(message + '. ')})" for _, condition, message in conditions)
+
+
 def change_rules() -> list[dict]:
     """The root-level transition rules of the FineTuneJob CRD: one rule, every field's
     condition behind the guards (each guard implies them all), so a status write costs
     one comparison; the message names each refused field, in the order declared above."""
     conditions = field_conditions()
     every_field = " && ".join(f"({condition})" for _, condition, _ in conditions)
-    refusals = ", ".join(f"({condition}) ? '' : {_quoted(message)}" for _, condition, message in conditions)
     return [{"rule": " || ".join([*GUARDS, f"({every_field})"]), "fieldPath": ".spec",
-             "messageExpression": f"[{refusals}].filter(m, m != '').join('; ')",
+             "messageExpression": refusal_message(conditions),
              "message": "a spec field changed that the training Job's pod template or a running trainer depends on "
                         "(api/spec_changes.py in kubetune lists them)"}]
