@@ -32,6 +32,11 @@ def ready_addresses(kube, namespace: str, service: str) -> list[str]:
     return sorted(out)
 
 
+def serving_pods(kube, namespace: str) -> list[dict]:
+    """Every vLLM pod of the namespace (a job's own Deployment's and a pool's)."""
+    return kube.raw.get(f"/api/v1/namespaces/{namespace}/pods", labelSelector="app.kubernetes.io/name=kubetune-serving")["items"]
+
+
 def service_address(kube, dns_ip: str, namespace: str, service: str, timeout: float = 60) -> str:
     """`ip:port` of the Service's name as CoreDNS answers it, once the Service
     has a ready endpoint and kube-proxy routes its ClusterIP to one. The ready

@@ -35,7 +35,7 @@ from tests.harness.waiting import wait_for
 from tests.trainer.helpers import load_script
 
 from .operator_helpers import FTJ, REPO, create, manifest, wait_phase
-from .serving_helpers import complete, models, ready_addresses, service_address
+from .serving_helpers import complete, models, ready_addresses, service_address, serving_pods
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 
@@ -68,10 +68,10 @@ def real_bucket(s3_bucket, real_model, tmp_path):
 
 def _download(bucket, uri: str, dst: Path) -> Path:
     prefix = uri.removeprefix(f"s3://{bucket.name}/").rstrip("/") + "/"
-    for obj in bucket.client.list_objects_v2(Bucket=bucket.name, Prefix=prefix)["Contents"]:
-        target = dst / obj["Key"][len(prefix):]
+    for key in bucket.keys(prefix):
+        target = dst / key[len(prefix):]
         target.parent.mkdir(parents=True, exist_ok=True)
-        bucket.client.download_file(bucket.name, obj["Key"], str(target))
+        bucket.client.download_file(bucket.name, key, str(target))
     return dst
 
 
@@ -114,10 +114,6 @@ def _transformers_answers(bucket, real_model, output: dict, prompts: list[str], 
     return {**answers, "gaps": [round(g, 4) for g in gaps]}
 
 
-def _serving_pods(kube, namespace: str) -> list[dict]:
-    return kube.raw.get(f"/api/v1/namespaces/{namespace}/pods", labelSelector="app.kubernetes.io/name=kubetune-serving")["items"]
-
-
 def _rolled_out(kube, namespace: str, name: str, merged: bool) -> bool:
     """Whether the Deployment serves what was asked (its pod template's --model)
     and only that pod is left, ready behind the Service."""
@@ -126,7 +122,7 @@ def _rolled_out(kube, namespace: str, name: str, merged: bool) -> bool:
     st = dep.get("status") or {}
     done = (("--enable-lora" not in args) == merged and st.get("observedGeneration") == dep["metadata"]["generation"]
             and st.get("updatedReplicas") == st.get("readyReplicas") == st.get("replicas") == 1)
-    return done and len(ready_addresses(kube, namespace, name)) == 1 and len(_serving_pods(kube, namespace)) == 1
+    return done and len(ready_addresses(kube, namespace, name)) == 1 and len(serving_pods(kube, namespace)) == 1
 
 
 def test_vllm_serves_the_real_model_s_adapter_and_merged_model_as_transformers_answers(

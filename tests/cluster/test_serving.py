@@ -20,7 +20,7 @@ from kubetune_trainer.testing.tiny_model import MAPPING
 from tests.harness.waiting import wait_for
 
 from .operator_helpers import FTJ, condition, create, get, jobs, quickstart, status, wait_phase
-from .serving_helpers import Poller, chat, complete, models, ready_addresses, service_address
+from .serving_helpers import Poller, chat, complete, models, ready_addresses, service_address, serving_pods
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 
@@ -64,10 +64,6 @@ def _object(kube, path: str) -> dict | None:
         if getattr(exc, "status", None) == 404:
             return None
         raise
-
-
-def serving_pods(kube, namespace: str) -> list[dict]:
-    return kube.raw.get(f"/api/v1/namespaces/{namespace}/pods", labelSelector="app.kubernetes.io/name=kubetune-serving")["items"]
 
 
 def ready_pods(kube, namespace: str, service: str) -> list[dict]:
