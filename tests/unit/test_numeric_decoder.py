@@ -181,3 +181,46 @@ def test_the_kv_cache_path_reads_what_the_network_gives_without_a_cache(tmp_path
     assert [[c.tokens for c in row] for row in cached] == [[c.tokens for c in row] for row in plain]
     assert [[c.probability for c in row] for row in cached] == [
         [pytest.approx(c.probability, rel=1e-4) for c in row] for row in plain]
+
+
+def test_generation_left_what_a_forward_over_the_prefixes_would_make(tmp_path):
+    """Numbers read on from generation's KV cache and logits (rows of three
+    prompt lengths, answer positions 0, 2 and 3, one row without a number)
+    are those a fresh forward over each prompt and answer prefix reads: the
+    same tokens, the same probabilities, and no forward over the prefixes."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from kubetune_trainer.evaluation.generation import _left_padded
+    from kubetune_trainer.testing.tiny_model import make_tiny_model
+
+    corpus = [f"{PROMPT} {n}, cheap" for n in range(0, 1000, 7)]
+    directory = make_tiny_model(tmp_path / "tiny", corpus=corpus, split_digits=True, seed=0)
+    tok, model = AutoTokenizer.from_pretrained(directory), AutoModelForCausalLM.from_pretrained(directory).eval()
+    prompts = [PROMPT, f"{PROMPT} 35, cheap. {PROMPT}", "Price:", "cheap"]
+    encoded, ids, mask = _left_padded(tok, prompts, "cpu")
+    with torch.no_grad():
+        output = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=5, do_sample=False, use_cache=True,
+                                pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id,
+                                return_dict_in_generate=True, output_logits=True)
+    generated = [output.sequences[row, ids.shape[1]:].tolist() for row in range(len(prompts))]
+    rows, positions = [0, 1, 2], [0, 2, 3]
+    prefixes = [encoded[r] + generated[r][:p] for r, p in zip(rows, positions)]
+    fresh = numeric.candidates(model, tok, prefixes, k=3, max_tokens=5)
+
+    prefilled = numeric.Prefilled.of(output, mask)
+    assert prefilled is not None, "premise: a Llama's cache keeps every position"
+    real_forward = numeric._prefix_forward
+    try:
+        numeric._prefix_forward = lambda *a, **k: pytest.fail("a forward over the prefixes")
+        reused = numeric.candidates(model, tok, prefixes, k=3, max_tokens=5, start=prefilled.prefixes(rows, positions))
+    finally:
+        numeric._prefix_forward = real_forward
+    assert any(len(c.tokens) > 2 for row in fresh for c in row), "premise: a number grows over several cached steps"
+    assert [[c.tokens for c in row] for row in reused] == [[c.tokens for c in row] for row in fresh]
+    assert [[c.probability for c in row] for row in reused] == [
+        [pytest.approx(c.probability, rel=1e-4) for c in row] for row in fresh]
+
+
+def test_generation_keeps_its_logits_only_within_their_budget():
+    assert numeric.Prefilled.fits(rows=40, vocabulary=49152, max_new_tokens=6)  # SmolLM2, the price job
+    assert not numeric.Prefilled.fits(rows=60, vocabulary=151936, max_new_tokens=64)  # 2.3 GB of float32 logits

@@ -8,6 +8,8 @@ batches of up to GENERATION_TOKENS prompt-and-answer tokens, at least the
 training batch: a decoding step costs about as much for 8 rows as for 40 on
 a CPU or a GPU that is not full, so fewer, wider batches finish sooner. A
 batch stops as soon as every row has ended its answer (end of sequence).
+For top-k numeric decoding it keeps its KV cache and logits, from which the
+decoder reads on at each answer's position (`numeric.Prefilled`).
 
 Every rank calls this with the same prompts: under DeepSpeed ZeRO-3 each
 forward gathers parameters from all ranks, so generation is collective, and
@@ -69,17 +71,28 @@ def generate_answers(model, tokenizer, prompts: Sequence[str], *, generation: Ge
                 encoded, ids, mask = _left_padded(tokenizer, prompts[start:start + rows], device)
                 sampled = generation.temperature > 0
                 sampling = {"do_sample": True, "temperature": generation.temperature} if sampled else {"do_sample": False}
-                seqs = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=generation.max_new_tokens,
-                                      pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
-                                      use_cache=True, synced_gpus=_synced(), **sampling)
+                keep = _keep_for_decoder(numeric_spec, len(encoded), len(tokenizer), generation.max_new_tokens)
+                output = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=generation.max_new_tokens,
+                                        pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
+                                        use_cache=True, synced_gpus=_synced(), return_dict_in_generate=keep, output_logits=keep,
+                                        **sampling)
+                seqs = output.sequences if keep else output
                 generated = [_strip(seqs[row, ids.shape[1]:].tolist(), tokenizer) for row in range(len(encoded))]
                 out.texts += [tokenizer.decode(g, skip_special_tokens=True) for g in generated]
                 if numeric_spec is not None:
                     out.numbers += numeric.read_numbers(model, tokenizer, encoded, generated, k=numeric_spec.top_k,
-                                                        max_tokens=generation.max_new_tokens)
+                                                        max_tokens=generation.max_new_tokens,
+                                                        prefilled=numeric.Prefilled.of(output, mask) if keep else None)
+                del output  # the KV cache, before the next batch makes its own
     finally:
         model.train(was_training)
     return out
+
+
+def _keep_for_decoder(numeric_spec: NumericSpec | None, rows: int, vocabulary: int, max_new_tokens: int) -> bool:
+    """Whether generation keeps its KV cache and logits for the top-k numeric
+    decoder, which then reads on from them instead of running over the prompts again."""
+    return numeric_spec is not None and numeric_spec.top_k > 1 and numeric.Prefilled.fits(rows, vocabulary, max_new_tokens)
 
 
 def rows_per_batch(tokenizer, prompts: Sequence[str], max_new_tokens: int, batch_size: int) -> int:

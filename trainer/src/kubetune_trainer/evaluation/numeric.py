@@ -8,11 +8,15 @@ spanning several tokens ("1", "4", "7") is read whole, at its real scale. Each
 candidate is weighted by the product of the probabilities of the tokens that
 make up its number; the weights are renormalised over the candidates.
 
-All rows of a generation batch are read together: one forward over their
-prefixes (prompt and answer up to the answer position), whose KV cache is then
-shared by the k branches of each row (copied per branch, not recomputed), and
-one single-token forward per extension step over every candidate. Every rank
-of a ZeRO-3 run given the same rows does the same forwards in the same order.
+All rows of a generation batch are read together. Each row's prefix (prompt
+and answer up to the answer position) is the start of what generation already
+ran, so its KV cache and the next-token probabilities after it are taken from
+generation (`Prefilled`: the cache's later positions are masked out); without
+them (a cache that drops past states) one forward over the prefixes makes
+them. The k branches of each row share that cache (copied per branch, not
+recomputed), with one single-token forward per extension step over every
+candidate. Every rank of a ZeRO-3 run given the same rows does the same
+forwards in the same order.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Any
 
 from kubetune_contract.answers import NUMBER, NUMBER_PREFIX, NUMBER_START, first_number
 
@@ -50,9 +55,20 @@ def number_chars(text: str) -> int:
     return match.end() if match else stripped
 
 
-def _prefix_forward(model, sequences: Sequence[Sequence[int]], pad_id: int):
-    """One forward over the sequences (left-padded into one batch): (next-token
-    probabilities after each, the KV cache, the attention mask, each one's length)."""
+@dataclass
+class _Prefixes:
+    """Where the branches start: the next-token probabilities after each prefix,
+    and a KV cache whose row `rows[i]` holds prefix i, with its attention mask
+    and next position per cache row."""
+    probs: Any  # [prefixes, vocabulary]
+    cache: Any
+    mask: Any  # [cache rows, cached positions]
+    next_position: Any  # [cache rows]
+    rows: list[int]
+
+
+def _prefix_forward(model, sequences: Sequence[Sequence[int]], pad_id: int) -> _Prefixes:
+    """One forward over the sequences, left-padded into one batch."""
     import torch
 
     device = next(model.parameters()).device
@@ -63,7 +79,52 @@ def _prefix_forward(model, sequences: Sequence[Sequence[int]], pad_id: int):
     with torch.no_grad():
         out = model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True)
     lengths = torch.tensor([len(s) for s in sequences], device=device)
-    return torch.softmax(out.logits[:, -1, :].float(), dim=-1), out.past_key_values, mask, lengths
+    return _Prefixes(torch.softmax(out.logits[:, -1, :].float(), dim=-1), out.past_key_values, mask, lengths, list(range(len(sequences))))
+
+
+# The most logits (vocabulary x rows x generated tokens) generation keeps for
+# the decoder, 256 MB in float32: beyond it, one forward over the prefixes is
+# the cheaper way to have them (long answers over a large vocabulary).
+PREFILLED_LOGITS = 2**26
+
+
+@dataclass
+class Prefilled:
+    """What generation computed for a batch, kept for the decoder: the KV cache
+    (every row's prompt, left-padded to one width, then its answer but the last
+    token) and each step's raw logits (step j: after the answer's first j tokens)."""
+    cache: Any
+    logits: Sequence[Any]  # one [batch, vocabulary] tensor per generated step
+    prompt_mask: Any  # [batch, width]
+
+    @staticmethod
+    def fits(rows: int, vocabulary: int, max_new_tokens: int) -> bool:
+        return rows * vocabulary * max_new_tokens <= PREFILLED_LOGITS
+
+    @classmethod
+    def of(cls, output, prompt_mask) -> Prefilled | None:
+        """From `generate`'s output (return_dict_in_generate, output_logits); None
+        where a prefix may not be in the cache whole (a layer keeping a sliding window)."""
+        cache, logits = getattr(output, "past_key_values", None), getattr(output, "logits", None)
+        if cache is None or not logits or not getattr(cache, "is_croppable", False):
+            return None
+        if cache.get_seq_length() != prompt_mask.shape[1] + len(logits) - 1:
+            return None
+        return cls(cache, logits, prompt_mask)
+
+    def prefixes(self, rows: list[int], positions: list[int]) -> _Prefixes:
+        """Row rows[i]'s prompt and its answer's first positions[i] tokens: the
+        cache's later positions masked out, the next token placed after them."""
+        import torch
+
+        device = self.prompt_mask.device
+        answered = self.cache.get_seq_length() - self.prompt_mask.shape[1]
+        upto = torch.zeros(self.prompt_mask.shape[0], dtype=torch.long, device=device)
+        upto[torch.tensor(rows, device=device)] = torch.tensor(positions, device=device)
+        answer_mask = (torch.arange(answered, device=device)[None, :] < upto[:, None]).to(self.prompt_mask.dtype)
+        mask = torch.cat([self.prompt_mask, answer_mask], dim=1)
+        logits = torch.stack([self.logits[p][r] for r, p in zip(rows, positions)])
+        return _Prefixes(torch.softmax(logits.float(), dim=-1), self.cache, mask, self.prompt_mask.sum(-1) + upto, rows)
 
 
 def _first_tokens(probs, starts: list[int], k: int) -> list[list[tuple[int, float]]]:
@@ -78,12 +139,12 @@ class _Branches:
     """Every candidate's sequence as a KV cache: its row's prefix cache, copied
     once per candidate, then one token a step."""
 
-    def __init__(self, cache, mask, lengths, rows: list[int]):
+    def __init__(self, start: _Prefixes, prefixes: list[int]):
         import torch
 
-        index = torch.tensor(rows, device=mask.device)
-        cache.reorder_cache(index)  # index_select along the batch: a row's cache repeated for each of its branches
-        self.cache, self.mask, self.next_position = cache, mask[index], lengths[index]
+        index = torch.tensor([start.rows[i] for i in prefixes], device=start.mask.device)
+        start.cache.reorder_cache(index)  # index_select along the batch: a row's cache repeated for each of its branches
+        self.cache, self.mask, self.next_position = start.cache, start.mask[index], start.next_position[index]
 
     def step(self, model, last_tokens: list[int]):
         """Next-token probabilities after each candidate's newest token."""
@@ -115,17 +176,20 @@ def _grow(model, tokenizer, branches: _Branches, found: list[Candidate]) -> None
         c.open = NUMBER_PREFIX.fullmatch(text) is not None
 
 
-def candidates(model, tokenizer, prefixes: list[list[int]], *, k: int, max_tokens: int) -> list[list[Candidate]]:
-    """Per prefix (token ids ending at an answer position): its k most probable numbers, each read whole."""
+def candidates(model, tokenizer, prefixes: list[list[int]], *, k: int, max_tokens: int,
+               start: _Prefixes | None = None) -> list[list[Candidate]]:
+    """Per prefix (token ids ending at an answer position): its k most probable
+    numbers, each read whole. `start`: the prefixes as generation left them
+    (consumed: its cache is reordered); without it, one forward makes them."""
     starts = number_start_ids(tokenizer)
     if not starts or not prefixes:
         return [[] for _ in prefixes]
-    probs, cache, mask, lengths = _prefix_forward(model, prefixes, tokenizer.pad_token_id)
-    found = [Candidate(row, [token], p) for row, tops in enumerate(_first_tokens(probs, starts, k)) for token, p in tops]
+    start = start or _prefix_forward(model, prefixes, tokenizer.pad_token_id)
+    found = [Candidate(row, [token], p) for row, tops in enumerate(_first_tokens(start.probs, starts, k)) for token, p in tops]
     for c in found:
         c.open = NUMBER_PREFIX.fullmatch(tokenizer.decode(c.tokens)) is not None
     if max_tokens > 1 and any(c.open for c in found):
-        branches = _Branches(cache, mask, lengths, [c.row for c in found])
+        branches = _Branches(start, [c.row for c in found])
         for _ in range(max_tokens - 1):
             if not any(c.open for c in found):
                 break
@@ -154,15 +218,17 @@ def answer_position(tokenizer, generated: Sequence[int]) -> int | None:
 
 
 def read_numbers(model, tokenizer, prompts: Sequence[Sequence[int]], generated: Sequence[Sequence[int]], *, k: int,
-                 max_tokens: int) -> list[float | None]:
-    """Each answer's number: top-k weighted at its position (k > 1), else the greedy one; None without one."""
+                 max_tokens: int, prefilled: Prefilled | None = None) -> list[float | None]:
+    """Each answer's number: top-k weighted at its position (k > 1), else the greedy one; None without one.
+    `prefilled`: what generating `generated` from `prompts` left (consumed)."""
     greedy = [first_number(tokenizer.decode(list(g), skip_special_tokens=True)) for g in generated]
     positions = [answer_position(tokenizer, g) for g in generated]
     rows = [i for i, pos in enumerate(positions) if pos is not None]
     if k <= 1 or not rows:
         return greedy
     prefixes = [list(prompts[i]) + list(generated[i][: positions[i]]) for i in rows]
-    found = candidates(model, tokenizer, prefixes, k=k, max_tokens=max_tokens)
+    start = prefilled.prefixes(rows, [positions[i] for i in rows]) if prefilled is not None else None
+    found = candidates(model, tokenizer, prefixes, k=k, max_tokens=max_tokens, start=start)
     out = list(greedy)
     for i, cands in zip(rows, found):
         weighted = weighted_value([(value_of(tokenizer, c), c.probability) for c in cands])
