@@ -13,6 +13,12 @@
 # fields a newer CRD defaults). Each side's operator package comes in through
 # PYTHONPATH, which the benchmark's operator subprocess inherits; the path it
 # imports is printed first in each side's output. Prints each run's row.
+#
+# Every run starts a control plane of its own (a run directory under OUT_DIR,
+# which keeps its logs, the operator's included) and stops it after: on a
+# control plane that earlier runs have used, runs came out slower than on a
+# fresh one, and whichever side ran first gained. Old goes first in odd
+# rounds, new in even ones.
 set -euo pipefail
 old_commit=${1:?usage: bench/operator_ab.sh OLD_COMMIT [OUT_DIR]}
 here=$(cd "$(dirname "$0")/.." && pwd)
@@ -28,12 +34,15 @@ trap 'git -C "$here" worktree remove --force "$old_tree"' EXIT
 mkdir -p "$out"
 echo "each run's output: $out"
 for i in $(seq 1 "$rounds"); do
-  for side in old new; do
+  sides="old new"; [ $((i % 2)) -eq 0 ] && sides="new old"
+  for side in $sides; do
     if [ "$side" = old ]; then tree=$old_tree; else tree=$here; fi
     src=$tree/operator/src
     [ -d "$tree/trainer/contract/src" ] && src=$src:$tree/trainer/contract/src
+    run_dir=$out/$side-$i.cluster
     (cd "$tree" && PYTHONPATH=$src python -c "import kubetune_operator; print('$side imports', kubetune_operator.__file__)" &&
-     PYTHONPATH=$src python bench/operator_bench.py --sizes "$sizes" --no-floor) > "$out/$side-$i.txt" 2>&1 || echo "FAILED" >> "$out/$side-$i.txt"
+     KUBETUNE_RUN_DIR=$run_dir PYTHONPATH=$src python bench/operator_bench.py --sizes "$sizes" --no-floor) > "$out/$side-$i.txt" 2>&1 || echo "FAILED" >> "$out/$side-$i.txt"
+    (cd "$tree" && python -m tests.harness.cluster down --run-dir "$run_dir") >> "$out/$side-$i.txt" 2>&1 || true
     echo "$side $i:"; grep -A9 '^    N ' "$out/$side-$i.txt" | grep -E '^ +[0-9]+ ' | head -"$(echo "$sizes" | tr ',' '\n' | wc -l)"
   done
 done
