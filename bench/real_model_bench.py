@@ -14,11 +14,11 @@ real model, kubetune_trainer.testing.real_model) on 2 CPU cores.
    Goal <= 0.25x. (The demo's meetings job evaluates text answers only, a few
    seconds: its numbers are in the demo's report.)
 4. The same evaluation before and after it was made cheaper, side by side on
-   the same trained adapter: generation in batches of the training batch
-   without the KV cache's reuse across the numeric decoder's top-k branches
+   the same trained adapter: generation in batches of the training batch,
+   then a fresh forward over each top-k branch's whole sequence at every step
    ("before", reconstructed here) against the trainer's own (batches as wide
-   as GENERATION_TOKENS allow, branches on their row's cached prefix), with
-   the answers and metrics compared.
+   as GENERATION_TOKENS allow, the branches read on from generation's own KV
+   cache and logits), with the answers and metrics compared.
 
 More than 10 minutes on 2 CPU cores (22:26, cut at 10 min: the throughput
 runs took about 5, the price job about 2.5, the before/after comparison more
@@ -138,9 +138,11 @@ def price_job(model: Path, data: Path, root: Path) -> dict:
     return _run_job(spec, root, "price")
 
 
-def _naive_candidates(model, tokenizer, prefixes, *, k, max_tokens):
+def _naive_candidates(model, tokenizer, prefixes, *, k, max_tokens, start=None):
     """The numeric decoder before: every extension step a full forward over each
-    candidate's whole sequence (no KV cache shared across the top-k branches)."""
+    candidate's whole sequence (no KV cache shared across the top-k branches, none
+    kept from generation: `start` is always None, as "before" keeps no cache)."""
+    assert start is None, "the naive decoder runs with generation keeping no cache"
     import torch
 
     from kubetune_contract.answers import NUMBER_PREFIX
@@ -193,17 +195,18 @@ def _eval_compare(config: str, adapter: str, cache: str) -> dict:
                    evaluation=cfg.evaluation)
     task = task_of(data, pair.tokenizer, cfg.evaluation)
     trainer = model_tools._trainer(cfg, pair.tuned, pair.tokenizer, data, cache_dir / "tuned")
-    fast_candidates, fast_tokens = numeric.candidates, generation.GENERATION_TOKENS
+    fast_candidates, fast_tokens, fast_keep = numeric.candidates, generation.GENERATION_TOKENS, generation._keep_for_decoder
     out = {}
     for mode in ("before", "after") * COMPARE_REPEATS:  # interleaved; the last pair's times are reported
         numeric.candidates = _naive_candidates if mode == "before" else fast_candidates
         generation.GENERATION_TOKENS = 0 if mode == "before" else fast_tokens
+        generation._keep_for_decoder = (lambda *_: False) if mode == "before" else fast_keep
         with pair.tuned.disable_adapter():
             base = measure(trainer, pair.tokenizer, task, cfg)
         tuned = measure(trainer, pair.tokenizer, task, cfg)
         out[mode] = {"seconds": base["seconds"] + tuned["seconds"], "metrics": [base["metrics"], tuned["metrics"]],
                      "answers": [base.get("answers"), tuned.get("answers")], "numbers": [base.get("numbers"), tuned.get("numbers")]}
-    numeric.candidates, generation.GENERATION_TOKENS = fast_candidates, fast_tokens
+    numeric.candidates, generation.GENERATION_TOKENS, generation._keep_for_decoder = fast_candidates, fast_tokens, fast_keep
     return out
 
 
