@@ -14,6 +14,12 @@
 # PYTHONPATH, which the benchmark's operator subprocess inherits; the path it
 # imports is printed first in each side's output. Prints each run's row.
 #
+# OLD_PARTS (e.g. "operator/src crds trainer/contract/src") runs the old
+# operator on this checkout's harness and benchmark instead: the old side's tree
+# is this commit with only those paths taken from OLD_COMMIT. For a commit whose
+# own harness differs (the pod runner before the real node), that keeps
+# everything but the operator and its CRDs alike on both sides.
+#
 # Every run starts a control plane of its own (a run directory under OUT_DIR,
 # which keeps its logs, the operator's included) and stops it after: on a
 # control plane that earlier runs have used, runs came out slower than on a
@@ -29,7 +35,13 @@ venv=${KUBETUNE_VENV:-$("$here/hack/python-env.sh")}
 KUBETUNE_TOOLS_BIN=${KUBETUNE_TOOLS_BIN:-$(bash "$here/hack/cluster-tools/build.sh")}
 export KUBETUNE_TOOLS_BIN PATH="$venv/bin:$KUBETUNE_TOOLS_BIN:$PATH"
 old_tree=$(mktemp -d)/old
-git -C "$here" worktree add -q --detach "$old_tree" "$old_commit"
+if [ -n "${OLD_PARTS:-}" ]; then
+  git -C "$here" worktree add -q --detach "$old_tree" HEAD
+  # shellcheck disable=SC2086  # OLD_PARTS is a list of paths
+  (cd "$old_tree" && git rm -q -r --cached $OLD_PARTS && rm -rf $OLD_PARTS && git checkout "$old_commit" -- $OLD_PARTS)
+else
+  git -C "$here" worktree add -q --detach "$old_tree" "$old_commit"
+fi
 trap 'git -C "$here" worktree remove --force "$old_tree"' EXIT
 mkdir -p "$out"
 echo "each run's output: $out"
