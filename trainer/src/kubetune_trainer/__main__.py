@@ -50,6 +50,7 @@ def _not_this_jobs(cfg: TrainerConfig) -> str | None:
 
 
 def main(cfg: TrainerConfig | None = None) -> int:
+    from .cpu_threads import size_torch_threads
     from .distributed import topology
     from .report import termination_message, write_termination_message
     from .run import RunState
@@ -75,6 +76,7 @@ def main(cfg: TrainerConfig | None = None) -> int:
         return EXIT_BAD_INPUT
     if topo.is_main:
         log.info("config: %s", json.dumps(redact(cfg.to_json()), separators=(",", ":")))
+    size_torch_threads()
 
     metrics = None
     if cfg.metrics.enabled and topo.is_local_main:
