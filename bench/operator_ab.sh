@@ -20,8 +20,9 @@
 # own harness differs (the pod runner before the real node), that keeps
 # everything but the operator and its CRDs alike on both sides.
 #
-# Every run starts a control plane of its own (a run directory under OUT_DIR,
-# which keeps its logs, the operator's included) and stops it after: on a
+# Every run starts a control plane of its own (a run directory under OUT_DIR;
+# its logs, the operator's included, are copied to OUT_DIR/<side>-<round>.logs
+# before `down` deletes it) and stops it after: on a
 # control plane that earlier runs have used, runs came out slower than on a
 # fresh one, and whichever side ran first gained. Old goes first in odd
 # rounds, new in even ones.
@@ -54,6 +55,7 @@ for i in $(seq 1 "$rounds"); do
     run_dir=$out/$side-$i.cluster
     (cd "$tree" && PYTHONPATH=$src python -c "import kubetune_operator; print('$side imports', kubetune_operator.__file__)" &&
      KUBETUNE_RUN_DIR=$run_dir PYTHONPATH=$src python bench/operator_bench.py --sizes "$sizes" --no-floor) > "$out/$side-$i.txt" 2>&1 || echo "FAILED" >> "$out/$side-$i.txt"
+    cp -r "$run_dir/logs" "$out/$side-$i.logs" 2>/dev/null || true
     (cd "$tree" && python -m tests.harness.cluster down --run-dir "$run_dir") >> "$out/$side-$i.txt" 2>&1 || true
     echo "$side $i:"; grep -A9 '^    N ' "$out/$side-$i.txt" | grep -E '^ +[0-9]+ ' | head -"$(echo "$sizes" | tr ',' '\n' | wc -l)"
   done

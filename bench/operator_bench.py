@@ -58,10 +58,13 @@ OPERATOR_SETTINGS = {"KUBETUNE_TRAINER_IMAGE": "ghcr.io/kubetune/trainer:bench",
 
 
 def running_cluster() -> cluster_mod.Cluster:
+    """The cluster running in $KUBETUNE_RUN_DIR, else a new one: there when it is
+    set (its logs stay there after the run, for `cluster down` to remove), else
+    in a temporary directory."""
     existing = cluster_mod.Cluster.load(cluster_mod.DEFAULT_RUN_DIR)
     if existing and existing.alive():
         return existing
-    return cluster_mod.start()
+    return cluster_mod.start(run_dir=cluster_mod.DEFAULT_RUN_DIR if os.environ.get("KUBETUNE_RUN_DIR") else None)
 
 
 def percentile(values: list[float], q: float) -> float:
