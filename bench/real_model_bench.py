@@ -237,13 +237,11 @@ def _order(runs: dict, pair: int) -> list[str]:
     return kinds
 
 
-def rows() -> tuple[list[tuple], list[str]]:
-    import tempfile
-
+def rows(root: Path) -> tuple[list[tuple], list[str]]:
     from kubetune_trainer.testing.real_model import real_model
 
     model = real_model().hf
-    root = Path(tempfile.mkdtemp(prefix="kubetune-bench-real-"))
+    root.mkdir(parents=True, exist_ok=True)
     sft, dpo = make_data(root)
     runs: dict[str, list[dict]] = {k: [] for k in ("sft-ours", "sft-trl", "dpo-ours", "dpo-trl")}
     for i in range(REPEATS):  # interleaved, so machine load hits both alike, and each side goes first every other pair
@@ -298,7 +296,11 @@ def rows() -> tuple[list[tuple], list[str]]:
 
 
 def main() -> int:
-    out, detail = rows()
+    import tempfile
+
+    # The runs' data, checkpoints and adapters (about 1 GB): gone after the run.
+    with tempfile.TemporaryDirectory(prefix="kubetune-bench-real-") as root:
+        out, detail = rows(Path(root))
     print(f"\n{'measure':58} {'ours / with':28} {'ratio':>14} {'goal':>12}  met")
     for name, values, ratio, goal, met in out:
         print(f"{name:58} {values:28} {ratio:>14} {goal:>12}  {'yes' if met else 'NO'}")

@@ -101,9 +101,10 @@ def rows(model: Path, root: Path) -> tuple[list[tuple], list[str]]:
 def main() -> int:
     from kubetune_trainer.testing.tiny_model import make_tiny_model
 
-    root = Path(tempfile.mkdtemp(prefix="kubetune-stream-bench-"))
-    model = make_tiny_model(root / "model", hidden=256, layers=4)
-    table, detail = rows(model, root)
+    with tempfile.TemporaryDirectory(prefix="kubetune-stream-bench-") as tmp:  # gone after the run
+        root = Path(tmp)
+        model = make_tiny_model(root / "model", hidden=256, layers=4)
+        table, detail = rows(model, root)
     print(f"\n{'measure':58} {'ours / with':28} {'ratio':>10} {'goal':>9}  met")
     for name, values, ratio, goal, met in table:
         print(f"{name:58} {values:28} {ratio:>10} {goal:>9}  {'yes' if met else 'NO'}")

@@ -189,7 +189,7 @@ def quickstart_evaluation(model: Path, work: Path) -> dict:
             "rows": state.summary["evaluation"]["testRows"]}
 
 
-def minio_store() -> tuple[str | None, object]:
+def minio_store(data: Path) -> tuple[str | None, object]:
     """A MinIO on a free port when the cluster tools are built; else (None, None)."""
     import socket
     import urllib.request
@@ -204,7 +204,7 @@ def minio_store() -> tuple[str | None, object]:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    data = Path(tempfile.mkdtemp(prefix="bench-minio-"))
+    data.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "MINIO_ROOT_USER": "bench", "MINIO_ROOT_PASSWORD": "bench-secret"}
     proc = subprocess.Popen([str(binary), "server", "--quiet", "--address", f"127.0.0.1:{port}", str(data)], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -224,8 +224,6 @@ def minio_store() -> tuple[str | None, object]:
 def main() -> int:
     import logging
 
-    from kubetune_trainer.testing.tiny_model import make_tiny_model
-
     logging.basicConfig(level=logging.WARNING)
     if os.environ.get("BENCH_ONLY") == "streaming":
         import stream_bench
@@ -235,7 +233,14 @@ def main() -> int:
         import real_model_bench
 
         return real_model_bench.main()
-    root = Path(tempfile.mkdtemp(prefix="kubetune-bench-"))
+    # Every run's data, checkpoints and adapters (over 1 GB with the real model's): gone after the run.
+    with tempfile.TemporaryDirectory(prefix="kubetune-bench-") as root:
+        return _bench(Path(root))
+
+
+def _bench(root: Path) -> int:
+    from kubetune_trainer.testing.tiny_model import make_tiny_model
+
     model = make_tiny_model(root / "model", hidden=256, layers=4)
     data = make_data(root / "train.jsonl")
     print(f"tiny model: hidden 256, 4 layers; {STEPS} steps, batch {HP['batch']}, seq {HP['seq']}; {REPEATS} interleaved repeats", flush=True)
@@ -263,7 +268,7 @@ def main() -> int:
     unpacked = o[0]
 
     # 3. checkpoint blocking: full fine-tuning (weights + optimizer state) every 5 steps
-    store, proc = minio_store()
+    store, proc = minio_store(root / "minio")
     try:
         uri = store or f"file://{root}/store"
         bg = ours(model, data, root / "bg", method="full", steps=20, ckpt_uri=f"{uri}/bg", every=5, background=True)
@@ -271,6 +276,7 @@ def main() -> int:
     finally:
         if proc:
             proc.terminate()
+            proc.wait(timeout=30)  # before its data directory is removed
     bg_block, sync_block = bg["blocked"] / max(1, bg["checkpoints"]), sync["blocked"] / max(1, sync["checkpoints"])
 
     # 4. evaluation's cost on the quickstart job
@@ -283,7 +289,7 @@ def main() -> int:
     stream_rows, stream_detail = stream_bench.rows(model, root)
     import real_model_bench
 
-    real_rows, real_detail = real_model_bench.rows()
+    real_rows, real_detail = real_model_bench.rows(root / "real")
     rows = [
         ("tokens/s, ours vs plain TRL", f"{o_tps:,.0f} vs {p_tps:,.0f}", f"{pair_ratio:.3f}x", ">= 0.97x", pair_ratio >= 0.97),
         ("DPO tokens/s, ours vs plain TRL DPOTrainer", f"{od_tps:,.0f} vs {pd_tps:,.0f}", f"{dpo_ratio:.3f}x", ">= 0.97x", dpo_ratio >= 0.97),
