@@ -14,9 +14,11 @@
 # PYTHONPATH, which the benchmark's operator subprocess inherits; the path it
 # imports is printed first in each side's output. Prints each run's row.
 #
-# OLD_PARTS (e.g. "operator/src crds trainer/contract/src") runs the old
-# operator on this checkout's harness and benchmark instead: the old side's tree
-# is this commit with only those paths taken from OLD_COMMIT. For a commit whose
+# OLD_PARTS (e.g. "operator/src trainer/contract/src crds/finetunejob.yaml
+# crds/finetunesweep.yaml") runs the old operator on this checkout's harness and
+# benchmark instead: the old side's tree is this commit with only those paths
+# taken from OLD_COMMIT. Name CRD files, not crds/: the harness applies every
+# CRD this commit has (kubetunepolicy.yaml too), and a path given is replaced whole. For a commit whose
 # own harness differs (the pod runner before the real node), that keeps
 # everything but the operator and its CRDs alike on both sides.
 #
