@@ -34,7 +34,7 @@ import pytest
 from tests.harness.waiting import wait_for
 from tests.trainer.helpers import load_script
 
-from .operator_helpers import FTJ, REPO, create, manifest, wait_phase
+from .operator_helpers import FTJ, REPO, condition, create, manifest, status, wait_phase
 from .serving_helpers import complete, models, ready_addresses, service_address, serving_pods
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
@@ -174,6 +174,10 @@ def test_vllm_serves_the_real_model_s_adapter_and_merged_model_as_transformers_a
     wait_for(lambda: _rolled_out(kube, namespace, "meet-serve", merged=True), SERVE_TIMEOUT,
              what="the merged model served in the adapter's place")
     assert models(address) == [model_name]  # the merged model alone
+    # The status follows: ServingRollingOut while the adapter's pod answered, ServingReady once rolled out.
+    ready = wait_for(lambda: (c := condition(status(kube, namespace, "meet"), "Serving")).get("reason") == "ServingReady" and c,
+                     60, what="Serving=True ServingReady once the merged model is rolled out")
+    assert (ready["status"], ready["message"]) == ("True", "1/1 vLLM replicas available"), ready
     merged_answers = [complete(address, model_name, p, MAX_TOKENS) for p in prompts]
     mark(f"vLLM, merged: {merged_answers}")
     assert merged_answers == expected["merged"]

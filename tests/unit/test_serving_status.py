@@ -68,6 +68,22 @@ def test_serving_verdict_prefers_vllm_s_own_failure_over_waiting():
     assert serving_verdict(None, [], was_ready=False)[1] == Reason.SERVING_PENDING
 
 
+def test_a_job_s_own_deployment_rolling_out_a_changed_spec_says_so_while_it_answers():
+    # spec.serving changed (adapter -> merged): generation 2, the old pod answers, the new one starts.
+    not_observed = deployment(True, generation=2, observed=1)
+    surging = deployment(True, generation=2, observed=2, updated=1, replicas=2)
+    starting = deployment(True, generation=2, observed=2, updated=0, replicas=1)
+    for rolling in (not_observed, surging, starting):
+        ready, reason, message = serving_verdict(rolling, [], was_ready=True)
+        assert (ready, reason) == (True, Reason.SERVING_ROLLING_OUT), rolling
+        assert "previous spec.serving" in message
+    assert "(0/1 updated)" in serving_verdict(starting, [], was_ready=True)[2]
+    # Rolled out: every replica runs the current template, no surge pod left.
+    assert serving_verdict(deployment(True, generation=2, observed=2), [], was_ready=True)[:2] == (True, Reason.SERVING_READY)
+    # Not answering at all mid-rollout is still a failure once it had served.
+    assert serving_verdict(deployment(False, generation=2, observed=2, updated=0), [], was_ready=True)[:2] == (False, Reason.SERVING_FAILED)
+
+
 def test_a_pool_member_is_ready_once_the_pool_answers_for_it():
     # b joined: the template serves a and b, the old pod (a) still answers while it rolls out.
     rolling = deployment(True, members=["a", "b"], previous=["a"], generation=2, observed=2, updated=0, replicas=2)

@@ -75,6 +75,8 @@ class Reason:
     PRUNED = "Pruned"
     SERVING_PENDING = "ServingPending"
     SERVING_READY = "ServingReady"
+    # The job's own Deployment answers with the previous spec.serving while a changed one rolls out.
+    SERVING_ROLLING_OUT = "ServingRollingOut"
     SERVING_FAILED = "ServingFailed"
     # The Fit condition's reasons (kubetune_contract.fit, shared with the trainer's diagnosis).
     FIT_GOOD = fit.GOOD

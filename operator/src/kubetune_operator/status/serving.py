@@ -100,6 +100,12 @@ def serving_verdict(deployment: dict | None, pods: list[dict], was_ready: bool,
     if deployment is None:
         return False, R.SERVING_PENDING, "creating the vLLM Deployment"
     available, count, want = _available(deployment)
+    if available and member is None and not rolled_out(deployment):
+        # Answering still, but with what spec.serving was (mode, image, extraArgs...): a
+        # user who changed it waits for ServingReady, not merely for Serving=True.
+        updated = (deployment.get("status") or {}).get("updatedReplicas") or 0
+        return True, R.SERVING_ROLLING_OUT, (f"{count}/{want} vLLM replicas available with the previous spec.serving; "
+                                             f"the changed one is rolling out ({min(updated, want)}/{want} updated)")
     if available and (member is None or serves(deployment, member)):
         return True, R.SERVING_READY, f"{count}/{want} vLLM replicas available"
     crashed = vllm_failure(pods)
