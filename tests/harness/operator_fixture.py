@@ -23,6 +23,7 @@ from typing import Callable, Iterator
 import pytest
 import yaml
 
+from . import procs
 from .kubeapi import ApiError
 from .waiting import wait_for
 
@@ -57,9 +58,9 @@ class OperatorProcess:
     def start(self) -> "OperatorProcess":
         argv = [sys.executable, "-m", "kopf", *(a for a in self.kopf_args if not a.startswith("--liveness")),
                 f"--liveness=http://127.0.0.1:{self.liveness_port}/healthz"]
-        log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(argv, env=self.env, stdout=log, stderr=subprocess.STDOUT, cwd=REPO, start_new_session=True)
-        log.close()
+        # Like the cluster's components: it dies with pytest, even a SIGKILLed one
+        # (it would otherwise retry against a dead API server, a stray process in the next run).
+        self.proc = procs.spawn(argv, self.log_path, env=self.env, cwd=str(REPO))
         wait_for(self._healthy, timeout=60, what="operator liveness endpoint", describe=self.log_tail)
         return self
 
