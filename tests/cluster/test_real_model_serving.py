@@ -171,8 +171,16 @@ def test_vllm_serves_the_real_model_s_adapter_and_merged_model_as_transformers_a
     assert adapter_answers == expected["adapter"]
 
     kube.raw.merge_patch(f"{FTJ.format(ns=namespace)}/meet", {"spec": {"serving": {"mode": "merged"}}})
-    wait_for(lambda: _rolled_out(kube, namespace, "meet-serve", merged=True), SERVE_TIMEOUT,
-             what="the merged model served in the adapter's place")
+    said: list[str] = []  # the Serving condition's reasons during the rollout (printed: how long each lasts is the machine's)
+
+    def merged_rolled_out() -> bool:
+        reason = condition(status(kube, namespace, "meet"), "Serving").get("reason")
+        if not said or said[-1] != reason:
+            said.append(reason)
+        return _rolled_out(kube, namespace, "meet-serve", merged=True)
+
+    wait_for(merged_rolled_out, SERVE_TIMEOUT, what="the merged model served in the adapter's place")
+    mark(f"Serving condition during the switch: {' -> '.join(said)}")
     assert models(address) == [model_name]  # the merged model alone
     # The status follows: ServingRollingOut while the adapter's pod answered, ServingReady once rolled out.
     ready = wait_for(lambda: (c := condition(status(kube, namespace, "meet"), "Serving")).get("reason") == "ServingReady" and c,
