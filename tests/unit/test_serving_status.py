@@ -80,6 +80,14 @@ def test_a_job_s_own_deployment_rolling_out_a_changed_spec_says_so_while_it_answ
     assert "(0/1 updated)" in serving_verdict(starting, [], was_ready=True)[2]
     # Rolled out: every replica runs the current template, no surge pod left.
     assert serving_verdict(deployment(True, generation=2, observed=2), [], was_ready=True)[:2] == (True, Reason.SERVING_READY)
+    # The changed template's pod crashes while the old one answers: still serving, the crash said.
+    ready, reason, message = serving_verdict(starting, [vllm_pod({"running": {}}), crashed()], was_ready=True)
+    assert (ready, reason) == (True, Reason.SERVING_ROLLING_OUT)
+    assert "the changed one does not come up: vLLM exited with code 1" in message and "ValueError" in message
+    stalled = deployment(True, generation=2, observed=2, updated=0)
+    stalled["status"]["conditions"].append({"type": "Progressing", "status": "False", "reason": "ProgressDeadlineExceeded",
+                                            "message": 'ReplicaSet "d-2" has timed out progressing.'})
+    assert serving_verdict(stalled, [], was_ready=True)[2].endswith('does not come up: ReplicaSet "d-2" has timed out progressing.')
     # Not answering at all mid-rollout is still a failure once it had served.
     assert serving_verdict(deployment(False, generation=2, observed=2, updated=0), [], was_ready=True)[:2] == (False, Reason.SERVING_FAILED)
 

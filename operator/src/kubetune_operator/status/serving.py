@@ -90,6 +90,15 @@ def serves(deployment: dict, member: str) -> bool:
     return rolled_out(deployment) or member in members_of(deployment, PREVIOUS_MEMBERS_ANNOTATION)
 
 
+def _not_progressing(deployment: dict) -> str | None:
+    """Why the Deployment's controller gave up (progress deadline, a replica it cannot create)."""
+    conditions = {c.get("type"): c for c in (deployment.get("status") or {}).get("conditions") or []}
+    progressing, failure = conditions.get("Progressing", {}), conditions.get("ReplicaFailure", {})
+    if progressing.get("status") == "False" or failure.get("status") == "True":
+        return progressing.get("message") or failure.get("message") or "the Deployment is not progressing"
+    return None
+
+
 def serving_verdict(deployment: dict | None, pods: list[dict], was_ready: bool,
                     member: str | None = None, refusal: str | None = None) -> tuple[bool, str, str]:
     """(ready, reason, message) of the Serving condition. `member`: the model
@@ -103,19 +112,20 @@ def serving_verdict(deployment: dict | None, pods: list[dict], was_ready: bool,
     if available and member is None and not rolled_out(deployment):
         # Answering still, but with what spec.serving was (mode, image, extraArgs...): a
         # user who changed it waits for ServingReady, not merely for Serving=True.
+        previous = f"{count}/{want} vLLM replicas available with the previous spec.serving; "
+        stuck = vllm_failure(pods) or _not_progressing(deployment)
+        if stuck:
+            return True, R.SERVING_ROLLING_OUT, clip(f"{previous}the changed one does not come up: {stuck}")
         updated = (deployment.get("status") or {}).get("updatedReplicas") or 0
-        return True, R.SERVING_ROLLING_OUT, (f"{count}/{want} vLLM replicas available with the previous spec.serving; "
-                                             f"the changed one is rolling out ({min(updated, want)}/{want} updated)")
+        return True, R.SERVING_ROLLING_OUT, f"{previous}the changed one is rolling out ({min(updated, want)}/{want} updated)"
     if available and (member is None or serves(deployment, member)):
         return True, R.SERVING_READY, f"{count}/{want} vLLM replicas available"
     crashed = vllm_failure(pods)
     if crashed:
         return False, R.SERVING_FAILED, crashed
-    conditions = {c.get("type"): c for c in (deployment.get("status") or {}).get("conditions") or []}
-    progressing = conditions.get("Progressing", {})
-    if progressing.get("status") == "False" or conditions.get("ReplicaFailure", {}).get("status") == "True":
-        detail = progressing.get("message") or conditions.get("ReplicaFailure", {}).get("message") or "the Deployment is not progressing"
-        return False, R.SERVING_FAILED, clip(detail)
+    stuck = _not_progressing(deployment)
+    if stuck:
+        return False, R.SERVING_FAILED, clip(stuck)
     if was_ready:
         return False, R.SERVING_FAILED, f"vLLM became unavailable: {count}/{want} replicas available"
     if member is not None and available:
