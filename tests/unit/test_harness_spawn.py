@@ -15,7 +15,7 @@ from tests.harness import procs
 REPO = Path(__file__).resolve().parents[2]
 # The parent: spawns `sleep`, says its pid, then waits to be killed.
 PARENT = """
-import sys, time
+import sys
 from pathlib import Path
 from tests.harness import procs
 child = procs.spawn(["sleep", "600"], Path(sys.argv[1]), die_with_parent=sys.argv[2] == "1")
