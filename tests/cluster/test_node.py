@@ -148,7 +148,13 @@ def test_pods_behind_a_headless_service_have_dns_names(kube, namespace, real_nod
     name = f"peer-0.peers.{ns}.svc.cluster.local"
     wait_for(lambda: _resolves(name, real_node.dns_ip) == [running["status"]["podIP"]], 30,
              what=f"{name} in CoreDNS")
-    create(kube, ns, pod("peer-1", toolbox_image, "until echo hello-rank-0 | nc peer-0.peers 29500; do sleep 0.2; done"))
+    # The message comes from a file, not a pipe: busybox's nc half-closes on its
+    # own stdin's EOF, so the listener (stdin /dev/null) sends FIN at once, and a
+    # client whose `echo` had not yet written saw that FIN first and left with
+    # exit 0, having sent nothing. A file is readable at nc's first poll, which
+    # reads stdin before the socket.
+    create(kube, ns, pod("peer-1", toolbox_image, "echo hello-rank-0 > /tmp/message; "
+                         "until nc peer-0.peers 29500 < /tmp/message; do sleep 0.2; done"))
     wait_for(lambda: phase_is(kube, ns, "peer-0", "Succeeded", "Failed"), 60, what="peer-0 received",
              describe=describe(kube, ns, "peer-0"))
     assert kube.kubectl("-n", ns, "logs", "peer-0").stdout == "hello-rank-0\n"
