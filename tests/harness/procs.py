@@ -9,6 +9,7 @@ their owner even when the owner is killed with SIGKILL and no finaliser runs.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -68,9 +69,10 @@ def spawn(
     die_with_parent: bool = True,
     cwd: str | None = None,
 ) -> subprocess.Popen:
-    """Start ``argv`` in its own session, stdout+stderr appended to ``log_path``."""
+    """Start ``argv`` in its own session, stdout+stderr appended to ``log_path``.
+    With ``die_with_parent``, returns once the death signal is armed."""
     if die_with_parent:
-        argv = ["setpriv", "--pdeathsig", "KILL", "--", *argv]
+        argv = [_SETPRIV, "--pdeathsig", "KILL", "--", *argv]
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "ab") as log:
         proc = subprocess.Popen(
@@ -83,7 +85,27 @@ def spawn(
             start_new_session=True,
         )
     _children[proc.pid] = proc
+    if die_with_parent:
+        _await_exec_past_setpriv(proc.pid)
     return proc
+
+
+_SETPRIV = os.path.realpath(shutil.which("setpriv") or "/usr/bin/setpriv")
+
+
+def _await_exec_past_setpriv(pid: int, timeout: float = 30) -> None:
+    """Until setpriv has exec'd the command: it arms PR_SET_PDEATHSIG just
+    before, and a parent that dies before that leaves an orphan that no signal
+    reaches (seen on a loaded machine). Popen returns once setpriv itself runs."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if os.readlink(f"/proc/{pid}/exe") != _SETPRIV:
+                return
+        except OSError:  # exited already (a zombie has no exe): nothing is left to arm
+            return
+        time.sleep(0.002)
+    raise ComponentFailed(f"pid {pid} still runs setpriv after {timeout:g} s")
 
 
 # Our own children, so that stop_group can reap them (no zombies while the
