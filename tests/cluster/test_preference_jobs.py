@@ -1,8 +1,9 @@
 """SFT, then DPO on top, as two FineTuneJobs on the real control plane: the DPO
 job names the SFT job in spec.model.adapterFrom, waits (Pending, with the
-reason) while it trains, then trains on from its adapter and succeeds; its
-report shows the reward margins. A job naming one that does not exist, or one
-that failed, fails at once with the reason, and creates no training Job."""
+reason) while it does not exist yet and while it has not succeeded, then trains
+on from its adapter and succeeds; its report shows the reward margins. A job
+naming one that does not exist waits for it, creating nothing; once that one
+exists and fails, it fails with the reason, and never creates a training Job."""
 
 from __future__ import annotations
 
@@ -32,14 +33,24 @@ def test_dpo_waits_for_its_sft_job_then_trains_on_its_adapter(kube, namespace, o
     bucket = bucket_with_assets
     bucket.client.upload_file(str(make_tiny_dataset(tmp_path / "prefs.jsonl", "preference", 192)), bucket.name, "data/prefs.jsonl")
     op = operator_factory(**s3_env)
-    sft = quickstart(bucket, "sft")
+    sft = quickstart(bucket, "sft", suspend=True)  # held, so the DPO job's wait is a state, not a moment
     sft["spec"]["training"].update(maxSteps=10)
-    create(kube, namespace, _dpo(bucket, "dpo", "sft"))  # first: it must wait for a job that does not run yet...
+    # The DPO job first, as a file listing it before its SFT job is applied: the
+    # operator may see it before the SFT job exists (then it waits as for a
+    # missing one) or after; either way it must wait, never fail.
+    create(kube, namespace, _dpo(bucket, "dpo", "sft"))
     create(kube, namespace, sft)
-    waiting = wait_for(lambda: (st := status(kube, namespace, "dpo")).get("phase") == "Pending" and st, timeout=60, what="dpo pending")
-    cond = condition(waiting, "Valid")
-    assert cond["reason"] == "AdapterSourcePending" and f"FineTuneJob {namespace}/sft is" in cond["message"], waiting
+
+    def waiting_for_the_suspended_sft():
+        st = status(kube, namespace, "dpo")
+        valid = condition(st, "Valid") if st.get("phase") == "Pending" else {}
+        return st if valid.get("reason") == "AdapterSourcePending" and "sft is Suspended" in valid["message"] else None
+    waiting = wait_for(waiting_for_the_suspended_sft, timeout=60, what="dpo pending on the suspended sft job",
+                       describe=lambda: json.dumps(status(kube, namespace, "dpo"))[:1500])
+    assert condition(waiting, "Valid")["message"] == (f"model.adapterFrom: FineTuneJob {namespace}/sft is Suspended: "
+                                                      "waiting for it to succeed"), waiting
     assert not [j for j in jobs(kube, namespace) if j["metadata"]["name"].startswith("dpo")]  # nothing created meanwhile
+    kube.raw.merge_patch(f"/apis/kubetune.io/v1alpha1/namespaces/{namespace}/finetunejobs/sft", {"spec": {"suspend": False}})
 
     sft_status = wait_phase(kube, namespace, "sft", "Succeeded", "Failed", timeout=TRAIN_TIMEOUT, operator=op)
     assert sft_status["phase"] == "Succeeded", sft_status
@@ -58,20 +69,26 @@ def test_dpo_waits_for_its_sft_job_then_trains_on_its_adapter(kube, namespace, o
     assert margins and margins[-1] > margins[0], margins
 
 
-def test_adapter_from_a_missing_or_failed_job_fails_with_the_reason(kube, namespace, operator_factory, s3_env, bucket_with_assets):
+def test_adapter_from_a_missing_job_waits_for_it_and_fails_when_it_fails(kube, namespace, operator_factory, s3_env, bucket_with_assets):
     bucket = bucket_with_assets
     op = operator_factory(**s3_env)
-    create(kube, namespace, _dpo(bucket, "orphan", "no-such-job"))
-    st = wait_phase(kube, namespace, "orphan", "Failed", "Succeeded", timeout=60, operator=op)
-    assert condition(st, "Failed")["reason"] == "AdapterSourceMissing"
-    assert f"model.adapterFrom: FineTuneJob {namespace}/no-such-job does not exist" in condition(st, "Failed")["message"]
+    create(kube, namespace, _dpo(bucket, "orphan", "source"))
+    st = wait_for(lambda: (st := status(kube, namespace, "orphan")).get("phase") and st, timeout=60, what="orphan's first status",
+                  describe=op.log_tail)
+    assert st["phase"] == "Pending" and condition(st, "Valid")["reason"] == "AdapterSourceMissing", st
+    assert condition(st, "Valid")["message"] == (f"model.adapterFrom: FineTuneJob {namespace}/source does not exist: "
+                                                 "waiting for it to be created (or name an adapter URI)")
 
-    broken = quickstart(bucket, "broken")
+    # The source appears and fails: its events mark the job waiting on it.
+    broken = quickstart(bucket, "source")
     broken["spec"]["dataset"]["trainUri"] = bucket.uri("data/missing.jsonl")
     create(kube, namespace, broken)
-    assert wait_phase(kube, namespace, "broken", "Failed", "Succeeded", timeout=TRAIN_TIMEOUT, operator=op)["phase"] == "Failed"
-    create(kube, namespace, _dpo(bucket, "after-broken", "broken"))
-    st = wait_phase(kube, namespace, "after-broken", "Failed", "Succeeded", timeout=60, operator=op)
+    assert wait_phase(kube, namespace, "source", "Failed", "Succeeded", timeout=TRAIN_TIMEOUT, operator=op)["phase"] == "Failed"
+    st = wait_phase(kube, namespace, "orphan", "Failed", "Succeeded", timeout=60, operator=op)
     assert condition(st, "Failed")["reason"] == "AdapterSourceFailed", st
     assert "failed (InvalidDataset)" in condition(st, "Failed")["message"]
+    # A job naming one that already failed fails at once.
+    create(kube, namespace, _dpo(bucket, "after-broken", "source"))
+    st = wait_phase(kube, namespace, "after-broken", "Failed", "Succeeded", timeout=60, operator=op)
+    assert condition(st, "Failed")["reason"] == "AdapterSourceFailed", st
     assert not [j for j in jobs(kube, namespace) if j["metadata"]["name"].startswith(("orphan", "after-broken"))]

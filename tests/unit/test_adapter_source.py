@@ -1,5 +1,5 @@
-"""spec.model.adapterFrom naming a FineTuneJob: wait while it runs, fail when it
-failed, is missing or has no adapter; the renderer gets its adapter URI."""
+"""spec.model.adapterFrom naming a FineTuneJob: wait while it runs or does not
+exist yet, fail when it failed or has no adapter; the renderer gets its adapter URI."""
 
 from __future__ import annotations
 
@@ -20,6 +20,14 @@ def _source(phase: str | None, **status) -> dict:
 def test_waits_while_the_source_is_not_finished(phase):
     found = resolve("ml", "sft", _source(phase))
     assert found == Resolved(waiting=f"model.adapterFrom: FineTuneJob ml/sft is {phase or 'not started'}: waiting for it to succeed")
+    assert found.reason == R.ADAPTER_SOURCE_PENDING
+
+
+def test_waits_for_a_source_that_does_not_exist_yet():
+    """A file applying the DPO job before its SFT job: the first may be seen alone."""
+    found = resolve("ml", "sft", None)
+    assert found.uri is None and found.reason == R.ADAPTER_SOURCE_MISSING
+    assert found.waiting == "model.adapterFrom: FineTuneJob ml/sft does not exist: waiting for it to be created (or name an adapter URI)"
 
 
 @pytest.mark.parametrize("phase", ["Succeeded", "Serving"])
@@ -28,7 +36,6 @@ def test_a_finished_source_gives_its_adapter_uri(phase):
 
 
 @pytest.mark.parametrize("source, reason, text", [
-    (None, R.ADAPTER_SOURCE_MISSING, "model.adapterFrom: FineTuneJob ml/sft does not exist"),
     (_source("Failed", conditions=[{"type": "Failed", "status": "True", "reason": "LossDiverged"}]), R.ADAPTER_SOURCE_FAILED,
      "model.adapterFrom: FineTuneJob ml/sft failed (LossDiverged)"),
     (_source("Succeeded", output={"mergedUri": "s3://b/m"}), R.ADAPTER_SOURCE_FAILED, "succeeded without an adapter"),

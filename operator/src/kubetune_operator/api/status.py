@@ -52,7 +52,8 @@ class Reason:
     SECRET_MISSING = "SecretMissing"
     # The API server answered 403 to the operator's own ServiceAccount (its RBAC lacks a verb).
     PERMISSION_DENIED = "PermissionDenied"
-    # spec.model.adapterFrom naming a FineTuneJob: still running, failed (or without an adapter), absent.
+    # spec.model.adapterFrom naming a FineTuneJob: still running (waited for), failed (or without an
+    # adapter), absent (waited for: it may be created next).
     ADAPTER_SOURCE_PENDING = "AdapterSourcePending"
     ADAPTER_SOURCE_FAILED = "AdapterSourceFailed"
     ADAPTER_SOURCE_MISSING = "AdapterSourceMissing"

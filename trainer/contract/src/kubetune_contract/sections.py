@@ -49,7 +49,7 @@ class ModelSpec(ApiModel):
     trust_remote_code: bool = Field(False, description="Allow the model repository's own Python code to run. Off unless you trust the source.")
     adapter_from: Annotated[str, Field(max_length=2048, pattern=ADAPTER_FROM_PATTERN), AfterValidator(no_expansion)] | None = Field(
         None, json_schema_extra=no_expansion_field(),
-        description="Continue training an earlier adapter (methods lora, qlora): the name of a FineTuneJob in this namespace (the operator waits while it runs, fails if it failed, and uses its status.output.adapterUri) or an adapter's URI (s3://, pvc://, file://, hf://). The reference model of dpo and kto is then that adapter, frozen; the output is again one adapter on the original base.")
+        description="Continue training an earlier adapter (methods lora, qlora): the name of a FineTuneJob in this namespace (the operator waits while it does not exist yet or runs, fails if it failed, and uses its status.output.adapterUri) or an adapter's URI (s3://, pvc://, file://, hf://). The reference model of dpo and kto is then that adapter, frozen; the output is again one adapter on the original base.")
 
     @property
     def gguf(self) -> bool:  # the base model is one GGUF file

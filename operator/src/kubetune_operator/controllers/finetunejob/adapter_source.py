@@ -1,7 +1,12 @@
 """`spec.model.adapterFrom` naming a FineTuneJob: the job waits while that one
-runs, fails when it failed, is missing or exported no adapter, and otherwise
-trains on with its `status.output.adapterUri` (resolved into the spec the
-renderer sees, so the trainer gets a URI)."""
+does not exist yet or runs, fails when it failed or exported no adapter, and
+otherwise trains on with its `status.output.adapterUri` (resolved into the spec
+the renderer sees, so the trainer gets a URI).
+
+A source that does not exist is waited for, not failed: `kubectl apply -f` of
+one file holding the DPO job before its SFT job posts them milliseconds apart,
+and the operator may see the first before the second exists (as a Pod waits
+for a ConfigMap it names, and a job here waits for a missing Secret)."""
 
 from __future__ import annotations
 
@@ -18,6 +23,7 @@ FINISHED = ("Succeeded", "Serving")
 class Resolved:
     uri: str | None = None  # the source's adapter URI
     waiting: str | None = None  # why the job waits for its source
+    reason: str = R.ADAPTER_SOURCE_PENDING  # the Valid condition's reason while it waits
 
 
 def resolve(namespace: str, name: str, source: dict | None) -> Resolved:
@@ -25,7 +31,8 @@ def resolve(namespace: str, name: str, source: dict | None) -> Resolved:
     PermanentError when waiting cannot help."""
     where = f"model.adapterFrom: FineTuneJob {namespace}/{name}"
     if source is None:
-        raise PermanentError(R.ADAPTER_SOURCE_MISSING, f"{where} does not exist; create it first, or name an adapter URI")
+        return Resolved(waiting=f"{where} does not exist: waiting for it to be created (or name an adapter URI)",
+                        reason=R.ADAPTER_SOURCE_MISSING)
     status = source.get("status") or {}
     phase = status.get("phase")
     if phase == "Failed":

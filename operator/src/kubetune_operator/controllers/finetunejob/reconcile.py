@@ -52,7 +52,7 @@ def _converge(ctl, p) -> float | None:
             raise PermanentError(R.INVALID_SPEC, conflict)
         source = _adapter_source(ctl, p)
         if source.waiting:
-            ctl.refuse(p, "Pending", R.ADAPTER_SOURCE_PENDING, source.waiting)
+            ctl.refuse(p, "Pending", source.reason, source.waiting)
             return adapter_source.RETRY_SECONDS
         conflict = _create_training_objects(ctl, p, source.uri)
         if conflict:
