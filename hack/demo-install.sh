@@ -30,10 +30,15 @@ names=(operator trainer)
 images_out=$(mktemp)
 setsid bash hack/images/build.sh "${names[@]}" >"$images_out" &
 images_pid=$!
+# The cluster tools (Go builds; they need no Python) start at once too, beside the venv.
+tools_out=$(mktemp)
+setsid bash hack/cluster-tools/build.sh >"$tools_out" &
+tools_pid=$!
 stop_background() {
   if [ -n "$images_pid" ]; then kill -- -"$images_pid" 2>/dev/null || true; fi
+  if [ -n "$tools_pid" ]; then kill -- -"$tools_pid" 2>/dev/null || true; fi
   if [ -n "${model_pid:-}" ]; then kill "$model_pid" 2>/dev/null || true; fi
-  rm -f "$images_out" "${model_log:-}"
+  rm -f "$images_out" "$tools_out" "${model_log:-}"
 }
 trap stop_background EXIT
 
@@ -46,7 +51,9 @@ py="$venv/bin/python"
 model_log=$(mktemp)
 "$py" -m kubetune_trainer.testing.real_model >"$model_log" 2>&1 &
 model_pid=$!
-KUBETUNE_TOOLS_BIN=$(bash hack/cluster-tools/build.sh | tail -1)
+wait "$tools_pid" || { tools_pid=; echo "hack/cluster-tools/build.sh failed" >&2; exit 1; }
+tools_pid=
+KUBETUNE_TOOLS_BIN=$(tail -1 "$tools_out")
 export KUBETUNE_TOOLS_BIN PATH="$venv/bin:$KUBETUNE_TOOLS_BIN:$PATH"
 
 say "local cluster: control plane, MinIO and a node (kubelet, containerd, kube-proxy, CoreDNS)"
