@@ -52,9 +52,7 @@ KUBETUNE_TOOLS_BIN=$result
 export PATH="$venv/bin:$KUBETUNE_TOOLS_BIN:$PATH"
 # llama.cpp's binding into the venv (its build waited for above, by the script's lock).
 finish "hack/llama-cpp.sh (build)"
-begin "hack/llama-cpp.sh (install)" bash hack/llama-cpp.sh "$venv"
-finish "hack/llama-cpp.sh (install)"
-KUBETUNE_LLAMA_CPP=$result/llama.cpp
+KUBETUNE_LLAMA_CPP=$(bash hack/llama-cpp.sh "$venv" | tail -1)/llama.cpp
 finish hack/mlflow-env.sh
 KUBETUNE_MLFLOW_VENV=$result
 finish hack/vllm-env.sh

@@ -93,19 +93,16 @@ def spawn(
 _SETPRIV = os.path.realpath(shutil.which("setpriv") or "/usr/bin/setpriv")
 
 
-def _await_exec_past_setpriv(pid: int, timeout: float = 30) -> None:
+def _await_exec_past_setpriv(pid: int) -> None:
     """Until setpriv has exec'd the command: it arms PR_SET_PDEATHSIG just
     before, and a parent that dies before that leaves an orphan that no signal
     reaches (seen on a loaded machine). Popen returns once setpriv itself runs."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    def past_setpriv() -> bool:
         try:
-            if os.readlink(f"/proc/{pid}/exe") != _SETPRIV:
-                return
+            return os.readlink(f"/proc/{pid}/exe") != _SETPRIV
         except OSError:  # exited already (a zombie has no exe): nothing is left to arm
-            return
-        time.sleep(0.002)
-    raise ComponentFailed(f"pid {pid} still runs setpriv after {timeout:g} s")
+            return True
+    wait_until(past_setpriv, timeout=30, what=f"pid {pid} past setpriv", interval=0.002)
 
 
 # Our own children, so that stop_group can reap them (no zombies while the
