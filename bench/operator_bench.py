@@ -278,6 +278,8 @@ def run_one(c: cluster_mod.Cluster, kube, n: int, qps: float, burst: int, log_di
         first_status: dict[str, float] = {}
         finished: dict[str, float] = {}
         job_done: dict[str, float] = {}  # when each Job was seen Complete
+        answered: dict[str, float] = {}  # when the API server answered each FineTuneJob's POST
+        ftj_seen: dict[str, float] = {}  # when its ADDED event reached this process's watch
 
         def on_job(kind, obj, now):
             owner = obj["metadata"].get("labels", {}).get("kubetune.io/job")
@@ -289,6 +291,8 @@ def run_one(c: cluster_mod.Cluster, kube, n: int, qps: float, burst: int, log_di
 
         def on_ftj(kind, obj, now):
             name = obj["metadata"]["name"]
+            if kind == "ADDED":
+                ftj_seen.setdefault(name, now)
             phase = (obj.get("status") or {}).get("phase")
             if phase:
                 first_status.setdefault(name, now)
@@ -308,6 +312,7 @@ def run_one(c: cluster_mod.Cluster, kube, n: int, qps: float, burst: int, log_di
             name = f"bench-{i:04d}"
             applied[name] = time.monotonic()
             raw.request("POST", FTJ_PATH.format(ns=ns), job_doc(name))
+            answered[name] = time.monotonic()
 
         profile.snap(time.monotonic())
         if os.environ.get("BENCH_ON_BURST"):  # a profiler, say: `py-spy record --pid $OPERATOR_PID ...`
@@ -345,6 +350,7 @@ def run_one(c: cluster_mod.Cluster, kube, n: int, qps: float, burst: int, log_di
             "rss_mb": peak_rss_mb(op.pid),
             "cpu_ms_per_job": cpu_used * 1000 / n, "burst_cpu_ms_per_job": cpu_to_jobs * 1000 / n,
             "profile": profile.report(n), "backlog": _backlog(applied, job_seen, first_status, t0),
+            "split": _split(applied, answered, ftj_seen, job_seen),
         }
     finally:
         os.killpg(op.pid, signal.SIGTERM)
@@ -388,6 +394,18 @@ def _backlog(applied: dict, job_seen: dict, first_status: dict, t0: float) -> st
         cells.append(f"{second}s:{sum(a <= t for a in applied.values()) - sum(s <= t for s in job_seen.values())}"
                      f"/{sum(a <= t for a in applied.values()) - sum(s <= t for s in first_status.values())}")
     return " ".join(cells)
+
+
+def _split(applied: dict, answered: dict, ftj_seen: dict, job_seen: dict) -> str:
+    """apply -> Job in three parts, each p50 / p99 over the jobs: the FineTuneJob's
+    POST; from its answer to its ADDED event on a watch (the API server's watch
+    of FineTuneJobs, which the operator's watch shares); from that event to the
+    Job's (the operator's pass, the Job's create and the watch of Jobs)."""
+    names = [k for k in applied if k in answered and k in ftj_seen and k in job_seen]
+    parts = (("FineTuneJob POST answered", [answered[k] - applied[k] for k in names]),
+             ("then its ADDED event on a watch", [ftj_seen[k] - answered[k] for k in names]),
+             ("then the Job's ADDED event", [job_seen[k] - ftj_seen[k] for k in names]))
+    return "; ".join(f"{label} {percentile(v, 0.5):.2f} / {percentile(v, 0.99):.2f} s" for label, v in parts)
 
 
 def _port_open(port: int) -> bool:
@@ -442,6 +460,7 @@ def main() -> int:
         print(f"\nN={r['n']}: where the burst's time went (first apply to last Job)")
         print("\n".join(r["profile"]))
         print(f"  backlog each second (applied without a Job / without a first status): {r['backlog']}")
+        print(f"  apply -> Job in parts (p50 / p99): {r['split']}")
     for f in floors:
         print(f"\nfloor N={f['n']}: where the burst's time went (first apply to last Job)")
         print("\n".join(f["profile"]))
