@@ -57,14 +57,23 @@ OPERATOR_SETTINGS = {"KUBETUNE_TRAINER_IMAGE": "ghcr.io/kubetune/trainer:bench",
                      "KUBETUNE_DEFAULT_BUCKET_URI": "s3://bench", "KUBETUNE_POLICY": json.dumps(BENCH_POLICY)}
 
 
-def running_cluster() -> cluster_mod.Cluster:
-    """The cluster running in $KUBETUNE_RUN_DIR, else a new one: there when it is
-    set (its logs stay there after the run, for `cluster down` to remove), else
-    in a temporary directory."""
+@contextmanager
+def running_cluster():
+    """The cluster running in $KUBETUNE_RUN_DIR, else a new one, stopped when the
+    block ends: there when it is set (its logs stay there after the run, for
+    `cluster down` to remove), else in a temporary directory, removed. (Its
+    processes die with this one anyway, but the node's containerd shims, mounts
+    and network would stay behind.)"""
     existing = cluster_mod.Cluster.load(cluster_mod.DEFAULT_RUN_DIR)
     if existing and existing.alive():
-        return existing
-    return cluster_mod.start(run_dir=cluster_mod.DEFAULT_RUN_DIR if os.environ.get("KUBETUNE_RUN_DIR") else None)
+        yield existing
+        return
+    keep = bool(os.environ.get("KUBETUNE_RUN_DIR"))
+    c = cluster_mod.start(run_dir=cluster_mod.DEFAULT_RUN_DIR if keep else None)
+    try:
+        yield c
+    finally:
+        cluster_mod.stop(c, remove_data=not keep)
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -427,18 +436,18 @@ def main() -> int:
     args = ap.parse_args()
     from tests.harness.fixtures import make_kube_clients
 
-    c = running_cluster()
-    kube = make_kube_clients(c)
-    for path in CRD_FILES:
-        kube.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(path))
-    kube.kubectl("wait", "--for=condition=Established", "crd/finetunejobs.kubetune.io", "--timeout=60s")
-    log_dir = Path(c.run_dir) / "logs"
     rows, floors = [], []
-    with instant_nodes(kube.raw, c.real_node):
-        for n in args.sizes.split(","):
-            rows.append(run_one(c, kube, int(n), args.qps, args.burst, log_dir))
-            if not args.no_floor:
-                floors.append(run_direct(c, kube, int(n)))
+    with running_cluster() as c:
+        kube = make_kube_clients(c)
+        for path in CRD_FILES:
+            kube.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(path))
+        kube.kubectl("wait", "--for=condition=Established", "crd/finetunejobs.kubetune.io", "--timeout=60s")
+        log_dir = Path(c.run_dir) / "logs"
+        with instant_nodes(kube.raw, c.real_node):
+            for n in args.sizes.split(","):
+                rows.append(run_one(c, kube, int(n), args.qps, args.burst, log_dir))
+                if not args.no_floor:
+                    floors.append(run_direct(c, kube, int(n)))
     header = f"{'N':>5} {'apply s':>8} {'->Job p50':>10} {'->Job p99':>10} {'->status p50':>13} {'->status p99':>13} {'Jobs/s':>8} {'done/s':>8} {'req/job':>8} {'RSS MB':>7} {'CPU ms/job':>16}"
     print(f"\noperator benchmark (client QPS {args.qps:g}, burst {args.burst}; trainer command: true; pods on instant stand-in nodes)")
     print(header)
