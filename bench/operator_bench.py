@@ -57,25 +57,6 @@ OPERATOR_SETTINGS = {"KUBETUNE_TRAINER_IMAGE": "ghcr.io/kubetune/trainer:bench",
                      "KUBETUNE_DEFAULT_BUCKET_URI": "s3://bench", "KUBETUNE_POLICY": json.dumps(BENCH_POLICY)}
 
 
-@contextmanager
-def running_cluster():
-    """The cluster running in $KUBETUNE_RUN_DIR, else a new one, stopped when the
-    block ends: there when it is set (its logs stay there after the run, for
-    `cluster down` to remove), else in a temporary directory, removed. (Its
-    processes die with this one anyway, but the node's containerd shims, mounts
-    and network would stay behind.)"""
-    existing = cluster_mod.Cluster.load(cluster_mod.DEFAULT_RUN_DIR)
-    if existing and existing.alive():
-        yield existing
-        return
-    keep = bool(os.environ.get("KUBETUNE_RUN_DIR"))
-    c = cluster_mod.start(run_dir=cluster_mod.DEFAULT_RUN_DIR if keep else None)
-    try:
-        yield c
-    finally:
-        cluster_mod.stop(c, remove_data=not keep)
-
-
 def percentile(values: list[float], q: float) -> float:
     if not values:
         return float("nan")
@@ -437,7 +418,9 @@ def main() -> int:
     from tests.harness.fixtures import make_kube_clients
 
     rows, floors = [], []
-    with running_cluster() as c:
+    # The cluster of `make cluster-up`, else one of its own, stopped at the end
+    # (its logs kept when $KUBETUNE_RUN_DIR is set).
+    with cluster_mod.running(run_dir=cluster_mod.DEFAULT_RUN_DIR if os.environ.get("KUBETUNE_RUN_DIR") else None) as c:
         kube = make_kube_clients(c)
         for path in CRD_FILES:
             kube.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(path))

@@ -30,9 +30,11 @@ import sys
 import tempfile
 import time
 import urllib.request
+import warnings
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 from . import coredns, node, node_images, nodenet, procs
 from .certs import Pki, make_pki
@@ -401,6 +403,29 @@ def _http_ok(url: str) -> bool:
 # spin on a missing API, etcd last.
 STOP_ORDER = ("kubelet", "kube-proxy", "containerd", "kube-scheduler",
               "kube-controller-manager", "minio", "kube-apiserver", "etcd")
+
+
+@contextmanager
+def running(reuse: bool = True, run_dir: Path | None = None) -> Iterator[Cluster]:
+    """With `reuse`, the cluster running in DEFAULT_RUN_DIR (`make cluster-up`,
+    `make demo`) when it runs this harness's code; else a new one, stopped when
+    the block ends: in `run_dir` (its logs left there, for `down` to remove) or
+    in a temporary directory, removed. Stopping also removes what outlives the
+    components: the node's containerd shims, mounts and network."""
+    if reuse:
+        existing = Cluster.load(DEFAULT_RUN_DIR)
+        if existing and existing.alive():
+            if existing.harness_version == harness_version():
+                yield existing
+                return
+            warnings.warn(f"not reusing the cluster in {existing.run_dir}: it runs other harness "
+                          f"code (restart it with make cluster-down cluster-up); starting a private one")
+            run_dir = None  # that directory is the other cluster's
+    cluster = start(run_dir=run_dir, die_with_parent=True)
+    try:
+        yield cluster
+    finally:
+        stop(cluster, remove_data=run_dir is None)
 
 
 def stop(cluster: Cluster, remove_data: bool = True) -> None:

@@ -30,7 +30,6 @@ import os
 import re
 import subprocess
 import uuid
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -169,19 +168,8 @@ def tools_bin() -> Path:
 @pytest.fixture(scope="session")
 def control_plane() -> Iterator[cluster_mod.Cluster]:
     """The local control plane, MinIO and node for this session."""
-    if os.environ.get("KUBETUNE_REUSE_CLUSTER", "1") != "0":
-        existing = cluster_mod.Cluster.load(cluster_mod.DEFAULT_RUN_DIR)
-        if existing and existing.alive():
-            if existing.harness_version == cluster_mod.harness_version():
-                yield existing
-                return
-            warnings.warn(f"not reusing the cluster in {existing.run_dir}: it runs other harness "
-                          f"code (restart it with make cluster-down cluster-up); starting a private one")
-    c = cluster_mod.start(die_with_parent=True)
-    try:
+    with cluster_mod.running(reuse=os.environ.get("KUBETUNE_REUSE_CLUSTER", "1") != "0") as c:
         yield c
-    finally:
-        cluster_mod.stop(c)
 
 
 @pytest.fixture(scope="session")
